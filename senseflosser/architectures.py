@@ -1,0 +1,106 @@
+"""Autoencoder architectures.
+
+Every model maps an STFT tensor ``(frames, 1025, 2)`` to the same shape. No
+skip connection carries the input around the conv layers to the output: the
+sound must pass through the network, or damaging the network would mean
+nothing.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from .errors import TrainingError
+from .layers import SpectralCompress, SpectralExpand
+from .spectral import N_BINS
+
+ARCHITECTURES = ("bottleneck", "deep", "original")
+
+
+def build(
+    arch: str = "bottleneck",
+    *,
+    frames: int | None = None,
+    width: int = 32,
+    power: float = 0.3,
+    name: str | None = None,
+) -> tuple[keras.Model, keras.Model]:
+    """Build an autoencoder.
+
+    Parameters
+    ----------
+    arch : {"bottleneck", "deep", "original"}
+        ``"bottleneck"``: full-resolution conv, one stride-2 step on frequency,
+        back up, GELU, no normalisation (the design that trained best on a CPU
+        budget). ``"deep"``: two stride-2 frequency steps (a narrower, more
+        coloured bottleneck). ``"original"``: the original tool's encoder-decoder
+        (Conv 32/64/128/256, frequency strides 5 and 5, BatchNorm), kept for
+        comparison.
+    frames : int or None, keyword-only
+        Fixed number of frames, or ``None`` for a model that takes any length
+        (the original's ``--var-input``).
+    width : int, keyword-only
+        Channels of the full-resolution layers (bottleneck layers get twice).
+    power : float, keyword-only
+        Compression exponent of the spectral scaling layers (``"original"``
+        uses none).
+    name : str or None, keyword-only
+        Model name.
+
+    Returns
+    -------
+    model : keras.Model
+        STFT tensor in, STFT tensor out: the model that is saved and shipped.
+    train_model : keras.Model
+        The same layers from the STFT input to the *compressed* output (with
+        exponent ``power``), for training with a loss in the compressed domain
+        against targets compressed the same way.
+    """
+    if arch not in ARCHITECTURES:
+        raise TrainingError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    if frames is not None and frames <= 0:
+        raise TrainingError(f"frames must be positive or None, got {frames}")
+    inputs = keras.Input(shape=(frames, N_BINS, 2), name="stft")
+    if arch == "original":
+        model = _original(inputs, name or "original")
+        compressed_out = SpectralCompress(power, name="compress_out")(model.output)
+        return model, keras.Model(inputs, compressed_out, name=f"{model.name}_train")
+    L = keras.layers
+    conv = dict(kernel_size=3, padding="same", activation="gelu")
+    compressed = SpectralCompress(power, name="compress")(inputs)
+    x = L.Conv2D(width, name="conv_in", **conv)(compressed)
+    if arch == "bottleneck":
+        x = L.ZeroPadding2D(((0, 0), (0, 1)), name="pad_freq")(x)  # 1025 -> 1026 bins
+        x = L.Conv2D(2 * width, strides=(1, 2), name="down", **conv)(x)  # 513 bins
+        x = L.Conv2D(2 * width, name="mid", **conv)(x)
+        x = L.Conv2DTranspose(width, strides=(1, 2), name="up", **conv)(x)  # 1026 bins
+        x = L.Cropping2D(((0, 0), (0, 1)), name="crop_freq")(x)
+    else:  # deep: 1025 -> 1028 -> 514 -> 257 -> 514 -> 1028 -> 1025
+        x = L.ZeroPadding2D(((0, 0), (0, 3)), name="pad_freq")(x)
+        x = L.Conv2D(2 * width, strides=(1, 2), name="down1", **conv)(x)
+        x = L.Conv2D(4 * width, strides=(1, 2), name="down2", **conv)(x)
+        x = L.Conv2D(4 * width, name="mid", **conv)(x)
+        x = L.Conv2DTranspose(2 * width, strides=(1, 2), name="up2", **conv)(x)
+        x = L.Conv2DTranspose(width, strides=(1, 2), name="up1", **conv)(x)
+        x = L.Cropping2D(((0, 0), (0, 3)), name="crop_freq")(x)
+    x = L.Conv2D(width, name="conv_out", **conv)(x)
+    core_out = L.Conv2D(2, kernel_size=3, padding="same", name="to_stft")(x)
+    outputs = SpectralExpand(power, name="expand")(core_out)
+    model = keras.Model(inputs, outputs, name=name or f"{arch}")
+    train_model = keras.Model(inputs, core_out, name=f"{model.name}_train")
+    return model, train_model
+
+
+def _original(inputs, name: str) -> keras.Model:
+    # The original build_autoencoder: raw STFT in, strides of 5 on frequency, BatchNorm.
+    L = keras.layers
+    x = inputs
+    for ch, stride in ((32, (1, 1)), (64, (1, 5)), (128, (1, 5)), (256, (1, 1))):
+        x = L.Conv2D(ch, 3, strides=stride, padding="same", activation="relu")(x)
+        x = L.BatchNormalization()(x)
+    for ch, stride in ((128, (1, 1)), (64, (1, 5)), (32, (1, 5))):
+        x = L.Conv2DTranspose(ch, 3, strides=stride, padding="same", activation="relu")(x)
+        x = L.BatchNormalization()(x)
+    # 1025 -> 205 -> 41 -> 205 -> 1025 bins
+    outputs = L.Conv2D(2, 3, padding="same", name="to_stft")(x)
+    return keras.Model(inputs, outputs, name=name)

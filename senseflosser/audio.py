@@ -1,0 +1,260 @@
+"""Audio input and output.
+
+Decodes anything libsndfile reads (WAV of any bit depth, FLAC, OGG/Vorbis, MP3
+where the installed libsndfile supports it) at any sample rate and channel
+count, mixes it to mono and resamples it to :data:`SAMPLE_RATE` with soxr.
+Files are read block by block, so a long file never sits in memory at its
+original rate and channel count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .errors import AudioError
+
+SAMPLE_RATE = 22050
+"""Sample rate of every waveform the models see and every WAV we write (Hz)."""
+
+_BLOCK_FRAMES = 1 << 16
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the header of an audio file says.
+
+    Attributes
+    ----------
+    samplerate : int
+        Sample rate in Hz.
+    channels : int
+        Number of channels.
+    frames : int
+        Number of sample frames per channel.
+    format : str
+        Container format as libsndfile names it (``"WAV"``, ``"FLAC"``, ...).
+    subtype : str
+        Sample encoding (``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ...).
+    """
+
+    samplerate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.samplerate
+
+
+def _name(path: str | os.PathLike) -> str:
+    return Path(path).name
+
+
+def probe(path: str | os.PathLike) -> AudioInfo:
+    """Read the header of an audio file without decoding it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    AudioInfo
+
+    Raises
+    ------
+    AudioError
+        If the file is missing, empty, not audio, or has no samples.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise AudioError(f"{_name(p)}: no such file")
+    if p.stat().st_size == 0:
+        raise AudioError(f"{_name(p)}: the file is empty")
+    try:
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioError(
+            f"{_name(p)}: not an audio file this tool can read "
+            f"(WAV, FLAC, OGG/Vorbis or MP3 expected; decoder said: {_clean(exc)})"
+        ) from None
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError(
+            f"{_name(p)}: invalid header (sample rate {info.samplerate}, {info.channels} channels)"
+        )
+    if info.frames <= 0:
+        raise AudioError(f"{_name(p)}: the file holds no audio samples")
+    return AudioInfo(
+        samplerate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+        format=str(info.format),
+        subtype=str(info.subtype),
+    )
+
+
+def _clean(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    msg = text[-1] if text else type(exc).__name__
+    # libsndfile messages start with the path; the user knows which file it was.
+    if ": " in msg and ("/" in msg.split(": ", 1)[0] or "\\" in msg.split(": ", 1)[0]):
+        msg = msg.split(": ", 1)[1]
+    return msg
+
+
+def load(
+    path: str | os.PathLike,
+    *,
+    offset: float = 0.0,
+    duration: float | None = None,
+    sr: int = SAMPLE_RATE,
+    max_duration: float | None = None,
+) -> np.ndarray:
+    """Decode a segment of an audio file to mono float32 at ``sr``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any file libsndfile reads.
+    offset : float, keyword-only
+        Start of the segment in seconds (>= 0).
+    duration : float or None, keyword-only
+        Length of the segment in seconds (> 0); ``None`` reads to the end.
+    sr : int, keyword-only
+        Output sample rate in Hz.
+    max_duration : float or None, keyword-only
+        Refuse segments longer than this many seconds.
+
+    Returns
+    -------
+    y : np.ndarray, shape (n_samples,), float32
+        The mono waveform, in [-1, 1] for integer sources.
+
+    Raises
+    ------
+    AudioError
+        For unreadable, empty or truncated files, non-finite samples, or a
+        segment that lies outside the file or exceeds ``max_duration``.
+    """
+    offset = _check_seconds("offset", offset, allow_zero=True)
+    if duration is not None:
+        duration = _check_seconds("duration", duration, allow_zero=False)
+    if sr <= 0:
+        raise AudioError(f"sample rate must be positive, got {sr}")
+    info = probe(path)
+    name = _name(path)
+    start = int(round(offset * info.samplerate))
+    if start >= info.frames:
+        raise AudioError(
+            f"{name}: offset {offset:g} s is past the end of the {info.duration:.1f} s file"
+        )
+    stop = info.frames if duration is None else min(info.frames, start + int(round(duration * info.samplerate)))
+    seg_seconds = (stop - start) / info.samplerate
+    if max_duration is not None and seg_seconds > max_duration + 1e-9:
+        raise AudioError(
+            f"{name}: the segment is {seg_seconds:.1f} s long; at most {max_duration:g} s is allowed "
+            "(choose a shorter duration)"
+        )
+    want = stop - start
+    if want <= 0:
+        raise AudioError(f"{name}: the selected segment holds no samples")
+
+    resampler = None
+    if info.samplerate != sr:
+        resampler = soxr.ResampleStream(info.samplerate, sr, 1, dtype="float32", quality="HQ")
+    pieces: list[np.ndarray] = []
+    got = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if start:
+                f.seek(start)
+            while got < want:
+                block = f.read(min(_BLOCK_FRAMES, want - got), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                got += block.shape[0]
+                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                if not np.isfinite(mono).all():
+                    raise AudioError(f"{name}: the file contains NaN or infinite samples")
+                if resampler is not None:
+                    mono = resampler.resample_chunk(mono, last=False)
+                pieces.append(np.ascontiguousarray(mono, dtype=np.float32))
+            if resampler is not None:
+                pieces.append(resampler.resample_chunk(np.zeros(0, np.float32), last=True))
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as exc:
+        raise AudioError(f"{name}: the file could not be decoded ({_clean(exc)})") from None
+    if got == 0:
+        raise AudioError(f"{name}: the file is truncated (the header promises audio, none could be read)")
+    if got < want and got < 0.9 * want:
+        raise AudioError(
+            f"{name}: the file is truncated (header says {want / info.samplerate:.1f} s, "
+            f"only {got / info.samplerate:.1f} s could be read)"
+        )
+    y = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    if y.size == 0:
+        raise AudioError(f"{name}: the selected segment is too short to decode")
+    return y
+
+
+def _check_seconds(what: str, value: float, *, allow_zero: bool) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise AudioError(f"{what} must be a number of seconds, got {value!r}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise AudioError(f"{what} must be a finite number of seconds {bound}, got {value!r}")
+    return v
+
+
+def write_wav(
+    path: str | os.PathLike,
+    y: np.ndarray,
+    *,
+    sr: int = SAMPLE_RATE,
+    subtype: str = "PCM_16",
+) -> Path:
+    """Write a mono waveform as WAV.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination; its folder must exist.
+    y : np.ndarray, shape (n_samples,)
+        Samples in [-1, 1]; anything beyond is a bug upstream (we never clip
+        silently), so it raises.
+    sr : int, keyword-only
+        Sample rate in Hz.
+    subtype : str, keyword-only
+        libsndfile sample encoding, ``"PCM_16"`` (default, plays everywhere)
+        or ``"FLOAT"``.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise AudioError(f"expected a mono waveform of shape (n,), got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise AudioError("refusing to write a waveform with NaN or infinite samples")
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    if peak > 1.0 + 1e-6:
+        raise AudioError(f"refusing to clip: the waveform peaks at {peak:.3f} (> 1.0)")
+    p = Path(path)
+    sf.write(str(p), y, sr, subtype=subtype, format="WAV")
+    return p

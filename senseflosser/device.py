@@ -1,0 +1,78 @@
+"""Compute device set-up.
+
+Importing this module prepares TensorFlow (when it is the Keras backend): GPUs,
+if any, get memory growth, so several worker processes can share one card;
+without a GPU everything runs on the CPU. This is the only module that talks
+to TensorFlow directly; the rest of the core uses Keras 3 ops and runs on the
+JAX or PyTorch backends too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import keras
+
+log = logging.getLogger(__name__)
+
+_configured = False
+
+
+def _setup() -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    threads = os.environ.get("SENSEFLOSSER_THREADS")
+    if threads:
+        n = int(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(min(n, 2))
+        except RuntimeError:  # already initialised by someone else
+            log.warning("TensorFlow was initialised before its thread count could be set")
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            log.warning("memory growth could not be enabled on %s (already initialised)", gpu.name)
+
+
+def describe() -> str:
+    """Name the device the models run on.
+
+    Returns
+    -------
+    str
+        For example ``"GPU (NVIDIA H100 80GB HBM3), tensorflow"`` or ``"CPU, tensorflow"``.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            details = tf.config.experimental.get_device_details(gpus[0])
+            return f"GPU ({details.get('device_name', gpus[0].name)}), tensorflow"
+        return "CPU, tensorflow"
+    if backend == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        kind = "GPU" if dev.platform == "gpu" else dev.platform.upper()
+        return f"{kind} ({dev.device_kind}), jax"
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"GPU ({torch.cuda.get_device_name(0)}), torch"
+        return "CPU, torch"
+    return f"{backend}"
+
+
+_setup()

@@ -1,0 +1,265 @@
+"""Waveform <-> model tensor, and chunked processing with overlap-add.
+
+The models see a short-time Fourier transform as a real tensor of shape
+``(frames, 1025, 2)``: real and imaginary parts of an STFT with n_fft 2048,
+hop 1024, a periodic Hann window and centre padding, at 22050 Hz.
+
+Long audio is never turned into one huge tensor. :func:`process` cuts the
+frame sequence into chunks, gives each chunk a few frames of context on either
+side so that convolutions near a chunk edge see the same neighbours they would
+in one pass, runs every model on each chunk, and overlap-adds the inverse
+transform of the kept frames straight into the output waveforms. Memory is
+bounded by the chunk size, and with context at least the model's receptive
+field a deterministic model gives the same samples as a single pass: there
+are no seams to hear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+N_FFT = 2048
+HOP = 1024
+N_BINS = N_FFT // 2 + 1
+_WINDOW = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float64)
+
+DEFAULT_CHUNK_FRAMES = 512
+"""Frames per chunk (about 24 s of audio): large enough that a 30 s clip costs
+one extra chunk of context at most, small enough to bound memory."""
+DEFAULT_CONTEXT_FRAMES = 16
+"""Context frames on each side of a chunk (about 0.7 s); must cover the model's
+receptive field along time for seamless output."""
+
+
+def n_frames(n_samples: int) -> int:
+    """Number of STFT frames of a centre-padded signal of ``n_samples`` samples.
+
+    One frame more than the minimum where needed, so that every sample lies
+    under two windows and the inverse never divides by a vanishing window sum.
+    """
+    return 1 + -(-n_samples // HOP)
+
+
+def _padded(y: np.ndarray) -> np.ndarray:
+    # Centre padding with zeros, plus a tail so the last frame is complete.
+    n = n_frames(len(y))
+    total = (n - 1) * HOP + N_FFT
+    out = np.zeros(total, dtype=np.float64)
+    out[N_FFT // 2 : N_FFT // 2 + len(y)] = y
+    return out
+
+
+def _frames_of(padded: np.ndarray, start: int, stop: int) -> np.ndarray:
+    idx = (np.arange(start, stop) * HOP)[:, None] + np.arange(N_FFT)[None, :]
+    return padded[idx]
+
+
+def _to_tensor(spec: np.ndarray) -> np.ndarray:
+    out = np.empty(spec.shape + (2,), dtype=np.float32)
+    out[..., 0] = spec.real
+    out[..., 1] = spec.imag
+    return out
+
+
+def stft(y: np.ndarray) -> np.ndarray:
+    """STFT of a mono waveform as the model tensor.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono waveform at 22050 Hz.
+
+    Returns
+    -------
+    S : np.ndarray, shape (n_frames(n_samples), 1025, 2), float32
+        Real and imaginary parts.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"expected a mono waveform of shape (n,), got shape {y.shape}")
+    padded = _padded(y)
+    frames = _frames_of(padded, 0, n_frames(len(y))) * _WINDOW
+    return _to_tensor(np.fft.rfft(frames, axis=1))
+
+
+def _window_sum(n: int, length: int) -> np.ndarray:
+    total = (n - 1) * HOP + N_FFT
+    wss = np.zeros(total, dtype=np.float64)
+    w2 = _WINDOW**2
+    for i in range(N_FFT // HOP):
+        # n frames of a hop-periodic window: add each HOP-long slice once per frame.
+        seg = w2[i * HOP : (i + 1) * HOP]
+        view = wss[i * HOP : i * HOP + n * HOP].reshape(n, HOP)
+        view += seg
+    return wss[N_FFT // 2 : N_FFT // 2 + length]
+
+
+def istft(S: np.ndarray, length: int) -> np.ndarray:
+    """Inverse of :func:`stft` (weighted overlap-add).
+
+    Parameters
+    ----------
+    S : np.ndarray, shape (frames, 1025, 2)
+        Model tensor.
+    length : int
+        Number of samples to return (the length given to :func:`stft`).
+
+    Returns
+    -------
+    y : np.ndarray, shape (length,), float32
+    """
+    syn = _Synthesis(S.shape[0], length)
+    syn.add(S, 0)
+    return syn.result()
+
+
+class _Synthesis:
+    """Overlap-add accumulator for frames that arrive chunk by chunk."""
+
+    def __init__(self, n: int, length: int) -> None:
+        self.n = n
+        self.length = length
+        self.buf = np.zeros((n - 1) * HOP + N_FFT, dtype=np.float64)
+
+    def add(self, S: np.ndarray, first: int) -> None:
+        spec = S[..., 0].astype(np.float64) + 1j * S[..., 1].astype(np.float64)
+        frames = np.fft.irfft(spec, n=N_FFT, axis=1) * _WINDOW
+        base = first * HOP
+        # Frames overlap by half: add even and odd frames as two flat, non-overlapping runs.
+        for parity in range(N_FFT // HOP):
+            sel = frames[parity::2]
+            if sel.size == 0:
+                continue
+            off = base + parity * HOP
+            span = sel.shape[0] * 2 * HOP
+            view = self.buf[off : off + span]
+            if view.size < span:
+                # The last run may hang past the buffer by half a frame of zeros.
+                flat = np.zeros(span)
+                flat.reshape(sel.shape[0], 2 * HOP)[:] = sel
+                view += flat[: view.size]
+            else:
+                view.reshape(sel.shape[0], 2 * HOP)[:] += sel
+
+    def result(self) -> np.ndarray:
+        wss = _window_sum(self.n, self.length)
+        y = self.buf[N_FFT // 2 : N_FFT // 2 + self.length]
+        return (y / wss).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk of the frame sequence.
+
+    Attributes
+    ----------
+    start, stop : int
+        Frames fed to the model, context included (``stop - start`` frames).
+    keep_start, keep_stop : int
+        Frames of this chunk whose output is kept (absolute frame indices).
+    """
+
+    start: int
+    stop: int
+    keep_start: int
+    keep_stop: int
+
+
+def plan_chunks(
+    n: int, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES, context: int = DEFAULT_CONTEXT_FRAMES
+) -> list[Chunk]:
+    """Cut ``n`` frames into chunks of at most ``chunk_frames`` frames, context included.
+
+    Parameters
+    ----------
+    n : int
+        Total number of frames (> 0).
+    chunk_frames : int, keyword-only
+        Largest number of frames fed to the model at once.
+    context : int, keyword-only
+        Frames of context on each inner chunk edge.
+
+    Returns
+    -------
+    list of Chunk
+        The chunks, in order; their kept ranges tile ``[0, n)`` exactly.
+    """
+    if n <= 0:
+        raise ValueError(f"need at least one frame, got {n}")
+    if chunk_frames <= 2 * context:
+        raise ValueError(
+            f"chunk_frames ({chunk_frames}) must exceed twice the context ({context})"
+        )
+    if n <= chunk_frames:
+        return [Chunk(0, n, 0, n)]
+    core = chunk_frames - 2 * context
+    chunks = []
+    keep = 0
+    while keep < n:
+        first = keep == 0
+        # The first chunk needs no left context, so it keeps more frames.
+        keep_stop = min(n, keep + (core + context if first else core))
+        start = max(0, keep - context)
+        stop = min(n, keep_stop + context)
+        chunks.append(Chunk(start, stop, keep, keep_stop))
+        keep = keep_stop
+    return chunks
+
+
+Transform = Callable[[np.ndarray, int], np.ndarray]
+"""A chunk transform: ``(tensor of shape (frames, 1025, 2), chunk index) -> same shape``."""
+
+
+def process(
+    y: np.ndarray,
+    transforms: Sequence[Transform],
+    *,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    context: int = DEFAULT_CONTEXT_FRAMES,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """Run several spectral transforms over a waveform, chunk by chunk.
+
+    The STFT of each chunk is computed once and handed to every transform, and
+    each transform's output frames are overlap-added into its own waveform.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono waveform at 22050 Hz.
+    transforms : sequence of callables
+        Each maps a tensor of shape ``(frames, 1025, 2)`` and the chunk index
+        to a tensor of the same shape.
+    chunk_frames, context : int, keyword-only
+        See :func:`plan_chunks`.
+    on_chunk : callable or None, keyword-only
+        Called as ``on_chunk(done, total)`` after each chunk.
+
+    Returns
+    -------
+    list of np.ndarray, each shape (n_samples,), float32
+        One waveform per transform.
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"expected a non-empty mono waveform, got shape {y.shape}")
+    n = n_frames(len(y))
+    padded = _padded(y)
+    chunks = plan_chunks(n, chunk_frames=chunk_frames, context=context)
+    outs = [_Synthesis(n, len(y)) for _ in transforms]
+    for i, c in enumerate(chunks):
+        tensor = _to_tensor(np.fft.rfft(_frames_of(padded, c.start, c.stop) * _WINDOW, axis=1))
+        lo, hi = c.keep_start - c.start, c.keep_stop - c.start
+        for syn, fn in zip(outs, transforms):
+            res = np.asarray(fn(tensor, i))
+            if res.shape != tensor.shape:
+                raise ValueError(
+                    f"a transform returned shape {res.shape} for input shape {tensor.shape}"
+                )
+            syn.add(res[lo:hi], c.keep_start)
+        if on_chunk is not None:
+            on_chunk(i + 1, len(chunks))
+    return [syn.result() for syn in outs]
