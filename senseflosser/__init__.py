@@ -1,0 +1,29 @@
+"""senseflosser: deteriorate the senses of a pretrained audio autoencoder and listen.
+
+Importing the package registers its custom Keras layers, so flossed models
+load with ``keras.models.load_model`` afterwards.
+"""
+
+from __future__ import annotations
+
+from . import layers  # noqa: F401  (registers custom layers for keras.models.load_model)
+from .errors import AudioError, ModelError, RecipeError, SenseflosserError, TrainingError
+from .legacy import run_senseflosser
+from .pipeline import FlossResult, floss
+from .recipe import ACTIONS, DEFAULT_TITRATION, Recipe
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_TITRATION",
+    "AudioError",
+    "FlossResult",
+    "ModelError",
+    "Recipe",
+    "RecipeError",
+    "SenseflosserError",
+    "TrainingError",
+    "floss",
+    "run_senseflosser",
+]

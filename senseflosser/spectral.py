@@ -85,6 +85,22 @@ def stft(y: np.ndarray) -> np.ndarray:
     return _to_tensor(np.fft.rfft(frames, axis=1))
 
 
+def iter_stft(y: np.ndarray, *, block: int = DEFAULT_CHUNK_FRAMES):
+    """The STFT of a long waveform in blocks of at most ``block`` frames.
+
+    Yields
+    ------
+    np.ndarray, shape (<= block, 1025, 2), float32
+        Consecutive frames of :func:`stft`, in order.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    padded = _padded(y)
+    n = n_frames(len(y))
+    for start in range(0, n, block):
+        frames = _frames_of(padded, start, min(n, start + block)) * _WINDOW
+        yield _to_tensor(np.fft.rfft(frames, axis=1))
+
+
 def _window_sum(n: int, length: int) -> np.ndarray:
     total = (n - 1) * HOP + N_FFT
     wss = np.zeros(total, dtype=np.float64)

@@ -392,6 +392,7 @@ def train(
             "stopped_by": "time budget" if budget.hit else ("early stopping" if len(curve) < config.epochs else "epochs"),
             "minutes_last_session": round(minutes, 1),
             "loss": "mean absolute error between compressed STFTs (|X|^power, phase kept)",
+            "history": curve,
         },
         "evaluation": None,
     }

@@ -1,0 +1,195 @@
+"""The flossing pipeline: one input, the normal output and one output per recipe.
+
+:func:`floss` damages a fresh copy of the pristine model for every recipe (so a
+titration never compounds), runs all of them chunk by chunk over the audio
+(one STFT per chunk, shared), and measures each flossed output against the
+normal one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+
+from . import actions, metrics
+from .errors import AudioError, ModelError
+from .models import check_model, input_frames
+from .recipe import Recipe
+from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, process
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+"""``progress(fraction, message)`` with ``fraction`` in [0, 1]."""
+
+_HEADROOM = 0.999
+
+
+@dataclass
+class FlossedOutput:
+    """One damaged output.
+
+    Attributes
+    ----------
+    recipe : Recipe
+    audio : np.ndarray, shape (n_samples,), float32
+        Waveform at 22050 Hz, scaled down only if it would clip (see ``metrics["gain"]``).
+    metrics : dict
+        ``snr_db`` and ``lsd_db`` against the normal output, ``gain`` applied
+        to avoid clipping (1.0 = none), ``peak`` and ``rms_db`` before that
+        gain, ``nonfinite`` bins replaced by zero.
+    model : keras.Model or None
+        The damaged model, when asked for.
+    """
+
+    recipe: Recipe
+    audio: np.ndarray
+    metrics: dict
+    model: keras.Model | None = None
+
+
+@dataclass
+class FlossResult:
+    """Result of :func:`floss`.
+
+    Attributes
+    ----------
+    normal : np.ndarray, shape (n_samples,), float32
+        Output of the undamaged model.
+    normal_metrics : dict
+        ``gain``, ``peak``, ``rms_db`` of the normal output, and ``snr_db`` /
+        ``lsd_db`` against the input.
+    flossed : list of FlossedOutput
+        One per recipe, in order.
+    seconds : float
+        Wall time of the run.
+    """
+
+    normal: np.ndarray
+    normal_metrics: dict
+    flossed: list[FlossedOutput] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _Runner:
+    """Calls one model on chunk tensors, padding chunks to a fixed-length model's size."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self.frames = input_frames(model)
+        # A lapse model's masks restart from its seed, so every run of it is reproducible.
+        actions.reset(model)
+        self.nonfinite = 0
+
+    def __call__(self, tensor: np.ndarray, index: int) -> np.ndarray:
+        n = tensor.shape[0]
+        x = tensor[None]
+        if self.frames is not None and n < self.frames:
+            x = np.concatenate([x, np.zeros((1, self.frames - n) + tensor.shape[1:], np.float32)], axis=1)
+        y = keras.ops.convert_to_numpy(self.model(x, training=False))[0, :n]
+        bad = ~np.isfinite(y)
+        if bad.any():
+            self.nonfinite += int(bad.sum())
+            y = np.where(bad, 0.0, y).astype(np.float32)
+        return y
+
+
+def _fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
+    peak = float(np.max(np.abs(y))) if y.size else 0.0
+    gain = 1.0 if peak <= _HEADROOM else _HEADROOM / peak
+    out = y if gain == 1.0 else (y * gain).astype(np.float32)
+    return out, {"gain": gain, "peak": peak, "rms_db": metrics.rms_db(y)}
+
+
+def floss(
+    audio: np.ndarray,
+    model: keras.Model,
+    recipes: Sequence[Recipe],
+    *,
+    progress: Progress | None = None,
+    keep_models: bool = False,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    context: int = DEFAULT_CONTEXT_FRAMES,
+) -> FlossResult:
+    """Run the undamaged model and one damaged copy per recipe over a waveform.
+
+    Parameters
+    ----------
+    audio : np.ndarray, shape (n_samples,)
+        Mono waveform at 22050 Hz.
+    model : keras.Model
+        The pristine model, ``(batch, frames, 1025, 2)`` in and out. Never mutated.
+    recipes : sequence of Recipe
+        What to do to each copy (titrating = several magnitudes). May be empty.
+    progress : callable or None, keyword-only
+        Called as ``progress(fraction, message)`` while the work advances.
+    keep_models : bool, keyword-only
+        Keep each damaged model in its :class:`FlossedOutput` (to save it).
+    chunk_frames, context : int, keyword-only
+        Chunking of long audio (see :func:`senseflosser.spectral.plan_chunks`).
+        For a fixed-length model the chunk is its input length.
+
+    Returns
+    -------
+    FlossResult
+
+    Raises
+    ------
+    AudioError
+        If the waveform is empty, not mono or not finite.
+    ModelError
+        If the model does not have the expected shape.
+    """
+    t0 = time.perf_counter()
+    y = np.asarray(audio, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0:
+        raise AudioError(f"expected a non-empty mono waveform, got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise AudioError("the waveform contains NaN or infinite samples")
+    check_model(model, getattr(model, "name", "model"))
+    fixed = input_frames(model)
+    if fixed is not None:
+        chunk_frames = fixed
+        context = min(context, max(0, (fixed - 1) // 4))
+
+    def report(fraction: float, message: str) -> None:
+        if progress is not None:
+            progress(min(1.0, max(0.0, fraction)), message)
+
+    report(0.0, "preparing damaged models")
+    damaged = []
+    for i, recipe in enumerate(recipes):
+        damaged.append(actions.apply(model, recipe))
+        report(0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
+    runners = [_Runner(model)] + [_Runner(m) for m in damaged]
+
+    def on_chunk(done: int, total: int) -> None:
+        report(0.05 + 0.9 * done / total, f"processed chunk {done} of {total}")
+
+    outputs = process(y, runners, chunk_frames=chunk_frames, context=context, on_chunk=on_chunk)
+    report(0.95, "measuring")
+    normal_raw = outputs[0]
+    normal, normal_metrics = _fit_to_scale(normal_raw)
+    normal_metrics.update(
+        snr_db=metrics.snr_db(y, normal_raw),
+        lsd_db=metrics.log_spectral_distance(y, normal_raw),
+        nonfinite=runners[0].nonfinite,
+    )
+    result = FlossResult(normal=normal, normal_metrics=normal_metrics)
+    for recipe, raw, runner, dmg in zip(recipes, outputs[1:], runners[1:], damaged):
+        out, m = _fit_to_scale(raw)
+        m.update(
+            snr_db=metrics.snr_db(normal_raw, raw),
+            lsd_db=metrics.log_spectral_distance(normal_raw, raw),
+            nonfinite=runner.nonfinite,
+        )
+        result.flossed.append(FlossedOutput(recipe, out, m, dmg if keep_models else None))
+    result.seconds = time.perf_counter() - t0
+    report(1.0, "done")
+    return result
+

@@ -1,0 +1,211 @@
+"""One flossing job from file to files: the work the CLI and the web app share.
+
+:func:`floss_to_dir` reads an audio segment, runs :func:`~senseflosser.pipeline.floss`
+and writes WAVs, recipe JSON, optional spectrogram images and optional flossed
+models into one folder, returning a manifest of what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import audio as audio_io
+from . import device
+from .actions import resolve_layers
+from .errors import RecipeError
+from .models import ModelRegistry
+from .pipeline import Progress, floss
+from .recipe import Recipe, draw_seed, validate_action, validate_magnitude, validate_seed
+from .spectral import N_BINS, iter_stft
+
+log = logging.getLogger(__name__)
+
+_STEM_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_stem(name: str, *, default: str = "audio") -> str:
+    """A file-name stem made only of safe characters (for names derived from user input)."""
+    stem = _STEM_RE.sub("_", Path(str(name)).stem).strip("._-")[:80]
+    return stem or default
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (non-finite floats become null)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def save_spectrogram(y: np.ndarray, path: Path, *, width: int = 800, height: int = 256) -> Path:
+    """Save a log-frequency, log-magnitude spectrogram of a waveform as PNG.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+    path : pathlib.Path
+    width, height : int, keyword-only
+        Largest image size in pixels (time is max-pooled down to ``width``).
+    """
+    from matplotlib import image as mpimg
+
+    rows = np.unique(np.geomspace(1, N_BINS - 1, height).astype(int))
+    cols = []
+    for S in iter_stft(y):
+        cols.append(10 * np.log10(S[:, rows, 0].astype(np.float64) ** 2 + S[:, rows, 1] ** 2 + 1e-12))
+    db = np.concatenate(cols, axis=0)
+    if db.shape[0] > width:
+        group = math.ceil(db.shape[0] / width)
+        pad = (-db.shape[0]) % group
+        db = np.concatenate([db, np.full((pad, db.shape[1]), -120.0)]).reshape(-1, group, db.shape[1]).max(axis=1)
+    mpimg.imsave(path, db.T, cmap="magma", origin="lower", vmin=-80.0, vmax=40.0)
+    return path
+
+
+def floss_to_dir(
+    input_path: str | os.PathLike,
+    *,
+    registry: ModelRegistry,
+    model: str,
+    action: str,
+    magnitudes: Sequence[float],
+    output_dir: str | os.PathLike,
+    seed: int | None = None,
+    layers: Sequence[str] | str | None = None,
+    offset: float = 0.0,
+    duration: float | None = None,
+    stem: str | None = None,
+    save_model: bool = False,
+    spectrograms: bool = False,
+    write_original: bool = False,
+    max_duration: float | None = None,
+    allow_model_paths: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Floss one audio file and write the results into a folder.
+
+    Parameters
+    ----------
+    input_path : str or os.PathLike
+        Audio file (anything :func:`senseflosser.audio.load` reads).
+    registry : ModelRegistry, keyword-only
+        Where ``model`` is looked up.
+    model : str, keyword-only
+        Registry name (or a file path when ``allow_model_paths``).
+    action : {"fog", "lapse"}, keyword-only
+    magnitudes : sequence of float, keyword-only
+        One flossed output per magnitude, each from the pristine model.
+    output_dir : str or os.PathLike, keyword-only
+        Created if needed.
+    seed : int or None, keyword-only
+        ``None`` draws one; it is recorded in every recipe.
+    layers, offset, duration : keyword-only
+        See :class:`~senseflosser.recipe.Recipe`.
+    stem : str or None, keyword-only
+        Stem of the output names (default: the input's).
+    save_model : bool, keyword-only
+        Also write ``<model>_<action>_<magnitude>.keras`` for each magnitude.
+    spectrograms : bool, keyword-only
+        Also write a PNG spectrogram beside each WAV.
+    write_original : bool, keyword-only
+        Also write the decoded input segment (mono, 22050 Hz) as ``<stem>_original.wav``.
+    max_duration : float or None, keyword-only
+        Refuse longer segments.
+    allow_model_paths : bool, keyword-only
+        Let ``model`` be a file path (the CLI allows it; the web app does not).
+    progress : callable or None, keyword-only
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    dict
+        The manifest (also written as ``manifest.json``): file names relative
+        to ``output_dir``, recipes and metrics.
+    """
+    action = validate_action(action)
+    mags = [validate_magnitude(m) for m in magnitudes]
+    if not mags:
+        raise RecipeError("give at least one magnitude")
+    if len(set(mags)) != len(mags):
+        raise RecipeError("each magnitude may appear only once")
+    seed = draw_seed() if seed is None else validate_seed(seed)
+    name, net, sha = registry.resolve(model, allow_paths=allow_model_paths)
+    chosen = resolve_layers(net, layers, action=action)
+    explicit_layers = chosen if layers else None
+    y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
+    base = Recipe(
+        model=name, model_sha256=sha, action=action, magnitude=mags[0], seed=seed,
+        layers=explicit_layers, offset=offset, duration=duration,
+    )
+    recipes = [base.with_magnitude(m) for m in mags]
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = safe_stem(stem or Path(input_path).name)
+
+    def sub(lo: float, hi: float) -> Progress | None:
+        if progress is None:
+            return None
+        return lambda f, msg: progress(lo + (hi - lo) * f, msg)
+
+    result = floss(y, net, recipes, progress=sub(0.0, 0.85), keep_models=save_model)
+    if progress:
+        progress(0.85, "writing files")
+
+    def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
+        entry: dict[str, Any] = {"file": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples).name}
+        if spectrograms:
+            entry["spectrogram"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png").name
+        return entry
+
+    manifest: dict[str, Any] = {
+        "input": Path(input_path).name,
+        "stem": stem,
+        "seed": seed,
+        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags},
+        "device": device.describe(),
+        "seconds": None,
+        "duration": len(y) / audio_io.SAMPLE_RATE,
+        "sample_rate": audio_io.SAMPLE_RATE,
+    }
+    if write_original:
+        peak = float(np.max(np.abs(y)))
+        manifest["original"] = wav("original", y if peak <= 1.0 else y / peak)
+    manifest["normal"] = {**wav("normal", result.normal), "metrics": result.normal_metrics}
+    manifest["flossed"] = []
+    for i, out in enumerate(result.flossed):
+        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio), "metrics": out.metrics,
+                 "recipe": out.recipe.to_dict(), "model": None}
+        recipe_file = out_dir / f"{stem}_{out.recipe.slug}.json"
+        write_json(recipe_file, {"recipe": out.recipe.to_dict(), "metrics": out.metrics,
+                                 "output": entry["file"], "device": manifest["device"]})
+        entry["recipe_file"] = recipe_file.name
+        if save_model and out.model is not None:
+            model_file = out_dir / f"{safe_stem(name, default='model')}_{out.recipe.slug}.keras"
+            out.model.save(model_file)
+            entry["model"] = model_file.name
+        manifest["flossed"].append(entry)
+        if progress:
+            progress(0.85 + 0.15 * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
+    manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
+    manifest["seconds"] = result.seconds
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
