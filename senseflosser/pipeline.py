@@ -157,9 +157,13 @@ def floss(
         chunk_frames = fixed
         context = min(context, max(0, (fixed - 1) // 4))
 
+    last = [0.0]
+
     def report(fraction: float, message: str) -> None:
+        # Never step backwards, whatever rounding the stage arithmetic does.
+        last[0] = min(1.0, max(last[0], fraction))
         if progress is not None:
-            progress(min(1.0, max(0.0, fraction)), message)
+            progress(last[0], message)
 
     report(0.0, "preparing damaged models")
     damaged = []
@@ -171,7 +175,9 @@ def floss(
     def on_chunk(done: int, total: int) -> None:
         report(0.05 + 0.9 * done / total, f"processed chunk {done} of {total}")
 
-    outputs = process(y, runners, chunk_frames=chunk_frames, context=context, on_chunk=on_chunk)
+    outputs = process(
+        y, runners, chunk_frames=chunk_frames, context=context, exact=fixed is not None, on_chunk=on_chunk
+    )
     report(0.95, "measuring")
     normal_raw = outputs[0]
     normal, normal_metrics = _fit_to_scale(normal_raw)

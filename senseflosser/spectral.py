@@ -185,7 +185,11 @@ class Chunk:
 
 
 def plan_chunks(
-    n: int, *, chunk_frames: int = DEFAULT_CHUNK_FRAMES, context: int = DEFAULT_CONTEXT_FRAMES
+    n: int,
+    *,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+    context: int = DEFAULT_CONTEXT_FRAMES,
+    exact: bool = False,
 ) -> list[Chunk]:
     """Cut ``n`` frames into chunks of at most ``chunk_frames`` frames, context included.
 
@@ -197,6 +201,10 @@ def plan_chunks(
         Largest number of frames fed to the model at once.
     context : int, keyword-only
         Frames of context on each inner chunk edge.
+    exact : bool, keyword-only
+        Make every chunk exactly ``chunk_frames`` long (for models with a
+        fixed input length) by extending its context into real frames rather
+        than padding; only a signal shorter than one chunk stays shorter.
 
     Returns
     -------
@@ -220,6 +228,9 @@ def plan_chunks(
         keep_stop = min(n, keep + (core + context if first else core))
         start = max(0, keep - context)
         stop = min(n, keep_stop + context)
+        if exact and stop - start < chunk_frames:
+            start = max(0, stop - chunk_frames)
+            stop = min(n, start + chunk_frames)
         chunks.append(Chunk(start, stop, keep, keep_stop))
         keep = keep_stop
     return chunks
@@ -235,6 +246,7 @@ def process(
     *,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     context: int = DEFAULT_CONTEXT_FRAMES,
+    exact: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
     """Run several spectral transforms over a waveform, chunk by chunk.
@@ -251,6 +263,8 @@ def process(
         to a tensor of the same shape.
     chunk_frames, context : int, keyword-only
         See :func:`plan_chunks`.
+    exact : bool, keyword-only
+        Chunks of exactly ``chunk_frames`` frames (see :func:`plan_chunks`).
     on_chunk : callable or None, keyword-only
         Called as ``on_chunk(done, total)`` after each chunk.
 
@@ -264,7 +278,7 @@ def process(
         raise ValueError(f"expected a non-empty mono waveform, got shape {y.shape}")
     n = n_frames(len(y))
     padded = _padded(y)
-    chunks = plan_chunks(n, chunk_frames=chunk_frames, context=context)
+    chunks = plan_chunks(n, chunk_frames=chunk_frames, context=context, exact=exact)
     outs = [_Synthesis(n, len(y)) for _ in transforms]
     for i, c in enumerate(chunks):
         tensor = _to_tensor(np.fft.rfft(_frames_of(padded, c.start, c.stop) * _WINDOW, axis=1))

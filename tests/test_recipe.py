@@ -1,0 +1,85 @@
+"""Recipes: validation and JSON form."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from senseflosser.errors import RecipeError
+from senseflosser.recipe import (
+    MAX_SEED, Recipe, parse_magnitudes, validate_action, validate_layers, validate_magnitude, validate_seed,
+)
+
+
+@given(
+    magnitude=st.floats(0, 1),
+    seed=st.integers(0, MAX_SEED),
+    action=st.sampled_from(["fog", "lapse"]),
+    layers=st.one_of(st.none(), st.lists(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), min_size=1, max_size=4, unique=True)),
+    offset=st.floats(0, 1e4),
+    duration=st.one_of(st.none(), st.floats(0.01, 1e4)),
+)
+def test_json_roundtrip(magnitude, seed, action, layers, offset, duration):
+    r = Recipe("m", "abc", action, magnitude, seed, layers, offset, duration)
+    assert Recipe.from_json(r.to_json()) == r
+
+
+def test_recipe_is_frozen():
+    r = Recipe("m", "", "fog", 0.1, 1)
+    with pytest.raises(AttributeError):
+        r.magnitude = 0.2  # type: ignore[misc]
+    assert r.with_magnitude(0.2).magnitude == 0.2 and r.magnitude == 0.1
+    assert r.slug == "fog_0.1"
+
+
+@pytest.mark.parametrize("bad", ["abc", -1, 2, math.nan, math.inf, None, True, "", [0.1]])
+def test_bad_magnitudes(bad):
+    with pytest.raises(RecipeError, match="magnitude"):
+        validate_magnitude(bad)
+
+
+@pytest.mark.parametrize("good, value", [("0.5", 0.5), (0, 0.0), (1, 1.0), (" 0.05 ", 0.05)])
+def test_good_magnitudes(good, value):
+    assert validate_magnitude(good) == value
+
+
+@pytest.mark.parametrize("bad", [-1, MAX_SEED + 1, 1.5, "x", "1e3", None, True, math.nan])
+def test_bad_seeds(bad):
+    with pytest.raises(RecipeError, match="seed"):
+        validate_seed(bad)
+
+
+def test_good_seeds():
+    assert validate_seed("42") == 42 and validate_seed(7.0) == 7 and validate_seed(MAX_SEED) == MAX_SEED
+
+
+@pytest.mark.parametrize("bad", ["blur", "", None, "FOG", 3])
+def test_unknown_action(bad):
+    with pytest.raises(RecipeError, match="unknown action"):
+        validate_action(bad)
+
+
+def test_layers_parsing():
+    assert validate_layers("a, b,,a") == ("a", "b")
+    assert validate_layers("") is None and validate_layers([]) is None and validate_layers(None) is None
+    with pytest.raises(RecipeError):
+        validate_layers([1, 2])
+
+
+def test_parse_magnitudes():
+    assert parse_magnitudes("0.01, 0.1") == (0.01, 0.1)
+    for bad in ("", "0.1,x", ",".join(["0.1"] * 21)):
+        with pytest.raises(RecipeError):
+            parse_magnitudes(bad)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("not json", "not valid JSON"), ("[]", "JSON object"), ('{"model": "m"}', "lacks"),
+    ('{"model": "m", "action": "fog", "magnitude": 0.1, "seed": 1, "offset": -3}', "offset"),
+])
+def test_bad_recipe_json(text, match):
+    with pytest.raises(RecipeError, match=match):
+        Recipe.from_json(text)
