@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", help="one-line summary for the model card")
     p.add_argument("--models-dir", default=None, help="where the model goes (default ./models)")
     p.add_argument("--work-dir", help="checkpoints, cache and loss log (default .senseflosser-work/<name>)")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming an earlier run")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("evaluate", help="measure a model on held-out audio and update its card")
@@ -211,7 +212,7 @@ def _cmd_train(args) -> int:
     from .models import default_models_dir
 
     result = train(args.data_dir, cfg, models_dir=args.models_dir or default_models_dir(),
-                   work_dir=args.work_dir, verbose="auto" if sys.stderr.isatty() else 2)
+                   work_dir=args.work_dir, fresh=args.fresh, verbose="auto" if sys.stderr.isatty() else 2)
     t = result.card["training"]
     print(f"wrote {result.model_path} ({result.card['parameters']} parameters); "
           f"{t['epochs_run']} epochs, final loss {t['final_loss']}, stopped by {t['stopped_by']}")

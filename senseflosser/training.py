@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -278,6 +279,7 @@ def train(
     *,
     models_dir: str | os.PathLike = "models",
     work_dir: str | os.PathLike | None = None,
+    fresh: bool = False,
     verbose: int | str = "auto",
 ) -> TrainResult:
     """Train an autoencoder on a folder of audio and write it with its model card.
@@ -294,6 +296,8 @@ def train(
         Checkpoints, the decoded-audio cache and the loss log
         (default ``<models_dir>/../.senseflosser-work/<name>``). Running the same
         command again resumes from the last completed epoch.
+    fresh : bool, keyword-only
+        Discard an earlier run's checkpoints and loss log instead of resuming.
     verbose : int or "auto", keyword-only
         Keras progress display.
 
@@ -307,6 +311,7 @@ def train(
     models_dir.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir) if work_dir else models_dir.resolve().parent / ".senseflosser-work" / config.name
     work.mkdir(parents=True, exist_ok=True)
+    _check_resumable(work, config, fresh=fresh)
 
     files = find_audio(data_dir)
     train_files, val_files = split_files(
@@ -399,6 +404,28 @@ def train(
     card_path = write_card(models_dir / f"{config.name}.json", card)
     log.info("wrote %s (%d parameters) and its card", model_path, card["parameters"])
     return TrainResult(model_path, card_path, history_path, card)
+
+
+# Settings that may change between a run and its resumption (a longer run, a new budget).
+_RESUME_MAY_CHANGE = {"epochs", "max_minutes", "patience", "corpus", "licence", "summary"}
+
+
+def _check_resumable(work: Path, config: TrainConfig, *, fresh: bool) -> None:
+    """Refuse to resume a run made with other settings (it would silently mix two runs)."""
+    stamp = work / "config.json"
+    settings = {k: v for k, v in asdict(config).items() if k not in _RESUME_MAY_CHANGE}
+    if fresh:
+        shutil.rmtree(work / "backup", ignore_errors=True)
+        (work / "loss.csv").unlink(missing_ok=True)
+    elif stamp.exists() and (work / "backup").exists():
+        before = json.loads(stamp.read_text())
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            raise TrainingError(
+                f"{work} holds a run with other settings ({', '.join(changed)}); "
+                "use --fresh to start over or another --work-dir"
+            )
+    stamp.write_text(json.dumps(settings, indent=2))
 
 
 def read_history(path: Path) -> list[dict]:

@@ -1,0 +1,143 @@
+"""Training on a tiny synthesized corpus, resuming, evaluating; the shipped models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from senseflosser import metrics
+from senseflosser.architectures import build
+from senseflosser.cli import main
+from senseflosser.errors import TrainingError
+from senseflosser.evaluation import evaluate, update_card
+from senseflosser.models import ModelRegistry, default_models_dir
+from senseflosser.pipeline import floss
+from senseflosser.training import TrainConfig, find_audio, read_history, split_files, train
+from conftest import SR, tone
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("corpus")
+    (d / "sub").mkdir()
+    for i in range(4):
+        sf.write(d / ("sub" if i % 2 else ".") / f"t{i}.wav", tone(3.0, 44100, freqs=(110.0 * (i + 1), 550.0), seed=i), 44100)
+    sf.write(d / "t4.flac", tone(3.0, SR, seed=9), SR)
+    (d / "notes.txt").write_text("not audio")
+    (d / "broken.wav").write_bytes(b"RIFF nonsense")
+    return d
+
+
+def _cfg(**kw):
+    base = dict(name="mini", duration=0.5, epochs=1, steps_per_epoch=2, batch_size=2, width=4,
+                val_split=0.25, var_input=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_find_and_split(corpus):
+    files = find_audio(corpus)
+    assert len(files) == 6  # recursive, any format; broken.wav is found and skipped later
+    train_files, val_files = split_files(files, val_split=0.25, percentage=100, seed=0)
+    assert len(val_files) == 2 and not set(train_files) & set(val_files)
+    assert len(sum(split_files(files, val_split=0, percentage=50, seed=0), [])) == 3
+
+
+def test_train_writes_model_card_and_resumes(corpus, tmp_path):
+    models, work = tmp_path / "models", tmp_path / "work"
+    first = train(corpus, _cfg(), models_dir=models, work_dir=work, verbose=0)
+    assert first.model_path.exists() and first.card_path.exists()
+    card = json.loads(first.card_path.read_text())
+    assert card["corpus"]["files"] == 5 and card["training"]["epochs_run"] == 1
+    assert card["parameters"] > 0 and card["training"]["history"][0]["loss"] > 0
+    epoch0 = read_history(work / "loss.csv")[0]["loss"]
+    # Asking for more epochs resumes from the checkpoint instead of starting over.
+    second = train(corpus, _cfg(epochs=2), models_dir=models, work_dir=work, verbose=0)
+    hist = read_history(work / "loss.csv")
+    assert [h["epoch"] for h in hist] == [0, 1] and hist[0]["loss"] == epoch0
+    assert second.card["training"]["epochs_run"] == 2
+    # A different recipe in the same work dir is refused, unless started fresh.
+    with pytest.raises(TrainingError, match="other settings"):
+        train(corpus, _cfg(epochs=2, width=8), models_dir=models, work_dir=work, verbose=0)
+    train(corpus, _cfg(width=8), models_dir=models, work_dir=work, fresh=True, verbose=0)
+    assert len(read_history(work / "loss.csv")) == 1
+
+
+def test_fixed_length_model_and_cli(corpus, tmp_path, capsys):
+    code = main(["train", "--data-dir", str(corpus), "--name", "fixed", "--duration", "0.5", "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "2", "--width", "4",
+                 "--models-dir", str(tmp_path / "m"), "--work-dir", str(tmp_path / "w")])
+    assert code == 0, capsys.readouterr().err
+    card = json.loads((tmp_path / "m" / "fixed.json").read_text())
+    assert card["input_frames"] == 12
+
+
+@pytest.mark.parametrize("kw, match", [({"arch": "nope"}, "architecture"), ({"name": "../x"}, "plain file name"),
+                                       ({"epochs": 0}, "epochs"), ({"duration": -1}, "duration")])
+def test_bad_settings(corpus, tmp_path, kw, match):
+    with pytest.raises(TrainingError, match=match):
+        train(corpus, _cfg(**kw), models_dir=tmp_path, verbose=0)
+
+
+def test_empty_data_dir(tmp_path):
+    with pytest.raises(TrainingError, match="no audio files"):
+        train(tmp_path, _cfg(), models_dir=tmp_path / "m", verbose=0)
+
+
+@pytest.mark.parametrize("arch", ["bottleneck", "deep", "original"])
+def test_architectures_keep_the_tensor_contract(arch):
+    model, train_model = build(arch, width=4)
+    x = np.zeros((1, 5, 1025, 2), np.float32)
+    assert model(x).shape == (1, 5, 1025, 2) and train_model(x).shape == (1, 5, 1025, 2)
+
+
+def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
+    held = tmp_path / "held"
+    held.mkdir()
+    for i in range(2):
+        sf.write(held / f"h{i}.wav", tone(2.5, seed=i), SR)
+    import shutil
+
+    reg_dir = tmp_path / "reg"
+    shutil.copytree(models_dir, reg_dir)
+    reg = ModelRegistry(reg_dir)
+    report = evaluate(reg, "tiny", held, clip_seconds=1.0, max_clips=3)
+    assert report["normal"]["clips"] == 3
+    assert set(report["dose_response"]) == {"fog", "lapse"}
+    assert len(report["dose_response"]["fog"]["snr_db_median"]) == 5
+    card_path, plot = update_card(reg, "tiny", report)
+    card = json.loads(card_path.read_text())
+    assert card["evaluation"]["normal"]["si_snr_db_median"] == report["normal"]["si_snr_db_median"]
+    assert card["conv_layers"] == ["conv_a", "conv_b", "conv_out"]
+    assert plot.stat().st_size > 1000
+
+
+# --------------------------------------------------------------- shipped models
+
+SHIPPED = ModelRegistry(default_models_dir())
+
+
+def test_at_least_two_models_are_shipped_with_cards():
+    names = SHIPPED.names()
+    assert len(names) >= 2, f"models/ holds {names}"
+    for name in names:
+        card = SHIPPED.card(name)
+        ev = card["evaluation"]
+        assert ev["normal"]["si_snr_db_median"] >= 15 and ev["normal"]["lsd_db_median"] <= 2
+        for action in ("fog", "lapse"):
+            curve = ev["dose_response"][action]
+            assert curve["monotone"] and curve["snr_db_median"][-1] <= 6
+        assert SHIPPED.path(name).stat().st_size <= 20 * 2**20
+        assert card["sha256"] == SHIPPED.sha256(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED.names())
+def test_shipped_model_reconstructs_a_short_clip(name):
+    y = tone(3.0, freqs=(196.0, 392.0, 587.0, 880.0), amp=0.3)
+    res = floss(y, SHIPPED.load(name), [])
+    assert metrics.si_snr_db(y, res.normal) > 10
