@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Reproduce the shipped models from real music in Debian packages.
+#
+#   make models            (or: bash scripts/make_models.sh [WORK_DIR])
+#
+# Downloads pushover-data, freedroidrpg-data and hedgewars-data with `apt-get download`
+# (no installation), unpacks them with `dpkg -x`, holds four tracks of each corpus out
+# for evaluation, trains both models on the 2-core CPU (about an hour, both at once,
+# one thread each; rerunning resumes from the last checkpoint) and evaluates them,
+# which writes the figures into models/<name>.json and the plots models/<name>.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:-.senseflosser-work/corpus}
+PY=${PY:-.venv/bin/python}
+mkdir -p "$WORK/debs"
+
+if [ ! -d "$WORK/x/usr/share/pushover" ]; then
+  (cd "$WORK/debs" && apt-get download pushover-data freedroidrpg-data hedgewars-data)
+  for deb in "$WORK"/debs/*.deb; do dpkg -x "$deb" "$WORK/x"; done
+fi
+
+layout() {  # layout NAME HELD_OUT_FILES... < list of source files
+  local name=$1; shift
+  rm -rf "$WORK/$name"; mkdir -p "$WORK/$name/train" "$WORK/$name/heldout"
+  while read -r f; do cp "$f" "$WORK/$name/train/"; done
+  for h in "$@"; do mv "$WORK/$name/train/$h" "$WORK/$name/heldout/"; done
+}
+ls "$WORK"/x/usr/share/pushover/themes/*.ogg "$WORK"/x/usr/share/freedroidrpg/data/sound/music/*.ogg \
+  | layout game-orchestral greek.ogg space.ogg Suspicion.ogg town.ogg
+ls "$WORK"/x/usr/share/games/hedgewars/Data/Music/*.ogg \
+  | layout hedgewars Beach.ogg Jungle.ogg Rock.ogg snow.ogg
+
+export SENSEFLOSSER_THREADS=1 OMP_NUM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2
+common=(--duration 5 --epochs 25 --steps-per-epoch 20 --batch-size 8 --patience 6 --max-minutes 62
+        --models-dir models)
+$PY -m senseflosser train --data-dir "$WORK/game-orchestral/train" --name game-orchestral --var-input --seed 1 \
+  "${common[@]}" --work-dir "$WORK/run-game-orchestral" \
+  --corpus "Debian packages pushover-data (10 themes) and freedroidrpg-data (16 music tracks), 4 tracks held out" \
+  --licence "GPL-3+ (pushover-data), GPL-2+ (freedroidrpg-data)" \
+  --summary "Orchestral and electronic game music (Pushover, FreedroidRPG). Takes audio of any length." \
+  > "$WORK/game-orchestral.log" 2>&1 &
+$PY -m senseflosser train --data-dir "$WORK/hedgewars/train" --name hedgewars-fixed --seed 2 \
+  "${common[@]}" --work-dir "$WORK/run-hedgewars" \
+  --corpus "Debian package hedgewars-data (26 music tracks), 4 tracks held out" \
+  --licence "GPL-2 (hedgewars-data)" \
+  --summary "Playful game music (Hedgewars). Fixed 5 s input (109 frames): long audio goes through in overlapping 5 s windows." \
+  > "$WORK/hedgewars.log" 2>&1 &
+wait
+$PY -m senseflosser evaluate --model game-orchestral --data-dir "$WORK/game-orchestral/heldout" --models-dir models
+$PY -m senseflosser evaluate --model hedgewars-fixed --data-dir "$WORK/hedgewars/heldout" --models-dir models
