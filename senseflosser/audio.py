@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         )
     if info.frames <= 0:
         raise AudioError(f"{_name(p)}: the file holds no audio samples")
+    if info.format == "WAV":
+        _check_wav_length(p, info.samplerate)
     return AudioInfo(
         samplerate=int(info.samplerate),
         channels=int(info.channels),
@@ -102,6 +105,45 @@ def probe(path: str | os.PathLike) -> AudioInfo:
         format=str(info.format),
         subtype=str(info.subtype),
     )
+
+
+def _check_wav_length(p: Path, samplerate: int) -> None:
+    """Refuse a WAV whose header promises more audio than the file holds.
+
+    libsndfile quietly reads what is there; a user deserves to know their file
+    is cut short (or its header is lying) instead of hearing half a song.
+    """
+    size = p.stat().st_size
+    with p.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return
+        block_align = 0
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            cid, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(16)
+                if len(fmt) == 16:
+                    block_align = struct.unpack("<H", fmt[12:14])[0]
+            elif cid == b"data":
+                # 0 and 0xFFFFFFFF are placeholders written by streaming recorders.
+                if length in (0, 0xFFFFFFFF) or block_align == 0:
+                    return
+                available = size - (pos + 8)
+                if length > available:
+                    declared = length / block_align / samplerate
+                    present = available / block_align / samplerate
+                    raise AudioError(
+                        f"{p.name}: the file is truncated or its header is wrong "
+                        f"(header promises {declared:.1f} s of audio, the file holds {present:.1f} s)"
+                    )
+                return
+            pos += 8 + length + (length & 1)
 
 
 def _clean(exc: BaseException) -> str:
@@ -198,7 +240,8 @@ def load(
         raise AudioError(f"{name}: the file could not be decoded ({_clean(exc)})") from None
     if got == 0:
         raise AudioError(f"{name}: the file is truncated (the header promises audio, none could be read)")
-    if got < want and got < 0.9 * want:
+    # Compressed formats may overstate their length slightly; a big shortfall is damage.
+    if got < 0.9 * want:
         raise AudioError(
             f"{name}: the file is truncated (header says {want / info.samplerate:.1f} s, "
             f"only {got / info.samplerate:.1f} s could be read)"
