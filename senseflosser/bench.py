@@ -1,0 +1,645 @@
+"""Speed and memory benchmark: how close a job runs to the model's own cost.
+
+    python -m senseflosser.bench [--model game-orchestral] [--models-dir models/]
+                                 [--output bench-results/bench.json] [--quick]
+
+In one run, on one model, it measures
+
+- **bare**: one forward pass of the model on a 30 s clip's STFT tensor, warm,
+  best of several (the faster of an eager call and Keras' compiled
+  ``predict_on_batch``): the floor nothing can beat on this machine;
+- **library**: :func:`senseflosser.pipeline.floss` on the clip, one magnitude
+  (normal + flossed), warm;
+- **titrate**: the same with the five default magnitudes;
+- **web**: one job through the HTTP API of a gunicorn started here on a free
+  loopback port, from upload to the last output file downloaded: the first job
+  after start (cold) and warm jobs;
+- **long**: a 10-minute synthesized track through the library in a child
+  process: time, real-time factor, peak resident memory of that process;
+- **traces**: how many functions TensorFlow traced during ten warm jobs (the
+  job function the CLI and web share, fog and lapse, fresh seeds, clip lengths
+  that differ from job to job);
+
+prints one table with the ratios and the issue's targets, and writes it all as
+JSON. Timings are wall-clock seconds; the load average at the start and end is
+recorded because a shared machine makes every figure slower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import platform
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+SR = 22050
+ORIGINAL_WEB_WARM_S = 1.6
+"""Warm request time of the original demo on a 30 s clip (the baseline to beat)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One line of the verdict: ``value <= limit`` (or ``>= limit``) passes."""
+
+    key: str
+    label: str
+    limit: float
+    op: str  # "<=" or ">="
+
+
+TARGETS = (
+    Target("library_over_2bare", "library / (2 x bare)", 1.3, "<="),
+    Target("titrate_over_6bare", "titrate / (6 x bare)", 1.3, "<="),
+    Target("web_warm_over_2bare", "web warm / (2 x bare)", 1.5, "<="),
+    Target("web_speedup_vs_original", f"original {ORIGINAL_WEB_WARM_S} s / web warm", 3.0, ">="),
+    Target("long_over_20_library", "long / (20 x library)", 1.05, "<="),
+    Target("long_peak_rss_gb", "long peak RSS (GB)", 1.5, "<="),
+    Target("warm_traces", "traces in warm jobs", 0, "<="),
+)
+
+RESULT_KEYS = ("machine", "settings", "model", "bare", "library", "titrate", "web", "long", "traces", "ratios")
+
+
+# ----------------------------------------------------------------- audio
+
+
+def synth_music(seconds: float, *, seed: int = 0, sr: int = SR) -> np.ndarray:
+    """A deterministic music-like waveform: notes with harmonics, envelopes and a little noise.
+
+    Built one second at a time into a float32 array, so a long track costs no
+    more memory than its samples.
+
+    Parameters
+    ----------
+    seconds : float
+        Length.
+    seed : int, keyword-only
+    sr : int, keyword-only
+
+    Returns
+    -------
+    np.ndarray, shape (round(seconds * sr),), float32
+    """
+    n = int(round(seconds * sr))
+    out = np.empty(n, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    scale = 110.0 * 2.0 ** (np.array([0, 2, 3, 5, 7, 8, 10, 12, 14, 15, 17, 19, 24]) / 12.0)
+    note_len = int(0.25 * sr)
+    for start in range(0, n, sr):
+        stop = min(n, start + sr)
+        t = np.arange(start, stop) / sr
+        block = np.zeros(stop - start)
+        for voice in range(3):
+            # One note per quarter second per voice, chosen from the scale by a hash of its index.
+            idx = np.arange(start, stop) // note_len
+            notes = scale[(idx * (7 + 5 * voice) + voice * 3 + seed) % len(scale)] * (1 + voice)
+            phase = (np.arange(start, stop) % note_len) / note_len
+            env = np.exp(-3.0 * phase) * (1 - np.exp(-60.0 * phase))
+            for h in (1, 2, 3):
+                block += env * np.sin(2 * np.pi * notes * h * t) / (h * (1 + voice))
+        block = 0.15 * block + 0.005 * rng.standard_normal(block.size)
+        out[start:stop] = block
+    return out
+
+
+def wav_bytes(y: np.ndarray, sr: int = SR) -> bytes:
+    """A 16-bit PCM WAV of a waveform, in memory."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _best(fn: Callable[[], Any], repeat: int) -> list[float]:
+    times = []
+    for _ in range(max(1, repeat)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _summary(times: list[float]) -> dict[str, Any]:
+    return {"seconds": min(times), "median_s": statistics.median(times), "runs": [round(t, 4) for t in times]}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _mem_total_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, memory, backend, device and library versions of this machine."""
+    import keras
+
+    from . import device
+
+    info: dict[str, Any] = {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gb": _mem_total_gb(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "backend": keras.backend.backend(),
+        "device": device.describe(),
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "git_commit": _git_commit(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    if info["backend"] == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    return info
+
+
+# ------------------------------------------------------------ trace counter
+
+
+class TraceCounter:
+    """Counts every function TensorFlow traces while it is installed.
+
+    TensorFlow calls each callback in
+    ``tensorflow.python.eager.polymorphic_function.transform.CONCRETE_FUNCTION_CALLBACKS``
+    once for every new concrete function its tracing creates (any
+    ``tf.function``, Keras' own compiled functions included, nested ones too).
+    On another backend nothing is counted and :attr:`available` is false.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.names: list[str] = []
+        self.available = False
+        self._hooks: list | None = None
+
+    def _callback(self, concrete_fn) -> None:
+        self.count += 1
+        self.names.append(str(getattr(concrete_fn, "name", "?")))
+
+    def __enter__(self) -> TraceCounter:
+        import keras
+
+        if keras.backend.backend() == "tensorflow":
+            from tensorflow.python.eager.polymorphic_function import transform
+
+            self._hooks = transform.CONCRETE_FUNCTION_CALLBACKS
+            self._hooks.append(self._callback)
+            self.available = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hooks is not None:
+            self._hooks.remove(self._callback)
+            self._hooks = None
+
+
+# ------------------------------------------------------------------ stages
+
+
+def measure_bare(model, y: np.ndarray, repeat: int) -> dict[str, Any]:
+    """One forward pass on the whole clip's STFT tensor: eager and Keras-compiled, best of ``repeat``."""
+    from .spectral import stft
+
+    x = stft(y)[None]
+    t0 = time.perf_counter()
+    model(x, training=False)
+    first = time.perf_counter() - t0
+    eager = _best(lambda: model(x, training=False), repeat)
+    model.predict_on_batch(x)  # compile and warm Keras' predict function
+    compiled = _best(lambda: model.predict_on_batch(x), repeat)
+    return {
+        "seconds": min(min(eager), min(compiled)),
+        "eager_s": min(eager),
+        "compiled_s": min(compiled),
+        "first_call_s": first,
+        "frames": int(x.shape[1]),
+        "runs_eager": [round(t, 4) for t in eager],
+        "runs_compiled": [round(t, 4) for t in compiled],
+    }
+
+
+def measure_floss(model, y: np.ndarray, recipes, repeat: int) -> dict[str, Any]:
+    """``floss()`` warm (one untimed run first), best of ``repeat``."""
+    from .pipeline import floss
+
+    floss(y, model, recipes)
+    return _summary(_best(lambda: floss(y, model, recipes), repeat))
+
+
+def measure_traces(registry, model_name: str, clip_seconds: float, jobs: int, magnitude: float,
+                   work: Path) -> dict[str, Any]:
+    """Traces during ``jobs`` warm runs of the job function (fog and lapse alternate).
+
+    One fog and one lapse job warm up first; then each counted job gets a fresh
+    seed and a clip of a different length (so different frame counts reach
+    the model), as web jobs do.
+    """
+    from .render import floss_to_dir
+
+    actions = ("fog", "lapse")
+    lengths = [clip_seconds * (0.7 + 0.6 * k / max(1, jobs - 1)) for k in range(jobs)]
+    files = []
+    for k, seconds in enumerate([clip_seconds, clip_seconds, *lengths]):
+        p = work / f"trace_{k}.wav"
+        p.write_bytes(wav_bytes(synth_music(seconds, seed=k)))
+        files.append(p)
+
+    def job(k: int, action: str) -> None:
+        floss_to_dir(files[k], registry=registry, model=model_name, action=action, magnitudes=[magnitude],
+                     seed=1000 + k, output_dir=work / f"trace_out_{k}")
+
+    for k, action in enumerate(actions):
+        job(k, action)
+    per_job = []
+    with TraceCounter() as counter:
+        for k in range(jobs):
+            before = counter.count
+            job(k + 2, actions[k % 2])
+            per_job.append(counter.count - before)
+    return {
+        "count": counter.count if counter.available else None,
+        "jobs": jobs,
+        "per_job": per_job if counter.available else None,
+        "traced": sorted(set(counter.names)),
+        "method": "tensorflow CONCRETE_FUNCTION_CALLBACKS hook" if counter.available
+        else "not counted: the backend is not tensorflow",
+        "clip_seconds": [round(s, 2) for s in lengths],
+    }
+
+
+# ---------------------------------------------------------------------- web
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _web_job(session, base: str, payload: bytes, model_name: str, action: str, magnitude: float,
+             seed: int, timeout: float) -> float:
+    """Upload, poll until done, download every output; return the wall time."""
+    t0 = time.perf_counter()
+    r = session.post(f"{base}/api/jobs", files={"audio": ("bench.wav", payload, "audio/wav")},
+                     data={"model": model_name, "action": action, "magnitude": str(magnitude), "seed": str(seed)},
+                     timeout=timeout)
+    if r.status_code != 202:
+        raise RuntimeError(f"POST /api/jobs answered {r.status_code}: {r.text[:300]}")
+    status_url = r.json()["status_url"]
+    status_url = status_url if status_url.startswith("http") else base + status_url
+    deadline = time.monotonic() + timeout
+    while True:
+        st = session.get(status_url, timeout=timeout)
+        if st.status_code != 200:
+            raise RuntimeError(f"GET {status_url} answered {st.status_code}: {st.text[:300]}")
+        body = st.json()
+        if body.get("state") == "done":
+            break
+        if body.get("state") == "failed":
+            raise RuntimeError(f"the job failed: {body.get('error')}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the job did not finish within {timeout:g} s (state {body.get('state')})")
+        time.sleep(0.01)
+    outputs = body.get("outputs") or {}
+    urls = [outputs.get("original"), outputs.get("normal"), outputs.get("model")]
+    urls += [f.get("url") for f in outputs.get("flossed") or []]
+    urls = [u for u in urls if u]
+    if not urls:
+        raise RuntimeError(f"the finished job lists no output files: {body}")
+    for url in urls:
+        got = session.get(url if url.startswith("http") else base + url, timeout=timeout)
+        if got.status_code != 200 or not got.content:
+            raise RuntimeError(f"GET {url} answered {got.status_code}")
+    return time.perf_counter() - t0
+
+
+def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: float, repeat: int,
+                work: Path, start_timeout: float = 300.0) -> dict[str, Any]:
+    """One job at a time through a gunicorn (one worker) started on a free loopback port."""
+    import requests
+
+    result: dict[str, Any] = {"cold_s": None, "warm_s": None, "warm_median_s": None, "runs_warm": [],
+                              "server_start_s": None, "workers": 1, "error": None}
+    if not (ROOT / "wsgi.py").is_file() or not (ROOT / "gunicorn.conf.py").is_file():
+        result["error"] = f"no wsgi.py / gunicorn.conf.py in {ROOT}: the web app is not part of this checkout"
+        return result
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    data_dir = work / "web-data"
+    data_dir.mkdir()
+    env = {**os.environ, "SENSEFLOSSER_MODELS_DIR": str(models_dir), "SENSEFLOSSER_DATA_DIR": str(data_dir),
+           "SENSEFLOSSER_RATE_LIMIT": "100000/minute", "SENSEFLOSSER_SECRET_KEY": "bench",
+           "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1",
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    log_path = work / "gunicorn.log"
+    payload = wav_bytes(y)
+    with open(log_path, "wb") as log_file:
+        t_spawn = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+             "--bind", f"127.0.0.1:{port}", "--workers", "1", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
+        try:
+            with requests.Session() as session:
+                deadline = time.monotonic() + start_timeout
+                while True:
+                    if server.poll() is not None:
+                        raise RuntimeError(f"gunicorn exited with status {server.returncode}")
+                    try:
+                        if session.get(f"{base}/healthz", timeout=5).status_code == 200:
+                            break
+                    except requests.RequestException:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"gunicorn did not answer /healthz within {start_timeout:g} s")
+                    time.sleep(0.1)
+                result["server_start_s"] = time.perf_counter() - t_spawn
+                result["cold_s"] = _web_job(session, base, payload, model_name, "fog", magnitude, 1, 600)
+                _web_job(session, base, payload, model_name, "fog", magnitude, 2, 600)
+                runs = [_web_job(session, base, payload, model_name, "fog", magnitude, 3 + i, 600)
+                        for i in range(max(1, repeat))]
+                result["runs_warm"] = [round(t, 4) for t in runs]
+                result["warm_s"] = min(runs)
+                result["warm_median_s"] = statistics.median(runs)
+        except Exception as exc:  # noqa: BLE001  (any failure is reported in the result, not raised)
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-8:] if log_path.exists() else []
+            result["error"] = f"{type(exc).__name__}: {exc}" + (" | gunicorn: " + " / ".join(tail) if tail else "")
+        finally:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    return result
+
+
+# --------------------------------------------------------------------- long
+
+
+def _long_child(seconds: float, models_dir: str, model_name: str, magnitude: float) -> dict[str, Any]:
+    """Run in a fresh process: floss a synthesized track of ``seconds`` and report time and peak RSS."""
+    from .models import ModelRegistry
+    from .pipeline import floss
+    from .recipe import Recipe
+
+    registry = ModelRegistry(models_dir)
+    model = registry.load(model_name)
+    recipe = Recipe(model_name, "", "fog", magnitude, 7)
+    floss(synth_music(2.0, seed=1), model, [recipe])  # warm: the timed run pays no first-call cost
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    y = synth_music(seconds, seed=3)
+    t0 = time.perf_counter()
+    floss(y, model, [recipe])
+    elapsed = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    return {"seconds": elapsed, "audio_seconds": len(y) / SR, "rtf": elapsed / (len(y) / SR),
+            "peak_rss_mb": peak, "peak_rss_mb_before_run": rss_before}
+
+
+def measure_long(seconds: float, models_dir: Path, model_name: str, magnitude: float,
+                 timeout: float = 3600.0) -> dict[str, Any]:
+    """:func:`_long_child` in a subprocess, so the peak resident memory is the job's own."""
+    cmd = [sys.executable, "-m", "senseflosser.bench", "--long-child", str(seconds),
+           "--models-dir", str(models_dir), "--model", model_name, "--magnitude", str(magnitude)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=ROOT if (ROOT / "senseflosser").is_dir() else None)
+    except subprocess.TimeoutExpired:
+        return {"seconds": None, "audio_seconds": seconds, "rtf": None, "peak_rss_mb": None,
+                "error": f"the long run took more than {timeout:g} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = " / ".join(proc.stderr.strip().splitlines()[-5:])
+        return {"seconds": None, "audio_seconds": seconds, "rtf": None, "peak_rss_mb": None,
+                "error": f"the long run exited with status {proc.returncode}: {tail}"}
+    return {**json.loads(lines[-1]), "error": None}
+
+
+# ------------------------------------------------------------------ verdict
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def compute_ratios(res: dict[str, Any], clip_seconds: float, long_seconds: float) -> list[dict[str, Any]]:
+    """The issue's ratios with their targets and pass/fail (``None`` = not measured)."""
+    bare = res["bare"]["seconds"]
+    lib = res["library"]["seconds"]
+    web_warm = res["web"].get("warm_s")
+    scale = long_seconds / clip_seconds  # 20 for 10 minutes against 30 s
+    long_s = res["long"].get("seconds")
+    peak = res["long"].get("peak_rss_mb")
+    values = {
+        "library_over_2bare": _ratio(lib, 2 * bare),
+        "titrate_over_6bare": _ratio(res["titrate"]["seconds"], 6 * bare),
+        "web_warm_over_2bare": _ratio(web_warm, 2 * bare),
+        "web_speedup_vs_original": _ratio(ORIGINAL_WEB_WARM_S, web_warm),
+        "long_over_20_library": _ratio(long_s, scale * lib),
+        "long_peak_rss_gb": None if peak is None else peak / 1024,
+        "warm_traces": res["traces"].get("count"),
+    }
+    rows = []
+    for t in TARGETS:
+        v = values[t.key]
+        ok = None if v is None else (v <= t.limit if t.op == "<=" else v >= t.limit)
+        rows.append({"key": t.key, "label": t.label, "value": v, "target": f"{t.op} {t.limit:g}", "pass": ok})
+    return rows
+
+
+def _fmt(v: Any, unit: str = "s") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3f} {unit}".strip()
+    return f"{v} {unit}".strip()
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The result as a plain-text table (what ``make bench`` prints)."""
+    m, s, mod = res["machine"], res["settings"], res["model"]
+    bare, web, long_, tr = res["bare"], res["web"], res["long"], res["traces"]
+    lines = [
+        f"senseflosser bench: model {mod['name']} ({mod['params']:,} params, "
+        f"{'any length' if mod['input_frames'] is None else str(mod['input_frames']) + ' frames'}), "
+        f"{s['clip_seconds']:g} s clip, {s['action']} {s['magnitude']:g}{', QUICK' if s['quick'] else ''}",
+        f"machine: {m['cpu_model']}, {m['cpus_usable']} CPUs, {m['memory_gb']} GB RAM; {m['device']}; "
+        f"keras {m['keras']}" + (f", tensorflow {m['tensorflow']}" if m.get("tensorflow") else "")
+        + f"; load average {m['load_average_start'][0]:.2f} at start, {m['load_average_end'][0]:.2f} at end",
+        "",
+        f"{'measure':<44}{'value':>12}",
+        f"{'bare forward pass (warm, best)':<44}{_fmt(bare['seconds']):>12}"
+        f"   eager {bare['eager_s']:.3f} s, compiled {bare['compiled_s']:.3f} s, {bare['frames']} frames",
+        f"{'library floss(), 1 magnitude (warm, best)':<44}{_fmt(res['library']['seconds']):>12}",
+        f"{'titrate, 5 magnitudes (warm, best)':<44}{_fmt(res['titrate']['seconds']):>12}",
+        f"{'web job, warm (upload to last file, best)':<44}{_fmt(web.get('warm_s')):>12}",
+        f"{'web job, first after start (cold)':<44}{_fmt(web.get('cold_s')):>12}",
+        f"{'long track ' + format(s['long_seconds'] / 60, 'g') + ' min: time':<44}{_fmt(long_.get('seconds')):>12}"
+        + (f"   real-time factor {long_['rtf']:.3f}" if long_.get("rtf") is not None else ""),
+        f"{'long track: peak RSS of its process':<44}{_fmt(long_.get('peak_rss_mb'), 'MB'):>12}",
+        f"{'traces in ' + str(tr['jobs']) + ' warm jobs':<44}{_fmt(tr.get('count'), ''):>12}",
+        "",
+        f"{'ratio':<44}{'value':>12}{'target':>10}  result",
+    ]
+    for row in res["ratios"]:
+        v = row["value"]
+        shown = "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+        verdict = {True: "pass", False: "FAIL", None: "not measured"}[row["pass"]]
+        lines.append(f"{row['label']:<44}{shown:>12}{row['target']:>10}  {verdict}")
+    for what in ("web", "long"):
+        if res[what].get("error"):
+            lines.append(f"{what} error: {res[what]['error']}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every stage and return the result (see :data:`RESULT_KEYS`)."""
+    from . import device  # noqa: F401  (device set-up first)
+    from .models import ModelRegistry, input_frames
+    from .recipe import DEFAULT_TITRATION, Recipe
+
+    quick = args.quick
+    clip_seconds = args.clip_seconds or (3.0 if quick else 30.0)
+    long_seconds = args.long_seconds or (clip_seconds * 20 if quick else 600.0)
+    repeat = args.repeat or (1 if quick else 3)
+    registry = ModelRegistry(args.models_dir)
+    model = registry.load(args.model)
+    sha = registry.sha256(args.model)
+    res: dict[str, Any] = {"machine": machine_info()}
+    res["settings"] = {"clip_seconds": clip_seconds, "long_seconds": long_seconds, "repeat": repeat,
+                       "quick": quick, "action": "fog", "magnitude": args.magnitude,
+                       "titrate_magnitudes": list(DEFAULT_TITRATION), "trace_jobs": args.trace_jobs,
+                       "models_dir": str(Path(registry.models_dir).resolve())}
+    res["model"] = {"name": args.model, "params": int(model.count_params()), "input_frames": input_frames(model),
+                    "sha256": sha}
+    y = synth_music(clip_seconds, seed=0)
+    recipe = Recipe(args.model, sha, "fog", args.magnitude, 7)
+
+    def stage(name: str) -> None:
+        log.info("bench: %s", name)
+        if args.verbose:
+            print(f"... {name}", file=sys.stderr, flush=True)
+
+    stage("bare forward pass")
+    res["bare"] = measure_bare(model, y, max(repeat, 2 if quick else 5))
+    stage("library")
+    res["library"] = measure_floss(model, y, [recipe], repeat)
+    stage("titrate")
+    res["titrate"] = {**measure_floss(model, y, [recipe.with_magnitude(m) for m in DEFAULT_TITRATION], repeat),
+                      "magnitudes": list(DEFAULT_TITRATION)}
+    with tempfile.TemporaryDirectory(prefix="senseflosser-bench-") as tmp:
+        work = Path(tmp)
+        stage("traces")
+        res["traces"] = measure_traces(registry, args.model, clip_seconds, args.trace_jobs, args.magnitude, work)
+        if args.skip_web:
+            res["web"] = {"cold_s": None, "warm_s": None, "warm_median_s": None, "runs_warm": [],
+                          "server_start_s": None, "workers": 1, "error": "skipped (--skip-web)"}
+        else:
+            stage("web")
+            res["web"] = measure_web(Path(registry.models_dir), args.model, y, args.magnitude, repeat, work)
+    stage("long")
+    res["long"] = measure_long(long_seconds, Path(registry.models_dir), args.model, args.magnitude)
+    res["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    res["ratios"] = compute_ratios(res, clip_seconds, long_seconds)
+    return res
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m senseflosser.bench",
+                                description="Speed and memory benchmark (prints a table, writes JSON).")
+    p.add_argument("--model", default="game-orchestral", help="registry model name (default: game-orchestral)")
+    p.add_argument("--models-dir", default=None, help="folder of models (default: models/ or $SENSEFLOSSER_MODELS_DIR)")
+    p.add_argument("--output", "-o", default="bench-results/bench.json", help="JSON file to write")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run: 3 s clips, one repetition")
+    p.add_argument("--repeat", type=int, default=None, help="timed repetitions per measure (default 3; quick 1)")
+    p.add_argument("--clip-seconds", type=float, default=None, help="clip length (default 30; quick 3)")
+    p.add_argument("--long-seconds", type=float, default=None, help="long track length (default 600; quick 60)")
+    p.add_argument("--trace-jobs", type=int, default=10, help="warm jobs watched for traces (default 10)")
+    p.add_argument("--magnitude", type=float, default=0.1, help="fog magnitude of single-magnitude jobs")
+    p.add_argument("--skip-web", action="store_true", help="leave out the gunicorn measure")
+    p.add_argument("--verbose", "-v", action="store_true", help="name each stage on stderr as it starts")
+    p.add_argument("--long-child", type=float, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.long_child is not None:
+        models_dir = args.models_dir
+        print(json.dumps(_long_child(args.long_child, models_dir, args.model, args.magnitude)), flush=True)
+        return 0
+    from .errors import SenseflosserError
+
+    try:
+        res = run(args)
+    except SenseflosserError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=float) + "\n")
+    print(format_table(res))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
