@@ -1,0 +1,134 @@
+"""The senseflosser web demo: upload audio, damage a model, listen to the result.
+
+``create_app()`` builds the Flask app: configuration (defaults, then
+``SENSEFLOSSER_*`` environment, then ``test_config``), security headers and the
+cross-site check, rate limiting, the page, the JSON API and the health check,
+the models (loaded and warmed up once per process) and the job runner.
+
+Under gunicorn each worker process calls ``create_app()`` itself (``wsgi.py``;
+no preloading), so no model or TensorFlow work happens in the master.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import parse_many
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import errors, security
+from .config import DEFAULTS, PROJECT_ROOT, ConfigError, from_environment, resolve
+from .engine import Engine
+from .jobs import JobRunner, JobStore, LocalJobRunner
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Services", "create_app", "services"]
+
+
+@dataclass
+class Services:
+    """What the views use, kept in ``app.extensions["senseflosser"]``."""
+
+    engine: Engine
+    store: JobStore
+    runner: JobRunner
+    limiter: Limiter
+
+
+def services() -> Services:
+    """The current app's :class:`Services`."""
+    return current_app.extensions["senseflosser"]
+
+
+def _use_gunicorn_logging() -> None:
+    """Under gunicorn, send our log records where gunicorn sends its own."""
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    if not gunicorn_log.handlers:
+        return
+    for name in ("app", "senseflosser"):
+        logger = logging.getLogger(name)
+        logger.handlers = list(gunicorn_log.handlers)
+        logger.setLevel(gunicorn_log.level)
+        logger.propagate = False
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the web app.
+
+    Parameters
+    ----------
+    test_config : dict or None
+        Settings that override the defaults and the environment (keys as in
+        :data:`app.config.DEFAULTS`, e.g. ``MODELS_DIR``, ``DATA_DIR``, ``QUEUE_SIZE``).
+
+    Raises
+    ------
+    ConfigError
+        If a setting is invalid.
+    """
+    app = Flask(
+        __name__,
+        instance_path=str(PROJECT_ROOT / "instance"),
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    config: dict[str, Any] = {key: default for key, (default, _help) in DEFAULTS.items()}
+    config.update(from_environment())
+    if test_config:
+        config.update(test_config)
+    resolve(config, app.instance_path)
+    try:
+        parse_many(config["RATE_LIMIT"])
+    except ValueError:
+        raise ConfigError(f"RATE_LIMIT {config['RATE_LIMIT']!r} is not a rate such as '30/minute'") from None
+    app.config.update(config)
+    _use_gunicorn_logging()
+
+    proxies = app.config["TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies, x_port=proxies)
+
+    errors.init_app(app)
+    security.init_app(app)
+    limiter = Limiter(get_remote_address, app=app)
+
+    from .api import bp as api_bp
+    from .health import bp as health_bp
+    from .pages import bp as pages_bp
+
+    app.register_blueprint(pages_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(health_bp)
+    limiter.limit(lambda: current_app.config["RATE_LIMIT"], methods=["POST"])(api_bp)
+
+    engine = Engine(app.config["MODELS_DIR"], max_duration=app.config["MAX_DURATION_S"],
+                    spectrograms=app.config["SPECTROGRAMS"])
+    if app.config["WARM_UP"]:
+        engine.warm_up()
+    store = JobStore(app.config["DATA_DIR"])
+
+    def execute(job_id: str, state: dict, progress) -> dict:
+        return engine.render(store.root / job_id, state["request"], progress)
+
+    runner = LocalJobRunner(
+        store,
+        execute,
+        queue_size=app.config["QUEUE_SIZE"],
+        result_ttl=app.config["RESULT_TTL_S"],
+        max_bytes=int(app.config["MAX_DATA_MB"] * 1024 * 1024),
+        cleanup_interval=app.config["CLEANUP_INTERVAL_S"],
+        max_attempts=app.config["MAX_ATTEMPTS"],
+    )
+    runner.start()
+    atexit.register(runner.stop, 2.0)
+    app.extensions["senseflosser"] = Services(engine=engine, store=store, runner=runner, limiter=limiter)
+    log.info("senseflosser web app ready: models %s, data dir %s",
+             ", ".join(engine.model_names()) or "none", store.root)
+    return app

@@ -1,0 +1,256 @@
+"""The JSON API: models, job submission, job status and job files."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import PurePosixPath
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request, send_file, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from . import services
+from .config import parse_bool
+from .engine import OUTPUT_STEM
+from .errors import ApiError
+from .forms import FormError, parse_job_form
+from .jobs import JobFailed, QueueFull, StorageFull, valid_job_id
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MIMETYPES = {
+    ".wav": "audio/wav",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".keras": "application/octet-stream",
+}
+
+
+def _no_job(job_id: str) -> ApiError:
+    ttl = current_app.config["RESULT_TTL_S"]
+    return ApiError(404, f"there is no job with id {job_id[:40]!r}; results are kept for "
+                         f"{ttl / 60:g} minutes after they finish, then deleted")
+
+
+def _busy(message: str) -> ApiError:
+    retry = str(int(current_app.config["RETRY_AFTER_S"]))
+    return ApiError(503, f"{message}; please try again in {retry} seconds", headers={"Retry-After": retry})
+
+
+@bp.get("/models")
+def list_models():
+    return jsonify(models=services().engine.cards())
+
+
+@bp.post("/jobs")
+def create_job():
+    svc = services()
+    upload = request.files.get("audio")  # a body over MAX_CONTENT_LENGTH raises 413 here
+    form = request.form
+    if upload is None:
+        raise ApiError(400, "attach an audio file (WAV, FLAC, OGG or MP3) in the form field 'audio'")
+    try:
+        job = parse_job_form(
+            form,
+            form.getlist,
+            filename=upload.filename,
+            model_names=svc.engine.model_names(),
+            conv_layers=svc.engine.conv_layers,
+        )
+    except FormError as exc:
+        raise ApiError(400, str(exc)) from None
+    if not svc.runner.has_room():
+        raise _busy("the queue is full")
+
+    job_id, job_dir = svc.store.create()
+    try:
+        (job_dir / "input").mkdir()
+        dest = job_dir / "input" / f"{OUTPUT_STEM}{job.extension}"
+        upload.save(dest)
+        size = dest.stat().st_size
+        if size > current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024:
+            raise RequestEntityTooLarge()
+        try:
+            info = svc.engine.check_audio(dest, offset=job.offset, duration=job.duration,
+                                          display_name=job.filename)
+        except JobFailed as exc:
+            raise ApiError(400, str(exc)) from None
+        spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info}
+        state = svc.runner.submit(job_id, spec)
+    except QueueFull:
+        svc.store.delete(job_id)
+        raise _busy("the queue is full") from None
+    except StorageFull:
+        svc.store.delete(job_id)
+        raise _busy("the server has no room for more results right now") from None
+    except BaseException:
+        svc.store.delete(job_id)
+        raise
+    status_url = url_for("api.job_status", job_id=job_id)
+    response = jsonify(id=job_id, status_url=status_url, state=state["state"], position=state["position"])
+    response.status_code = 202
+    response.headers["Location"] = status_url
+    return response
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id: str):
+    if not valid_job_id(job_id):
+        raise _no_job(job_id)
+    state = services().runner.get(job_id)
+    if state is None:
+        raise _no_job(job_id)
+    response = jsonify(job_view(state))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _manifest_files(manifest: dict | None) -> set[str]:
+    """Every file name a finished job's manifest lists (the only names the file route serves)."""
+    names: set[str] = set()
+    if not manifest:
+        return names
+    entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or [])]
+    for entry in entries:
+        if isinstance(entry, dict):
+            for key in ("file", "spectrogram", "recipe_file", "model"):
+                if isinstance(entry.get(key), str):
+                    names.add(entry[key])
+    if isinstance(manifest.get("recipe_file"), str):
+        names.add(manifest["recipe_file"])
+    return {n for n in names if n == PurePosixPath(n).name and not n.startswith(".") and "\\" not in n}
+
+
+def download_name(request_spec: dict, name: str) -> str:
+    """The name a file is downloaded under: the user's stem instead of the internal one."""
+    stem = request_spec.get("stem") or "audio"
+    if name.startswith(f"{OUTPUT_STEM}_"):
+        return f"{stem}{name[len(OUTPUT_STEM):]}"
+    return f"{stem}_{name}"
+
+
+@bp.get("/jobs/<job_id>/files/<name>")
+def job_file(job_id: str, name: str):
+    if not valid_job_id(job_id):
+        raise _no_job(job_id)
+    svc = services()
+    state = svc.runner.get(job_id)
+    if state is None:
+        raise _no_job(job_id)
+    if state["state"] != "done":
+        raise ApiError(404, f"the job is {state['state']}; its files appear when it is done")
+    if name not in _manifest_files(state.get("manifest")):
+        raise ApiError(404, f"this job has no file named {name[:80]!r}")
+    path = svc.store.root / job_id / "out" / name
+    if not path.is_file():
+        raise _no_job(job_id)
+    try:
+        attach = parse_bool(request.args.get("download", "0"))
+    except ValueError:
+        raise ApiError(400, "download must be 1 or 0") from None
+    response = send_file(
+        path,
+        mimetype=MIMETYPES.get(path.suffix, "application/octet-stream"),
+        as_attachment=attach,
+        download_name=download_name(state["request"], name),
+        conditional=True,
+        etag=True,
+        max_age=300,
+    )
+    response.headers["Cache-Control"] = "private, max-age=300"
+    return response
+
+
+def _file_urls(job_id: str, name: str | None) -> dict[str, str] | None:
+    if not name:
+        return None
+    return {
+        "url": url_for("api.job_file", job_id=job_id, name=name),
+        "download_url": url_for("api.job_file", job_id=job_id, name=name, download=1),
+    }
+
+
+def _output(job_id: str, entry: dict) -> dict[str, Any]:
+    urls = _file_urls(job_id, entry.get("file")) or {}
+    spectrogram = entry.get("spectrogram")
+    return {
+        **urls,
+        "spectrogram": url_for("api.job_file", job_id=job_id, name=spectrogram) if spectrogram else None,
+        "metrics": entry.get("metrics"),
+    }
+
+
+def cli_command(spec: dict, manifest: dict | None) -> str:
+    """The command line that reproduces a job with the CLI."""
+    magnitudes = spec["magnitudes"]
+    seed = manifest.get("seed", spec["seed"]) if manifest else spec["seed"]
+    parts = ["senseflosser", "floss", "-i", spec["filename"], "-m", spec["model"], "-a", spec["action"]]
+    if len(magnitudes) == 1:
+        parts += ["-g", repr(float(magnitudes[0]))]
+    else:
+        parts += ["--magnitudes", ",".join(repr(float(m)) for m in magnitudes)]
+    parts += ["--seed", str(seed)]
+    if spec.get("layers"):
+        parts += ["--layers", ",".join(spec["layers"])]
+    if spec.get("offset"):
+        parts += ["--offset", repr(float(spec["offset"]))]
+    if spec.get("duration") is not None:
+        parts += ["--duration", repr(float(spec["duration"]))]
+    if spec.get("save_model"):
+        parts.append("--save-model")
+    parts.append("--spectrograms")
+    return shlex.join(parts)
+
+
+def job_view(state: dict) -> dict[str, Any]:
+    """The public form of a job's state (``GET /api/jobs/<id>``)."""
+    job_id = state["id"]
+    spec = state["request"]
+    manifest = state.get("manifest") if state["state"] == "done" else None
+    ttl = current_app.config["RESULT_TTL_S"]
+    recipe = {k: spec[k] for k in ("model", "action", "magnitudes", "seed", "layers", "offset", "duration")}
+    if manifest and isinstance(manifest.get("recipe"), dict):
+        recipe = {k: v for k, v in manifest["recipe"].items() if k != "magnitude"}
+    view: dict[str, Any] = {
+        "id": job_id,
+        "state": state["state"],
+        "position": state.get("position") if state["state"] == "queued" else None,
+        "progress": state.get("progress", 0.0),
+        "message": state.get("message"),
+        "error": state.get("error"),
+        "filename": spec.get("filename"),
+        "created": state.get("created"),
+        "started": state.get("started"),
+        "finished": state.get("finished"),
+        "expires": state["finished"] + ttl if state.get("finished") else None,
+        "recipe": recipe,
+        "cli": cli_command(spec, manifest),
+        "outputs": None,
+    }
+    if manifest:
+        flossed = []
+        for entry in manifest.get("flossed") or []:
+            item = {"magnitude": entry.get("magnitude"), **_output(job_id, entry)}
+            recipe_urls = _file_urls(job_id, entry.get("recipe_file"))
+            item["recipe_url"] = recipe_urls["download_url"] if recipe_urls else None
+            if entry.get("model"):
+                item["model"] = _file_urls(job_id, entry["model"])["download_url"]
+            flossed.append(item)
+        outputs: dict[str, Any] = {
+            "original": _output(job_id, manifest["original"]) if manifest.get("original") else None,
+            "normal": _output(job_id, manifest["normal"]),
+            "flossed": flossed,
+            "recipe": (_file_urls(job_id, manifest.get("recipe_file")) or {}).get("download_url"),
+            "seed": manifest.get("seed"),
+            "device": manifest.get("device"),
+            "seconds": manifest.get("seconds"),
+            "duration": manifest.get("duration"),
+        }
+        models = [item["model"] for item in flossed if item.get("model")]
+        if models:
+            outputs["model"] = models[0]
+        view["outputs"] = outputs
+    return view

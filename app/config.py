@@ -1,0 +1,140 @@
+"""Configuration: defaults, then ``SENSEFLOSSER_*`` environment variables, then test config.
+
+Every setting has a default here. :func:`from_environment` reads the matching
+``SENSEFLOSSER_<KEY>`` variable and converts it to the default's type, so a typo
+such as ``SENSEFLOSSER_QUEUE_SIZE=many`` stops the start with a clear message
+instead of surfacing later as a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# key -> (default, help). A default of None means "derived at start" (see resolve()).
+DEFAULTS: dict[str, tuple[Any, str]] = {
+    "MODELS_DIR": (None, "model registry folder [models/ of this checkout]"),
+    "DATA_DIR": (None, "job folders (uploads, results, state) [instance/jobs]"),
+    "MAX_UPLOAD_MB": (50.0, "largest accepted upload in MiB"),
+    "MAX_DURATION_S": (600.0, "longest audio segment a job may process, in seconds"),
+    "QUEUE_SIZE": (16, "jobs that may wait per worker process; more get 503"),
+    "RESULT_TTL_S": (3600.0, "seconds a finished job's files are kept"),
+    "MAX_DATA_MB": (2048.0, "size cap of the data dir in MiB; oldest results go first"),
+    "CLEANUP_INTERVAL_S": (60.0, "seconds between clean-up rounds (expiry, size cap, recovery)"),
+    "MAX_ATTEMPTS": (2, "times a job interrupted by a crash is started before it is failed"),
+    "RATE_LIMIT": ("30/minute", "job submissions per client address (Flask-Limiter syntax)"),
+    "RATELIMIT_STORAGE_URI": ("memory://", "Flask-Limiter storage; memory:// counts per process"),
+    "RETRY_AFTER_S": (30, "Retry-After seconds sent with 503 when the queue is full"),
+    "SECRET_KEY": ("", "secret key; a random one is generated per process when unset"),
+    "TRUSTED_ORIGINS": ("", "extra origins (scheme://host:port, comma-separated) allowed to post"),
+    "TRUSTED_PROXIES": (0, "reverse proxies in front of the app whose X-Forwarded-* to trust"),
+    "WARM_UP": (True, "load and warm up every model when the worker starts"),
+    "SPECTROGRAMS": (True, "draw a spectrogram image for every output"),
+    "POLL_INTERVAL_MS": (1000, "how often the page asks for a job's progress"),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the app cannot run with."""
+
+
+def parse_bool(text: str) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off/''`` (any case) to a bool; else ValueError."""
+    t = str(text).strip().lower()
+    if t in _TRUE:
+        return True
+    if t in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+def _convert(key: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            return parse_bool(raw)
+        if isinstance(default, int):
+            return int(raw.strip())
+        if isinstance(default, float):
+            value = float(raw.strip())
+            if not math.isfinite(value):
+                raise ValueError(raw)
+            return value
+    except ValueError:
+        kind = {bool: "1 or 0", int: "a whole number", float: "a number"}[type(default)]
+        raise ConfigError(f"SENSEFLOSSER_{key} must be {kind}, got {raw!r}") from None
+    return raw
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings given as ``SENSEFLOSSER_<KEY>`` environment variables, converted."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, Any] = {}
+    for key, (default, _help) in DEFAULTS.items():
+        raw = environ.get(f"SENSEFLOSSER_{key}")
+        if raw is None:
+            continue
+        found[key] = raw if default is None else _convert(key, raw, default)
+    return found
+
+
+def resolve(config: dict[str, Any], instance_path: str) -> None:
+    """Fill derived settings in place and check ranges.
+
+    Raises
+    ------
+    ConfigError
+        If a setting is out of range.
+    """
+    config["MODELS_DIR"] = Path(config.get("MODELS_DIR") or PROJECT_ROOT / "models")
+    config["DATA_DIR"] = Path(config.get("DATA_DIR") or Path(instance_path) / "jobs")
+    positive = ("MAX_UPLOAD_MB", "MAX_DURATION_S", "QUEUE_SIZE", "RESULT_TTL_S", "MAX_DATA_MB",
+                "CLEANUP_INTERVAL_S", "MAX_ATTEMPTS", "RETRY_AFTER_S", "POLL_INTERVAL_MS")
+    for key in positive:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    if not isinstance(config["TRUSTED_PROXIES"], int) or config["TRUSTED_PROXIES"] < 0:
+        raise ConfigError(f"TRUSTED_PROXIES must be a whole number >= 0, got {config['TRUSTED_PROXIES']!r}")
+    origins = config["TRUSTED_ORIGINS"]
+    if isinstance(origins, str):
+        origins = [o.strip() for o in origins.split(",") if o.strip()]
+    config["TRUSTED_ORIGINS"] = tuple(o.rstrip("/").lower() for o in origins)
+    # The whole multipart body may exceed the file a little (the other fields).
+    config["MAX_CONTENT_LENGTH"] = int(config["MAX_UPLOAD_MB"] * 1024 * 1024) + 256 * 1024
+    config["RATELIMIT_HEADERS_ENABLED"] = True
+    config["RATELIMIT_STRATEGY"] = config.get("RATELIMIT_STRATEGY", "fixed-window")
+    # Never debug: FLASK_DEBUG in the environment must not switch it on under gunicorn.
+    config["DEBUG"] = False
+    _secret_key(config)
+
+
+def _secret_key(config: dict[str, Any]) -> None:
+    """Use the configured key, refusing a weak one; otherwise generate a strong random key.
+
+    The app keeps no sessions or signed cookies (cross-site posts are refused by
+    an Origin check), so a per-process random key costs nothing; a configured
+    one must be at least 32 characters.
+    """
+    key = config.get("SECRET_KEY") or ""
+    if not key:
+        config["SECRET_KEY"] = secrets.token_hex(32)
+        log.info("no SENSEFLOSSER_SECRET_KEY set: generated a random secret key for this process")
+        return
+    if len(key) < 32:
+        raise ConfigError(
+            "SENSEFLOSSER_SECRET_KEY is too short: use at least 32 random characters "
+            '(for example: python -c "import secrets; print(secrets.token_hex(32))"), '
+            "or leave it unset to have one generated"
+        )

@@ -1,0 +1,170 @@
+"""The web app's door to the core library: models, audio checks and rendering a job.
+
+The web layer does no audio or model work itself; everything here calls
+:mod:`senseflosser`. A model registry is shared per process and models
+folder, so each worker process loads every model once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+from senseflosser import audio, device
+from senseflosser.errors import SenseflosserError
+from senseflosser.models import ModelRegistry
+from senseflosser.render import floss_to_dir
+
+from .jobs import JobFailed, Progress
+
+log = logging.getLogger(__name__)
+
+_registries: dict[Path, ModelRegistry] = {}
+_registries_lock = threading.Lock()
+
+OUTPUT_STEM = "audio"
+"""Stem of every output file on disk; the user's file name is used only for downloads."""
+
+
+def shared_registry(models_dir: Path) -> ModelRegistry:
+    """The model registry of a folder, one per process."""
+    key = Path(models_dir).resolve()
+    with _registries_lock:
+        if key not in _registries:
+            _registries[key] = ModelRegistry(key)
+        return _registries[key]
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats by ``None`` throughout (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def user_message(exc: BaseException, internal_name: str, display_name: str) -> str:
+    """The core's message with the stored file's name replaced by the name the user knows."""
+    text = str(exc).strip() or type(exc).__name__
+    prefix = f"{internal_name}: "
+    if text.startswith(prefix):
+        text = f"{display_name}: {text[len(prefix):]}"
+    return text.replace(internal_name, display_name)
+
+
+class Engine:
+    """Models and rendering for one app.
+
+    Parameters
+    ----------
+    models_dir : pathlib.Path
+        The model registry folder.
+    max_duration : float
+        Longest segment (seconds) a job may process.
+    spectrograms : bool
+        Draw a spectrogram image beside every output WAV.
+    """
+
+    def __init__(self, models_dir: Path, *, max_duration: float, spectrograms: bool = True) -> None:
+        self.registry = shared_registry(models_dir)
+        self.max_duration = float(max_duration)
+        self.spectrograms = bool(spectrograms)
+        self.broken: dict[str, str] = {}
+        self.warm = False
+        self._device: str | None = None
+
+    def warm_up(self) -> None:
+        """Load every model and run it once; a model that fails is left out and logged."""
+        for name in self.registry.names():
+            try:
+                self.registry.warm_up([name])
+            except SenseflosserError as exc:
+                self.broken[name] = str(exc)
+                log.error("model %s cannot be used: %s", name, exc)
+            except Exception as exc:  # a broken model file must not take the server down
+                self.broken[name] = f"{type(exc).__name__}: {exc}"
+                log.exception("model %s failed to warm up", name)
+        self.warm = True
+        log.info("models ready: %s", ", ".join(self.registry.loaded()) or "none")
+
+    def model_names(self) -> list[str]:
+        return [n for n in self.registry.names() if n not in self.broken]
+
+    def loaded(self) -> list[str]:
+        return self.registry.loaded()
+
+    def cards(self) -> list[dict]:
+        cards = []
+        for name in self.model_names():
+            try:
+                cards.append(json_safe(self.registry.card(name)))
+            except SenseflosserError:  # removed from the folder meanwhile
+                continue
+        return cards
+
+    def conv_layers(self, name: str) -> list[str] | None:
+        """Conv layer names of a model (``None`` if its card does not say)."""
+        layers = self.registry.card(name).get("conv_layers")
+        return list(layers) if isinstance(layers, list) else None
+
+    def device(self) -> str:
+        """The compute device the models run on (asked once)."""
+        if self._device is None:
+            self._device = device.describe()
+        return self._device
+
+    def check_audio(self, path: Path, *, offset: float, duration: float | None, display_name: str) -> dict:
+        """Decode the requested segment once, so every problem with the file is reported now.
+
+        Returns
+        -------
+        dict
+            ``file_duration`` and ``segment_duration`` in seconds.
+
+        Raises
+        ------
+        JobFailed
+            With the core's message, naming the user's file.
+        """
+        try:
+            info = audio.probe(path)
+            y = audio.load(path, offset=offset, duration=duration, max_duration=self.max_duration)
+        except SenseflosserError as exc:
+            raise JobFailed(user_message(exc, path.name, display_name)) from None
+        return {"file_duration": info.duration, "segment_duration": len(y) / audio.SAMPLE_RATE}
+
+    def render(self, job_dir: Path, request: dict, progress: Progress) -> dict:
+        """Run one job: floss the stored input into ``job_dir/out`` and return the manifest."""
+        out = job_dir / "out"
+        if out.exists():  # a run interrupted by a crash left partial files
+            shutil.rmtree(out)
+        input_path = job_dir / "input" / request["input"]
+        try:
+            manifest = floss_to_dir(
+                input_path,
+                registry=self.registry,
+                model=request["model"],
+                action=request["action"],
+                magnitudes=request["magnitudes"],
+                seed=request["seed"],
+                layers=request["layers"],
+                offset=request["offset"],
+                duration=request["duration"],
+                output_dir=out,
+                stem=OUTPUT_STEM,
+                save_model=request["save_model"],
+                spectrograms=self.spectrograms,
+                write_original=True,
+                max_duration=self.max_duration,
+                progress=progress,
+            )
+        except SenseflosserError as exc:
+            raise JobFailed(user_message(exc, input_path.name, request["filename"])) from None
+        return json_safe(manifest)

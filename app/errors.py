@@ -1,0 +1,79 @@
+"""Error responses: JSON ``{"error": "<plain sentence>"}`` under /api, a small page elsewhere."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Headers of an HTTP error that the JSON response must keep.
+_KEEP_HEADERS = ("Allow", "Retry-After")
+
+
+class ApiError(Exception):
+    """An error with its HTTP status and a plain-sentence message for the user."""
+
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _wants_json() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/") or request.path == "/healthz"
+
+
+def _message(exc: HTTPException) -> str:
+    code = exc.code or 500
+    if code == 404:
+        return "there is nothing at this address"
+    if code == 405:
+        return f"this address does not accept {request.method} requests"
+    if code == 413:
+        limit = current_app.config["MAX_UPLOAD_MB"]
+        return (f"the upload is larger than the limit of {limit:g} MB; choose a shorter excerpt "
+                "or a compressed format (FLAC, OGG, MP3)")
+    if code == 429:
+        return (f"too many jobs from your address (limit: {exc.description}); "
+                "wait a little and try again")
+    if code >= 500:
+        return "the server failed to handle this request; it has been logged, please try again"
+    if code == 400:
+        return "the request is malformed; send the job as a multipart form (see the API documentation)"
+    return (exc.description or exc.name or "the request failed").rstrip(".")
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(error=message)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def handle_api_error(exc: ApiError):
+    if _wants_json():
+        return json_error(exc.status, exc.message, exc.headers)
+    return render_template("error.html", status=exc.status, message=exc.message), exc.status, exc.headers
+
+
+def handle_http_exception(exc: HTTPException):
+    code = exc.code or 500
+    if code >= 500:
+        original = getattr(exc, "original_exception", None)
+        if original is not None:
+            log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
+    message = _message(exc)
+    headers = {k: v for k, v in exc.get_headers() if k in _KEEP_HEADERS}
+    if _wants_json():
+        return json_error(code, message, headers)
+    return render_template("error.html", status=code, message=message), code, headers
+
+
+def init_app(app: Flask) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
