@@ -8,15 +8,18 @@ normal one.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
-from . import actions, metrics
+from . import actions, device, metrics
 from .errors import AudioError, ModelError
 from .models import check_model, input_frames
 from .recipe import Recipe
@@ -76,8 +79,52 @@ class FlossResult:
     seconds: float = 0.0
 
 
+_COMPILED_MAX = 32
+_compiled: OrderedDict[str, Callable] = OrderedDict()
+_compiled_lock = threading.Lock()
+
+
+def _architecture_key(model: keras.Model) -> str:
+    """What a compiled inference function depends on: the architecture, not the weights.
+
+    A lapse layer's ``seed`` only starts its seed generator, whose state is
+    passed to the compiled function as an argument, so it is left out: lapse
+    copies that differ only in seed share one function. The variables' paths
+    and shapes are part of the key, so weights are only ever passed to a
+    function built for the same variables in the same order.
+    """
+    config = model.get_config()
+    for layer in config.get("layers", []):
+        if layer.get("class_name") == "Lapse":
+            layer.get("config", {}).pop("seed", None)
+    variables = [(v.path, tuple(v.shape), str(v.dtype)) for v in model.trainable_variables]
+    state = [(tuple(v.shape), str(v.dtype)) for v in model.non_trainable_variables]
+    return json.dumps([config, variables, state], sort_keys=True, default=str)
+
+
+def _compiled_call(model: keras.Model) -> Callable:
+    """The compiled inference function for ``model``'s architecture (built on first use, then shared)."""
+    key = _architecture_key(model)
+    with _compiled_lock:
+        fn = _compiled.get(key)
+        if fn is not None:
+            _compiled.move_to_end(key)
+            return fn
+        fn = device.compile_stateless(model)
+        _compiled[key] = fn
+        while len(_compiled) > _COMPILED_MAX:
+            _compiled.popitem(last=False)
+        return fn
+
+
 class _Runner:
-    """Calls one model on chunk tensors, padding chunks to a fixed-length model's size."""
+    """Calls one model on chunk tensors, padding chunks to a fixed-length model's size.
+
+    The model runs through a compiled function shared by every model of its
+    architecture (see :func:`senseflosser.device.compile_stateless`), its
+    weights and state passed in: a warm job compiles nothing, whatever the
+    damaged weights or the chunk lengths.
+    """
 
     def __init__(self, model: keras.Model) -> None:
         self.model = model
@@ -85,18 +132,27 @@ class _Runner:
         # A lapse model's masks restart from its seed, so every run of it is reproducible.
         actions.reset(model)
         self.nonfinite = 0
+        self._call = _compiled_call(model)
+        self._weights = [keras.ops.convert_to_tensor(v.value) for v in model.trainable_variables]
+        self._state = [keras.ops.convert_to_tensor(v.value) for v in model.non_trainable_variables]
 
     def __call__(self, tensor: np.ndarray, index: int) -> np.ndarray:
         n = tensor.shape[0]
         x = tensor[None]
         if self.frames is not None and n < self.frames:
             x = np.concatenate([x, np.zeros((1, self.frames - n) + tensor.shape[1:], np.float32)], axis=1)
-        y = keras.ops.convert_to_numpy(self.model(x, training=False))[0, :n]
+        out, self._state = self._call(self._weights, self._state, x)
+        y = keras.ops.convert_to_numpy(out)[0, :n]
         bad = ~np.isfinite(y)
         if bad.any():
             self.nonfinite += int(bad.sum())
             y = np.where(bad, 0.0, y).astype(np.float32)
         return y
+
+    def finish(self) -> None:
+        """Leave the model's state (a lapse model's seed generators) where the run left it."""
+        for variable, value in zip(self.model.non_trainable_variables, self._state):
+            variable.assign(value)
 
 
 def _fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -178,6 +234,8 @@ def floss(
     outputs = process(
         y, runners, chunk_frames=chunk_frames, context=context, exact=fixed is not None, on_chunk=on_chunk
     )
+    for runner in runners:
+        runner.finish()
     report(0.95, "measuring")
     normal_raw = outputs[0]
     normal, normal_metrics = _fit_to_scale(normal_raw)
