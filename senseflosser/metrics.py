@@ -9,6 +9,16 @@ import numpy as np
 from .spectral import iter_stft
 
 _LSD_FLOOR_DB = -80.0
+_BLOCK = 1 << 16
+"""Samples per block of the sums below: long signals are never copied whole to float64."""
+
+
+def _same_length(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r = np.asarray(reference).ravel()
+    e = np.asarray(estimate).ravel()
+    if r.shape != e.shape:
+        raise ValueError(f"signals differ in length: {r.size} vs {e.size} samples")
+    return r, e
 
 
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,9 +42,13 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
         ``10 log10(sum(ref^2) / sum((ref - est)^2))``; ``inf`` if identical,
         ``-inf`` if the reference is silent and the estimate is not.
     """
-    r, e = _pair(reference, estimate)
-    num = float(np.sum(r * r))
-    den = float(np.sum((r - e) ** 2))
+    r, e = _same_length(reference, estimate)
+    num = den = 0.0
+    for i in range(0, r.size, _BLOCK):
+        rb = r[i : i + _BLOCK].astype(np.float64)
+        db = rb - e[i : i + _BLOCK].astype(np.float64)
+        num += float(np.dot(rb, rb))
+        den += float(np.dot(db, db))
     if den == 0.0:
         return math.inf
     if num == 0.0:
@@ -70,17 +84,41 @@ def log_spectral_distance(reference: np.ndarray, estimate: np.ndarray) -> float:
     float
         Distance in dB (0 for identical signals).
     """
-    r, e = _pair(reference, estimate)
+    return log_spectral_distances(reference, [estimate])[0]
+
+
+def log_spectral_distances(reference: np.ndarray, estimates) -> list[float]:
+    """:func:`log_spectral_distance` of several estimates against one reference.
+
+    The reference's spectrum is computed once for all of them (a titration
+    measures every output against the same normal one).
+
+    Parameters
+    ----------
+    reference : np.ndarray, shape (n,)
+    estimates : sequence of np.ndarray, each shape (n,)
+
+    Returns
+    -------
+    list of float
+        One distance in dB per estimate, in order.
+    """
+    pairs = [_same_length(reference, e) for e in estimates]
+    if not pairs:
+        return []
+    r = pairs[0][0]
     # Block by block, so a long track never needs its whole spectrogram in memory.
     top = max((float(np.max(_power(S))) for S in iter_stft(r)), default=0.0)
     floor = max(top, 1e-20) * 10 ** (_LSD_FLOOR_DB / 10)
-    total, count = 0.0, 0
-    for S, T in zip(iter_stft(r), iter_stft(e)):
+    totals = [0.0] * len(pairs)
+    count = 0
+    for S, *Ts in zip(iter_stft(r), *(iter_stft(e) for _, e in pairs)):
         dP = 10 * np.log10(np.maximum(_power(S), floor))
-        dQ = 10 * np.log10(np.maximum(_power(T), floor))
-        total += float(np.sum(np.sqrt(np.mean((dP - dQ) ** 2, axis=1))))
+        for k, T in enumerate(Ts):
+            dQ = 10 * np.log10(np.maximum(_power(T), floor))
+            totals[k] += float(np.sum(np.sqrt(np.mean((dP - dQ) ** 2, axis=1))))
         count += S.shape[0]
-    return total / count
+    return [t / count for t in totals]
 
 
 def _power(S: np.ndarray) -> np.ndarray:
@@ -90,6 +128,10 @@ def _power(S: np.ndarray) -> np.ndarray:
 
 def rms_db(y: np.ndarray) -> float:
     """Root-mean-square level in dB relative to full scale (``-inf`` for silence)."""
-    y = np.asarray(y, dtype=np.float64)
-    ms = float(np.mean(y * y)) if y.size else 0.0
+    y = np.asarray(y).ravel()
+    total = 0.0
+    for i in range(0, y.size, _BLOCK):
+        b = y[i : i + _BLOCK].astype(np.float64)
+        total += float(np.dot(b, b))
+    ms = total / y.size if y.size else 0.0
     return 10 * math.log10(ms) if ms > 0 else -math.inf

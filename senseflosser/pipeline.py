@@ -245,11 +245,13 @@ def floss(
         nonfinite=runners[0].nonfinite,
     )
     result = FlossResult(normal=normal, normal_metrics=normal_metrics)
-    for recipe, raw, runner, dmg in zip(recipes, outputs[1:], runners[1:], damaged):
+    # One spectrum of the normal output serves every flossed output's distance.
+    lsds = metrics.log_spectral_distances(normal_raw, outputs[1:])
+    for recipe, raw, lsd, runner, dmg in zip(recipes, outputs[1:], lsds, runners[1:], damaged):
         out, m = _fit_to_scale(raw)
         m.update(
             snr_db=metrics.snr_db(normal_raw, raw),
-            lsd_db=metrics.log_spectral_distance(normal_raw, raw),
+            lsd_db=lsd,
             nonfinite=runner.nonfinite,
         )
         result.flossed.append(FlossedOutput(recipe, out, m, dmg if keep_models else None))

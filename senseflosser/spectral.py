@@ -43,18 +43,20 @@ def n_frames(n_samples: int) -> int:
     return 1 + -(-n_samples // HOP)
 
 
-def _padded(y: np.ndarray) -> np.ndarray:
-    # Centre padding with zeros, plus a tail so the last frame is complete.
-    n = n_frames(len(y))
-    total = (n - 1) * HOP + N_FFT
-    out = np.zeros(total, dtype=np.float64)
-    out[N_FFT // 2 : N_FFT // 2 + len(y)] = y
-    return out
+def _frames_of(y: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Frames ``start .. stop - 1`` of the centre-padded signal, windowed, float64.
 
-
-def _frames_of(padded: np.ndarray, start: int, stop: int) -> np.ndarray:
-    idx = (np.arange(start, stop) * HOP)[:, None] + np.arange(N_FFT)[None, :]
-    return padded[idx]
+    Only the samples these frames cover are copied (padded with zeros where
+    they reach past either end), so memory stays bounded by the block size
+    however long the signal is.
+    """
+    lo = start * HOP - N_FFT // 2  # index into y of the first sample of frame `start`
+    hi = (stop - 1) * HOP + N_FFT - N_FFT // 2
+    seg = np.zeros(hi - lo, dtype=np.float64)
+    a, b = max(lo, 0), min(hi, len(y))
+    if b > a:
+        seg[a - lo : b - lo] = y[a:b]
+    return np.lib.stride_tricks.sliding_window_view(seg, N_FFT)[::HOP] * _WINDOW
 
 
 def _to_tensor(spec: np.ndarray) -> np.ndarray:
@@ -80,9 +82,7 @@ def stft(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 1:
         raise ValueError(f"expected a mono waveform of shape (n,), got shape {y.shape}")
-    padded = _padded(y)
-    frames = _frames_of(padded, 0, n_frames(len(y))) * _WINDOW
-    return _to_tensor(np.fft.rfft(frames, axis=1))
+    return _to_tensor(np.fft.rfft(_frames_of(y, 0, n_frames(len(y))), axis=1))
 
 
 def iter_stft(y: np.ndarray, *, block: int = DEFAULT_CHUNK_FRAMES):
@@ -93,24 +93,21 @@ def iter_stft(y: np.ndarray, *, block: int = DEFAULT_CHUNK_FRAMES):
     np.ndarray, shape (<= block, 1025, 2), float32
         Consecutive frames of :func:`stft`, in order.
     """
-    y = np.asarray(y, dtype=np.float64)
-    padded = _padded(y)
+    y = np.asarray(y)
     n = n_frames(len(y))
     for start in range(0, n, block):
-        frames = _frames_of(padded, start, min(n, start + block)) * _WINDOW
-        yield _to_tensor(np.fft.rfft(frames, axis=1))
+        yield _to_tensor(np.fft.rfft(_frames_of(y, start, min(n, start + block)), axis=1))
 
 
-def _window_sum(n: int, length: int) -> np.ndarray:
-    total = (n - 1) * HOP + N_FFT
-    wss = np.zeros(total, dtype=np.float64)
+def _window_sum(n: int, first: int, stop: int) -> np.ndarray:
+    """Sum of the squared windows of ``n`` frames at padded sample indices ``first .. stop - 1``."""
     w2 = _WINDOW**2
-    for i in range(N_FFT // HOP):
-        # n frames of a hop-periodic window: add each HOP-long slice once per frame.
-        seg = w2[i * HOP : (i + 1) * HOP]
-        view = wss[i * HOP : i * HOP + n * HOP].reshape(n, HOP)
-        view += seg
-    return wss[N_FFT // 2 : N_FFT // 2 + length]
+    p = np.arange(first, stop)
+    j = p % HOP
+    frame = p // HOP  # the frame whose first half covers p; the one before covers it with its second half
+    head = np.where(frame < n, w2[j], 0.0)
+    tail = np.where((frame >= 1) & (frame - 1 < n), w2[HOP + j], 0.0)
+    return head + tail
 
 
 def istft(S: np.ndarray, length: int) -> np.ndarray:
@@ -133,37 +130,54 @@ def istft(S: np.ndarray, length: int) -> np.ndarray:
 
 
 class _Synthesis:
-    """Overlap-add accumulator for frames that arrive chunk by chunk."""
+    """Overlap-add accumulator for frames that arrive chunk by chunk, in order.
+
+    Samples no later frame can reach are divided by the window sum and
+    written to the float32 output at once; only the half frame still open
+    is kept in float64. Memory is the output plus one chunk, and the result
+    is the same, bit for bit, as accumulating the whole signal first.
+    """
 
     def __init__(self, n: int, length: int) -> None:
         self.n = n
         self.length = length
-        self.buf = np.zeros((n - 1) * HOP + N_FFT, dtype=np.float64)
+        self.out = np.empty(length, dtype=np.float32)
+        self.base = 0  # padded index of acc[0]; every sample before it is final
+        self.acc = np.zeros(0, dtype=np.float64)
 
     def add(self, S: np.ndarray, first: int) -> None:
+        if first * HOP != self.base:
+            raise ValueError(f"frames must arrive in order: expected frame {self.base // HOP}, got {first}")
         spec = S[..., 0].astype(np.float64) + 1j * S[..., 1].astype(np.float64)
         frames = np.fft.irfft(spec, n=N_FFT, axis=1) * _WINDOW
-        base = first * HOP
+        k = frames.shape[0]
+        if k == 0:
+            return
+        acc = np.zeros((k - 1) * HOP + N_FFT, dtype=np.float64)
+        acc[: self.acc.size] = self.acc
         # Frames overlap by half: add even and odd frames as two flat, non-overlapping runs.
         for parity in range(N_FFT // HOP):
             sel = frames[parity::2]
-            if sel.size == 0:
-                continue
-            off = base + parity * HOP
-            span = sel.shape[0] * 2 * HOP
-            view = self.buf[off : off + span]
-            if view.size < span:
-                # The last run may hang past the buffer by half a frame of zeros.
-                flat = np.zeros(span)
-                flat.reshape(sel.shape[0], 2 * HOP)[:] = sel
-                view += flat[: view.size]
-            else:
-                view.reshape(sel.shape[0], 2 * HOP)[:] += sel
+            if sel.size:
+                off = parity * HOP
+                acc[off : off + sel.shape[0] * N_FFT].reshape(sel.shape[0], N_FFT)[:] += sel
+        self.acc = acc
+        self._emit(self.base + k * HOP)
+
+    def _emit(self, stop: int) -> None:
+        # Padded samples [base, stop) are final: write their output samples.
+        lo, hi = max(self.base, N_FFT // 2), min(stop, N_FFT // 2 + self.length)
+        if hi > lo:
+            y = self.acc[lo - self.base : hi - self.base]
+            self.out[lo - N_FFT // 2 : hi - N_FFT // 2] = (y / _window_sum(self.n, lo, hi)).astype(np.float32)
+        self.acc = self.acc[stop - self.base :].copy()
+        self.base = stop
 
     def result(self) -> np.ndarray:
-        wss = _window_sum(self.n, self.length)
-        y = self.buf[N_FFT // 2 : N_FFT // 2 + self.length]
-        return (y / wss).astype(np.float32)
+        if self.base // HOP < self.n:
+            raise ValueError(f"only {self.base // HOP} of {self.n} frames were added")
+        self._emit(self.base + self.acc.size)
+        return self.out
 
 
 @dataclass(frozen=True)
@@ -277,11 +291,10 @@ def process(
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"expected a non-empty mono waveform, got shape {y.shape}")
     n = n_frames(len(y))
-    padded = _padded(y)
     chunks = plan_chunks(n, chunk_frames=chunk_frames, context=context, exact=exact)
     outs = [_Synthesis(n, len(y)) for _ in transforms]
     for i, c in enumerate(chunks):
-        tensor = _to_tensor(np.fft.rfft(_frames_of(padded, c.start, c.stop) * _WINDOW, axis=1))
+        tensor = _to_tensor(np.fft.rfft(_frames_of(y, c.start, c.stop), axis=1))
         lo, hi = c.keep_start - c.start, c.keep_stop - c.start
         for syn, fn in zip(outs, transforms):
             res = np.asarray(fn(tensor, i))
