@@ -113,7 +113,9 @@ def resolve(config: dict[str, Any], instance_path: str) -> None:
     config["TRUSTED_ORIGINS"] = tuple(o.rstrip("/").lower() for o in origins)
     # The whole multipart body may exceed the file a little (the other fields).
     config["MAX_CONTENT_LENGTH"] = int(config["MAX_UPLOAD_MB"] * 1024 * 1024) + 256 * 1024
-    config["RATELIMIT_HEADERS_ENABLED"] = True
+    # Flask-Limiter's headers would put its own Retry-After on every response (a 503 for a
+    # full queue included); the 429 handler sets Retry-After itself.
+    config["RATELIMIT_HEADERS_ENABLED"] = False
     config["RATELIMIT_STRATEGY"] = config.get("RATELIMIT_STRATEGY", "fixed-window")
     # Never debug: FLASK_DEBUG in the environment must not switch it on under gunicorn.
     config["DEBUG"] = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -47,6 +48,15 @@ def _message(exc: HTTPException) -> str:
     return (exc.description or exc.name or "the request failed").rstrip(".")
 
 
+def _rate_limit_retry_after() -> int:
+    """Seconds until the client's rate-limit window resets (60 if unknown)."""
+    services = current_app.extensions.get("senseflosser")
+    limit = services.limiter.current_limit if services is not None else None
+    if limit is None:
+        return 60
+    return max(1, int(limit.reset_at - time.time()) + 1)
+
+
 def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     response = jsonify(error=message)
     response.status_code = status
@@ -69,6 +79,8 @@ def handle_http_exception(exc: HTTPException):
             log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
     message = _message(exc)
     headers = {k: v for k, v in exc.get_headers() if k in _KEEP_HEADERS}
+    if code == 429:
+        headers["Retry-After"] = str(_rate_limit_retry_after())
     if _wants_json():
         return json_error(code, message, headers)
     return render_template("error.html", status=code, message=message), code, headers

@@ -246,17 +246,23 @@ class LocalJobRunner:
     def start(self) -> None:
         if self._threads:
             return
-        self._runners_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._runners_dir / f"{self.token}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
+        self._acquire_lock()
         self.recover()
         for name, target in (("senseflosser-inference", self._work), ("senseflosser-janitor", self._janitor)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         log.info("job runner %s started (pid %d, queue size %d)", self.token, os.getpid(), self.queue_size)
+
+    def _acquire_lock(self) -> None:
+        """Hold this runner's lock file for as long as the process lives (marks it alive)."""
+        if self._lock_fd is not None:
+            return
+        self._runners_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._runners_dir / f"{self.token}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
 
     def stop(self, timeout: float | None = 5.0) -> None:
         self._stopping.set()
@@ -396,7 +402,8 @@ class LocalJobRunner:
             last_write[0] = now
             with self._write_lock:
                 state["progress"], state["message"] = fraction, str(message)
-                self.store.write(state)
+                if self._still_mine(job_id):
+                    self.store.write(state)
 
         t0 = time.monotonic()
         try:
@@ -415,8 +422,9 @@ class LocalJobRunner:
 
     def _finish(self, state: dict, *, manifest: dict | None = None, error: str | None = None) -> None:
         with self._write_lock:
-            if not self.store.root.joinpath(state["id"]).is_dir():
-                return  # deleted meanwhile
+            if not self._still_mine(state["id"]):
+                log.warning("job %s was deleted or taken over while it ran; result dropped", state["id"])
+                return
             state.update(finished=time.time(), position=None)
             if error is None:
                 state.update(state="done", progress=1.0, message="done", manifest=manifest, error=None)
@@ -425,6 +433,11 @@ class LocalJobRunner:
                 state.update(state="failed", message="failed", error=error)
                 self.failed += 1
             self.store.write(state)
+
+    def _still_mine(self, job_id: str) -> bool:
+        """Whether the job still exists and is still ours (not taken over after a stall)."""
+        current = self.store.read(job_id)
+        return current is not None and current.get("owner") == self.token
 
     # ------------------------------------------------------------ janitor
 

@@ -83,3 +83,97 @@ def wav_file(tmp_path) -> Path:
 
 
 # ----------------------------------------------------------------- web section
+# Fixtures of the web app's tests (tests/test_web_*.py). They use the core section's
+# tiny models (models_dir) and synthesize audio; every app gets its own data dir.
+
+WEB_WAIT_S = 120.0
+
+
+def web_wav_bytes(seconds: float = 1.5, sr: int = SR, *, channels: int = 1, subtype: str = "PCM_16",
+                  fmt: str = "WAV") -> bytes:
+    """A synthesized sine mix encoded in memory (WAV unless ``fmt`` says otherwise)."""
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, tone(seconds, sr, channels=channels), sr, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def make_web_app(models_dir, tmp_path):
+    """Factory of web apps on the tiny models; their job runners are stopped afterwards."""
+    from app import create_app
+
+    apps = []
+
+    def make(**overrides):
+        config = {
+            "MODELS_DIR": str(models_dir),
+            "DATA_DIR": str(tmp_path / "jobs"),
+            "RATE_LIMIT": "10000/minute",
+            "CLEANUP_INTERVAL_S": 3600.0,
+            "POLL_INTERVAL_MS": 200,
+        }
+        config.update(overrides)
+        app = create_app(config)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["senseflosser"].runner.stop()
+
+
+@pytest.fixture
+def web_app(make_web_app):
+    return make_web_app()
+
+
+@pytest.fixture
+def web_client(web_app):
+    return web_app.test_client()
+
+
+_DEFAULT_AUDIO = object()
+
+
+@pytest.fixture
+def web_submit():
+    """``web_submit(client, audio=..., filename=..., **fields)`` -> response of POST /api/jobs.
+
+    ``audio`` defaults to a 1.5 s synthesized WAV; ``None`` leaves the file out. Fields
+    default to model tiny, fog, magnitude 0.1; a field given as ``None`` is left out.
+    """
+    import io
+
+    def submit(client, audio=_DEFAULT_AUDIO, filename: str = "song.wav", headers=None, **fields):
+        data = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
+        data.update(fields)
+        data = {k: v for k, v in data.items() if v is not None}
+        if audio is _DEFAULT_AUDIO:
+            audio = web_wav_bytes()
+        if audio is not None:
+            data["audio"] = (io.BytesIO(audio), filename)
+        return client.post("/api/jobs", data=data, content_type="multipart/form-data", headers=headers or {})
+
+    return submit
+
+
+@pytest.fixture
+def web_wait():
+    """``web_wait(client, job_id)`` -> the job's view once it is done or failed."""
+    import time
+
+    def wait(client, job_id: str, timeout: float = WEB_WAIT_S) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            r = client.get(f"/api/jobs/{job_id}")
+            assert r.status_code == 200, r.get_json()
+            view = r.get_json()
+            if view["state"] in ("done", "failed"):
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {view['state']} after {timeout} s")
+            time.sleep(0.05)
+
+    return wait
