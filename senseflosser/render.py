@@ -7,6 +7,7 @@ models into one folder, returning a manifest of what it wrote.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -56,8 +57,24 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
+_SPECTROGRAM_DB = (-80.0, 40.0)
+"""Levels mapped to the ends of the colour map."""
+
+
+@functools.cache
+def _palette() -> bytes:
+    # matplotlib's magma as 256 RGB entries, the bytes its own image writer would use.
+    from matplotlib import colormaps
+
+    return colormaps["magma"].resampled(256)(np.arange(256), bytes=True)[:, :3].tobytes()
+
+
 def save_spectrogram(y: np.ndarray, path: Path, *, width: int = 800, height: int = 256) -> Path:
     """Save a log-frequency, log-magnitude spectrogram of a waveform as PNG.
+
+    Colours as matplotlib's ``imsave(cmap="magma", vmin=-80, vmax=40)`` draws
+    them, written as an 8-bit palette PNG (a quarter of the bytes, several
+    times faster to encode than RGBA).
 
     Parameters
     ----------
@@ -66,7 +83,7 @@ def save_spectrogram(y: np.ndarray, path: Path, *, width: int = 800, height: int
     width, height : int, keyword-only
         Largest image size in pixels (time is max-pooled down to ``width``).
     """
-    from matplotlib import image as mpimg
+    from PIL import Image
 
     rows = np.unique(np.geomspace(1, N_BINS - 1, height).astype(int))
     cols = []
@@ -77,7 +94,12 @@ def save_spectrogram(y: np.ndarray, path: Path, *, width: int = 800, height: int
         group = math.ceil(db.shape[0] / width)
         pad = (-db.shape[0]) % group
         db = np.concatenate([db, np.full((pad, db.shape[1]), -120.0)]).reshape(-1, group, db.shape[1]).max(axis=1)
-    mpimg.imsave(path, db.T, cmap="magma", origin="lower", vmin=-80.0, vmax=40.0)
+    lo, hi = _SPECTROGRAM_DB
+    # Low frequencies at the bottom; each level to one of 256 colours, out-of-range levels to the ends.
+    index = np.clip(np.floor((db.T[::-1] - lo) / (hi - lo) * 256), 0, 255).astype(np.uint8)
+    image = Image.fromarray(index)
+    image.putpalette(_palette())
+    image.save(path, format="PNG")
     return path
 
 
