@@ -201,13 +201,16 @@ class ModelRegistry:
             return sorted(self._models)
 
     def warm_up(self, names: list[str] | None = None) -> None:
-        """Load models and run each once on a short input, so the first job pays no start-up cost."""
-        import numpy as np
+        """Load models and run each once on a short input, so the first job pays no start-up cost.
+
+        The run goes through :func:`senseflosser.pipeline.warm_up`, the path
+        jobs take, so the compiled function every job of that architecture
+        (and every fogged copy) shares is built here.
+        """
+        from .pipeline import warm_up  # here: the pipeline imports this module
 
         for name in names if names is not None else self.names():
-            model = self.load(name)
-            frames = input_frames(model) or 8
-            model(np.zeros((1, frames, N_BINS, 2), np.float32), training=False)
+            warm_up(self.load(name))
 
     def resolve(self, name_or_path: str, *, allow_paths: bool = False) -> tuple[str, keras.Model, str]:
         """Find a model by registry name or, when ``allow_paths``, by file path.

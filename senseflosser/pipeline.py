@@ -23,7 +23,7 @@ from . import actions, device, metrics
 from .errors import AudioError, ModelError
 from .models import check_model, input_frames
 from .recipe import Recipe
-from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, process
+from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, N_BINS, process
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ class FlossResult:
     seconds: float = 0.0
 
 
-_COMPILED_MAX = 32
+_COMPILED_MAX = 64
+"""Compiled functions kept per process (one per architecture; a lapse copy is one per rate and layers)."""
 _compiled: OrderedDict[str, Callable] = OrderedDict()
 _compiled_lock = threading.Lock()
 
@@ -153,6 +154,19 @@ class _Runner:
         """Leave the model's state (a lapse model's seed generators) where the run left it."""
         for variable, value in zip(self.model.non_trainable_variables, self._state):
             variable.assign(value)
+
+
+def warm_up(model: keras.Model) -> None:
+    """Run ``model`` once on a short silence through the path :func:`floss` takes.
+
+    This builds the compiled function that every later run of that
+    architecture shares (fogged copies included), so the first real job
+    compiles nothing.
+    """
+    frames = input_frames(model) or 8
+    runner = _Runner(model)
+    runner(np.zeros((frames, N_BINS, 2), np.float32), 0)
+    runner.finish()
 
 
 def _fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
