@@ -54,6 +54,11 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 
+# No control socket: its default path ($HOME/.gunicorn/gunicorn.ctl) is shared by every
+# gunicorn of the user (tests, load test and server would fight over it), and the app
+# needs no runtime management beyond signals.
+control_socket_disable = True
+
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("SENSEFLOSSER_LOG_LEVEL", "info")

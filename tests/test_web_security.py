@@ -122,12 +122,13 @@ def test_a_random_secret_key_is_generated_when_unset(make_web_app, monkeypatch):
     assert len(a.secret_key) == 64 and a.secret_key != b.secret_key
 
 
-def test_a_short_secret_key_is_refused(make_web_app, monkeypatch):
-    monkeypatch.setenv("SENSEFLOSSER_SECRET_KEY", "dev")
-    with pytest.raises(ConfigError, match="too short"):
-        make_web_app()
+def test_a_configured_secret_key_is_used_and_a_short_one_warned_about(make_web_app, monkeypatch, caplog):
     monkeypatch.setenv("SENSEFLOSSER_SECRET_KEY", "k" * 40)
     assert make_web_app().secret_key == "k" * 40
+    assert "secret" not in caplog.text.lower()
+    monkeypatch.setenv("SENSEFLOSSER_SECRET_KEY", "dev")
+    assert make_web_app().secret_key == "dev"
+    assert "SENSEFLOSSER_SECRET_KEY is short" in caplog.text
 
 
 def test_debug_is_never_on(make_web_app, monkeypatch):
@@ -186,6 +187,7 @@ def test_gunicorn_config_never_preloads_and_binds_from_env(monkeypatch):
     assert conf["workers"] == 3 and conf["worker_class"] == "gthread"
     assert conf["timeout"] >= 60
     assert "reload" not in conf
+    assert conf["control_socket_disable"] is True
     monkeypatch.setenv("PORT", "eighty")
     with pytest.raises(SystemExit, match="PORT"):
         runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))

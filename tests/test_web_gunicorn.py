@@ -1,0 +1,132 @@
+"""End to end: gunicorn started for real on a free loopback port, one job through HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import web_wav_bytes
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+START_TIMEOUT_S = 240.0
+JOB_TIMEOUT_S = 180.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_server(models_dir, tmp_path):
+    requests = pytest.importorskip("requests")
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "SENSEFLOSSER_MODELS_DIR": str(models_dir),
+        "SENSEFLOSSER_DATA_DIR": str(tmp_path / "jobs"),
+        "SENSEFLOSSER_WORKERS": "1",
+        "SENSEFLOSSER_WORKER_THREADS": "4",
+        "SENSEFLOSSER_RATE_LIMIT": "100/minute",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not become healthy:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield base, proc, log_path
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
+
+
+def test_one_job_through_gunicorn(gunicorn_server):
+    import requests
+
+    base, master, log_path = gunicorn_server
+    health = requests.get(f"{base}/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["models"] == ["tiny", "tinyfixed"]
+    worker = health["pid"]
+    assert worker != master.pid  # answered by a worker process, not the master
+
+    if Path(f"/proc/{master.pid}/maps").exists():
+        # The models live in the worker; the master never loads TensorFlow.
+        assert "tensorflow" in _maps(worker)
+        assert "tensorflow" not in _maps(master.pid)
+
+    page = requests.get(f"{base}/", timeout=10)
+    assert page.status_code == 200
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+
+    refused = requests.post(f"{base}/api/jobs", headers={"Origin": "https://evil.example"},
+                            files={"audio": ("a.wav", web_wav_bytes(1.0))},
+                            data={"model": "tiny", "action": "fog", "magnitude": "0.1"}, timeout=30)
+    assert refused.status_code == 403
+
+    r = requests.post(f"{base}/api/jobs", files={"audio": ("e2e song.wav", web_wav_bytes(1.5), "audio/wav")},
+                      data={"model": "tiny", "action": "lapse", "magnitude": "0.2", "save_model": "1"},
+                      timeout=60)
+    assert r.status_code == 202, r.text
+    status_url = base + r.json()["status_url"]
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while True:
+        view = requests.get(status_url, timeout=10).json()
+        if view["state"] in ("done", "failed"):
+            break
+        assert time.monotonic() < deadline, view
+        time.sleep(0.2)
+    assert view["state"] == "done", view
+
+    flossed = view["outputs"]["flossed"][0]
+    full = requests.get(base + flossed["url"], timeout=30)
+    assert full.status_code == 200 and full.content[:4] == b"RIFF"
+    part = requests.get(base + flossed["url"], headers={"Range": "bytes=0-1023"}, timeout=30)
+    assert part.status_code == 206 and part.content == full.content[:1024]
+    download = requests.get(base + flossed["download_url"], timeout=30)
+    assert download.headers["Content-Disposition"] == "attachment; filename=e2e_song_lapse_0.2.wav"
+    model = requests.get(base + view["outputs"]["model"], timeout=30)
+    assert model.status_code == 200 and model.content[:2] == b"PK"
+
+    # A graceful stop ends master and worker.
+    master.send_signal(signal.SIGTERM)
+    assert master.wait(60) == 0
+    log = log_path.read_text()
+    assert "Traceback" not in log, log[-3000:]
