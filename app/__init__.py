@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
-from flask import Flask, current_app
+from flask import Flask, Request, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse_many
@@ -40,6 +41,16 @@ class Services:
     store: JobStore
     runner: JobRunner
     limiter: Limiter
+
+
+class UploadRequest(Request):
+    """A request whose uploads spool into the data dir, never into the system's temp dir."""
+
+    def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
+                         filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
+        spool = current_app.config["DATA_DIR"] / ".uploads"
+        spool.mkdir(parents=True, exist_ok=True)
+        return tempfile.SpooledTemporaryFile(max_size=512 * 1024, mode="rb+", dir=spool)
 
 
 def services() -> Services:
@@ -79,6 +90,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         template_folder=str(PROJECT_ROOT / "templates"),
         static_folder=str(PROJECT_ROOT / "static"),
     )
+    app.request_class = UploadRequest
     config: dict[str, Any] = {key: default for key, (default, _help) in DEFAULTS.items()}
     config.update(from_environment())
     if test_config:

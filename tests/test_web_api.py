@@ -485,3 +485,21 @@ def test_expired_job_is_gone(make_web_app, web_submit, web_wait):
     assert client.get(view["outputs"]["normal"]["url"]).status_code == 404
     app.extensions["senseflosser"].runner.cleanup()
     assert app.extensions["senseflosser"].store.ids() == []
+
+
+def test_uploads_spool_inside_the_data_dir(web_app, web_wait, monkeypatch, tmp_path):
+    import tempfile
+
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(method="POST", data={
+        "audio": (io.BytesIO(web_wav_bytes(15.0)), "long.wav"),  # ~660 kB: spooled to disk
+        "model": "tiny", "action": "fog", "magnitude": "0.1", "duration": "1"}).get_environ()
+    body, content_type = environ["wsgi.input"].read(), environ["CONTENT_TYPE"]
+    # From here on the system's temp dir is unusable: the upload must not need it.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-system-temp"))
+    client = web_app.test_client()
+    r = client.post("/api/jobs", data=body, content_type=content_type)
+    assert r.status_code == 202, r.get_json()
+    assert web_wait(client, r.get_json()["id"])["state"] == "done"
+    assert (web_app.extensions["senseflosser"].store.root / ".uploads").is_dir()
