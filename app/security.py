@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = "; ".join((
     "default-src 'self'",
-    "img-src 'self' data:",
+    "img-src 'self'",
     "media-src 'self' blob:",  # blob: lets the page read a chosen file's duration before upload
     "object-src 'none'",
     "base-uri 'none'",
