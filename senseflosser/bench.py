@@ -325,6 +325,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _output_urls(outputs: Any) -> list[str]:
+    """Every file a job status lists: each output's ``url`` and ``spectrogram`` (or a bare URL string)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value.startswith(("/", "http")):
+            found.append(value)
+        elif isinstance(value, dict):
+            for key in ("url", "spectrogram"):
+                if isinstance(value.get(key), str):
+                    found.append(value[key])
+            for key, inner in value.items():
+                if isinstance(inner, (dict, list)) and key != "metrics":
+                    walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    for key, value in outputs.items():
+        walk(value)
+    return list(dict.fromkeys(found))
+
+
 def _web_job(session, base: str, payload: bytes, model_name: str, action: str, magnitude: float,
              seed: int, timeout: float) -> float:
     """Upload, poll until done, download every output; return the wall time."""
@@ -349,10 +372,7 @@ def _web_job(session, base: str, payload: bytes, model_name: str, action: str, m
         if time.monotonic() > deadline:
             raise RuntimeError(f"the job did not finish within {timeout:g} s (state {body.get('state')})")
         time.sleep(0.01)
-    outputs = body.get("outputs") or {}
-    urls = [outputs.get("original"), outputs.get("normal"), outputs.get("model")]
-    urls += [f.get("url") for f in outputs.get("flossed") or []]
-    urls = [u for u in urls if u]
+    urls = _output_urls(body.get("outputs") or {})
     if not urls:
         raise RuntimeError(f"the finished job lists no output files: {body}")
     for url in urls:
@@ -378,7 +398,7 @@ def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: flo
     data_dir.mkdir()
     env = {**os.environ, "SENSEFLOSSER_MODELS_DIR": str(models_dir), "SENSEFLOSSER_DATA_DIR": str(data_dir),
            "SENSEFLOSSER_RATE_LIMIT": "100000/minute", "SENSEFLOSSER_SECRET_KEY": "bench",
-           "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1",
+           "HOST": "127.0.0.1", "PORT": str(port), "SENSEFLOSSER_WORKERS": "1",
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     log_path = work / "gunicorn.log"
     payload = wav_bytes(y)

@@ -1,0 +1,104 @@
+"""Smoke test of the benchmark: a quick run on a tiny model completes and writes every figure.
+
+No timing is asserted: the machine is shared and small. The run starts a real
+gunicorn (for the web figures) and a child process (for the long track).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from senseflosser import bench
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "senseflosser.bench", "--quick", "--model", "tiny", "--models-dir", str(models_dir),
+         "--clip-seconds", "2", "--long-seconds", "8", "--trace-jobs", "4", "--output", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(bench.RESULT_KEYS) <= set(res)
+
+    assert res["model"]["name"] == "tiny" and res["settings"]["quick"] is True
+    for key in ("cpu_model", "cpu_count", "backend", "device", "load_average_start", "load_average_end"):
+        assert res["machine"][key] is not None, key
+    assert res["bare"]["seconds"] > 0 and res["bare"]["eager_s"] > 0 and res["bare"]["compiled_s"] > 0
+    assert res["library"]["seconds"] > 0 and res["titrate"]["seconds"] > 0
+    assert res["web"]["error"] is None, res["web"]["error"]
+    assert res["web"]["cold_s"] > 0 and res["web"]["warm_s"] > 0
+    assert res["long"]["error"] is None, res["long"]["error"]
+    assert res["long"]["audio_seconds"] == pytest.approx(8.0, abs=0.01)
+    assert res["long"]["seconds"] > 0 and res["long"]["rtf"] > 0 and res["long"]["peak_rss_mb"] > 0
+    assert res["traces"]["jobs"] == 4 and len(res["traces"]["per_job"]) == 4
+    assert isinstance(res["traces"]["count"], int) and res["traces"]["count"] >= 0
+
+    ratios = {row["key"]: row for row in res["ratios"]}
+    assert set(ratios) == {t.key for t in bench.TARGETS}
+    for row in ratios.values():
+        assert row["value"] is not None and row["pass"] in (True, False), row
+
+    table = proc.stdout
+    for label in ("bare forward pass", "library", "titrate", "web job, warm", "first after start", "long track",
+                  "peak RSS", "traces", "load average"):
+        assert label in table, label
+    for t in bench.TARGETS:
+        assert t.label in table
+
+
+def test_trace_counter_counts_new_traces_only():
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("traces are counted on the tensorflow backend")
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: x * 2.0)
+    with bench.TraceCounter() as counter:
+        fn(tf.constant(1.0))
+        fn(tf.constant(2.0))
+        fn(tf.constant([1.0, 2.0]))
+    assert counter.available and counter.count == 2
+    fn(tf.constant([1.0, 2.0, 3.0]))  # after the counter is removed: not counted
+    assert counter.count == 2
+
+
+def test_ratios_and_verdicts():
+    res = {
+        "bare": {"seconds": 1.0},
+        "library": {"seconds": 2.4},
+        "titrate": {"seconds": 8.0},
+        "web": {"warm_s": 2.8},
+        "long": {"seconds": 48.0, "peak_rss_mb": 1024.0},
+        "traces": {"count": 0},
+    }
+    rows = {r["key"]: r for r in bench.compute_ratios(res, 30.0, 600.0)}
+    assert rows["library_over_2bare"]["value"] == pytest.approx(1.2) and rows["library_over_2bare"]["pass"]
+    assert rows["titrate_over_6bare"]["value"] == pytest.approx(8 / 6) and not rows["titrate_over_6bare"]["pass"]
+    assert rows["web_speedup_vs_original"]["value"] == pytest.approx(1.6 / 2.8)
+    assert not rows["web_speedup_vs_original"]["pass"]
+    assert rows["long_over_20_library"]["value"] == pytest.approx(1.0) and rows["long_over_20_library"]["pass"]
+    assert rows["long_peak_rss_gb"]["value"] == pytest.approx(1.0) and rows["long_peak_rss_gb"]["pass"]
+    assert rows["warm_traces"]["pass"]
+    res["web"] = {"warm_s": None}
+    rows = {r["key"]: r for r in bench.compute_ratios(res, 30.0, 600.0)}
+    assert rows["web_warm_over_2bare"]["value"] is None and rows["web_warm_over_2bare"]["pass"] is None
+
+
+def test_synthesized_music_is_deterministic_and_in_range():
+    a = bench.synth_music(1.5, seed=3)
+    assert a.shape == (int(1.5 * bench.SR),) and a.dtype.name == "float32"
+    assert float(abs(a).max()) < 1.0 and float(abs(a).max()) > 0.05
+    assert (a == bench.synth_music(1.5, seed=3)).all()
+    assert not (a == bench.synth_music(1.5, seed=4)).all()
