@@ -232,6 +232,7 @@ class LocalJobRunner:
         self.token = secrets.token_hex(8)
         self._queue: deque[str] = deque()
         self._current: str | None = None
+        # Lock order: the cross-process claim lock, then _write_lock, then _cv.
         self._cv = threading.Condition()
         self._write_lock = threading.RLock()
         self._stopping = threading.Event()
@@ -308,12 +309,11 @@ class LocalJobRunner:
             "request": request,
             "manifest": None,
         }
-        with self._cv:
+        with self._write_lock, self._cv:  # always this order: _write_lock, then _cv
             if len(self._queue) >= self.queue_size:
                 raise QueueFull()
             state["position"] = len(self._queue) + 1
-            with self._write_lock:
-                self.store.write(state)
+            self.store.write(state)
             self._queue.append(job_id)
             self._cv.notify()
         log.info("job %s queued at position %d", job_id, state["position"])
