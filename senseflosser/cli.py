@@ -139,7 +139,7 @@ def _registry(args):
 
 
 def _cmd_floss(args) -> int:
-    from .recipe import DEFAULT_TITRATION, Recipe, parse_magnitudes
+    from .recipe import DEFAULT_TITRATION, parse_magnitudes, recipes_from_json
     from .render import floss_to_dir
 
     opts = dict(
@@ -148,13 +148,14 @@ def _cmd_floss(args) -> int:
     )
     if args.recipe:
         try:
-            recipe = Recipe.from_json(Path(args.recipe).read_text())
+            recipes = recipes_from_json(Path(args.recipe).read_text())
         except OSError as exc:
             raise SenseflosserError(f"cannot read recipe {args.recipe!r}: {exc.strerror}") from None
+        recipe = recipes[0]
         opts.update(model=args.model or recipe.model, action=recipe.action, seed=recipe.seed,
                     layers=list(recipe.layers) if recipe.layers else None,
                     offset=recipe.offset, duration=recipe.duration)
-        mags = [recipe.magnitude]
+        mags = [r.magnitude for r in recipes]
     elif args.titrate:
         mags = list(DEFAULT_TITRATION)
     elif args.magnitudes:

@@ -198,10 +198,32 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecipeError(f"the recipe is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        if isinstance(data, Mapping) and "recipe" in data:
-            data = data["recipe"]
-        return cls.from_dict(data)
+        """Parse one recipe (also accepts a per-output file's ``{"recipe": ..., "metrics": ...}``)."""
+        return cls.from_dict(_recipe_object(text))
+
+
+def recipes_from_json(text: str) -> list[Recipe]:
+    """Parse a recipe file: one recipe, or a titration (``"magnitudes": [...]``) as one per magnitude.
+
+    Accepts the per-output recipe files and the job-wide ``<stem>_recipe.json``
+    that :func:`senseflosser.render.floss_to_dir` writes.
+    """
+    data = _recipe_object(text)
+    if not isinstance(data, Mapping):
+        raise RecipeError("a recipe must be a JSON object")
+    mags = data.get("magnitudes")
+    if mags is None:
+        return [Recipe.from_dict(data)]
+    if not isinstance(mags, list) or not mags:
+        raise RecipeError("the recipe's magnitudes must be a non-empty list")
+    return [Recipe.from_dict({**data, "magnitude": m}) for m in mags]
+
+
+def _recipe_object(text: str) -> Any:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecipeError(f"the recipe is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(data, Mapping) and "recipe" in data:
+        data = data["recipe"]
+    return data

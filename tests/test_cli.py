@@ -39,6 +39,12 @@ def test_titrate_and_recipe_reproduction(capsys, models_dir, wav_file, tmp_path)
                         "--recipe", str(a / "song_lapse_0.1.json"), "-o", str(b))
     assert code == 0, err
     assert (a / "song_lapse_0.1.wav").read_bytes() == (b / "song_lapse_0.1.wav").read_bytes()
+    # The job-wide recipe reproduces the whole titration.
+    c = tmp_path / "c"
+    assert _run(capsys, "floss", "-i", str(wav_file), "--models-dir", str(models_dir),
+                "--recipe", str(a / "song_recipe.json"), "-o", str(c))[0] == 0
+    for m in ("0.01", "0.5"):
+        assert (a / f"song_lapse_{m}.wav").read_bytes() == (c / f"song_lapse_{m}.wav").read_bytes()
 
 
 def test_model_by_path_and_layers_and_segment(capsys, models_dir, wav_file, tmp_path):
