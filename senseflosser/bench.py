@@ -447,6 +447,23 @@ def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: flo
 # --------------------------------------------------------------------- long
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB.
+
+    ``VmHWM`` from ``/proc/self/status`` where there is one: unlike
+    ``getrusage``'s ``ru_maxrss``, which Linux carries over from the parent
+    through fork and exec, it counts only this program's own memory.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
+
+
 def _long_child(seconds: float, models_dir: str, model_name: str, magnitude: float) -> dict[str, Any]:
     """Run in a fresh process: floss a synthesized track of ``seconds`` and report time and peak RSS."""
     from .models import ModelRegistry
@@ -457,12 +474,12 @@ def _long_child(seconds: float, models_dir: str, model_name: str, magnitude: flo
     model = registry.load(model_name)
     recipe = Recipe(model_name, "", "fog", magnitude, 7)
     floss(synth_music(2.0, seed=1), model, [recipe])  # warm: the timed run pays no first-call cost
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_before = peak_rss_mb()
     y = synth_music(seconds, seed=3)
     t0 = time.perf_counter()
     floss(y, model, [recipe])
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+    peak = peak_rss_mb()
     return {"seconds": elapsed, "audio_seconds": len(y) / SR, "rtf": elapsed / (len(y) / SR),
             "peak_rss_mb": peak, "peak_rss_mb_before_run": rss_before}
 
