@@ -59,6 +59,54 @@ def input_frames(model: keras.Model) -> int | None:
     return model.inputs[0].shape[1]
 
 
+_TIME_NEUTRAL_LAYERS = (
+    keras.layers.InputLayer,
+    keras.layers.Activation,
+    keras.layers.Dense,
+    keras.layers.Dropout,
+    keras.layers.BatchNormalization,
+    keras.layers.Add,
+    keras.layers.Multiply,
+    keras.layers.Concatenate,
+    keras.layers.Identity,
+    _layers.SpectralCompress,
+    _layers.SpectralExpand,
+    _layers.Lapse,
+)
+"""Layers that act on each frame on its own (at inference)."""
+
+
+def time_receptive_field(model: keras.Model) -> int | None:
+    """How many frames on either side of a frame can change the model's output at that frame.
+
+    Summed over every layer that mixes frames (so an upper bound for a
+    branching graph). Chunked processing needs at least this much context for
+    its output to equal a single pass.
+
+    Returns
+    -------
+    int or None
+        ``None`` when a layer's reach along time is not known (a stride or
+        padding on the time axis, or a layer type not recognised).
+    """
+    reach = 0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            if layer.data_format != "channels_last" or layer.strides[0] != 1:
+                return None
+            span = (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
+            reach += -(-span // 2) if layer.padding == "same" else span
+        elif isinstance(layer, keras.layers.ZeroPadding2D):
+            if layer.data_format != "channels_last" or any(layer.padding[0]):
+                return None
+        elif isinstance(layer, keras.layers.Cropping2D):
+            if layer.data_format != "channels_last" or any(layer.cropping[0]):
+                return None
+        elif not isinstance(layer, _TIME_NEUTRAL_LAYERS):
+            return None
+    return reach
+
+
 def load_model_file(path: str | os.PathLike) -> keras.Model:
     """Load a model file and check that it maps ``(frames, 1025, 2)`` to the same shape.
 

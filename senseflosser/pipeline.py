@@ -21,7 +21,7 @@ import numpy as np
 
 from . import actions, device, metrics
 from .errors import AudioError, ModelError
-from .models import check_model, input_frames
+from .models import check_model, input_frames, time_receptive_field
 from .recipe import Recipe
 from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, N_BINS, process
 
@@ -184,7 +184,7 @@ def floss(
     progress: Progress | None = None,
     keep_models: bool = False,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-    context: int = DEFAULT_CONTEXT_FRAMES,
+    context: int | None = None,
 ) -> FlossResult:
     """Run the undamaged model and one damaged copy per recipe over a waveform.
 
@@ -202,7 +202,12 @@ def floss(
         Keep each damaged model in its :class:`FlossedOutput` (to save it).
     chunk_frames, context : int, keyword-only
         Chunking of long audio (see :func:`senseflosser.spectral.plan_chunks`).
-        For a fixed-length model the chunk is its input length.
+        For a fixed-length model the chunk is its input length. ``context=None``
+        (the default) gives each chunk edge as many frames as the model can
+        see (:func:`senseflosser.models.time_receptive_field`), at most
+        :data:`~senseflosser.spectral.DEFAULT_CONTEXT_FRAMES`, and that many
+        when the model's reach is unknown: enough for seamless output, no
+        frames computed in vain.
 
     Returns
     -------
@@ -222,6 +227,9 @@ def floss(
     if not np.isfinite(y).all():
         raise AudioError("the waveform contains NaN or infinite samples")
     check_model(model, getattr(model, "name", "model"))
+    if context is None:
+        reach = time_receptive_field(model)
+        context = DEFAULT_CONTEXT_FRAMES if reach is None else min(DEFAULT_CONTEXT_FRAMES, reach)
     fixed = input_frames(model)
     if fixed is not None:
         chunk_frames = fixed

@@ -1,0 +1,153 @@
+"""The fast paths behave exactly like the plain ones they replace.
+
+Compiled inference shared per architecture, streaming overlap-add, block-wise
+metrics, palette spectrograms and receptive-field context: each is checked
+against a direct computation. No timing is asserted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from senseflosser import metrics, spectral
+from senseflosser.architectures import build
+from senseflosser.models import time_receptive_field
+from senseflosser.pipeline import floss
+from senseflosser.recipe import Recipe
+from conftest import tone
+
+
+def _r(action="fog", magnitude=0.1, seed=7):
+    return Recipe("tiny", "", action, magnitude, seed)
+
+
+def _probe_reach(model, frames: int = 40) -> int:
+    # Change one frame and see how far the output moves.
+    x = np.random.default_rng(0).standard_normal((1, frames, spectral.N_BINS, 2)).astype(np.float32)
+    x2 = x.copy()
+    x2[0, frames // 2] += 1.0
+    diff = np.abs(np.asarray(model(x, training=False)) - np.asarray(model(x2, training=False))).max(axis=(0, 2, 3))
+    moved = np.nonzero(diff > 0)[0]
+    return int(max(frames // 2 - moved.min(), moved.max() - frames // 2))
+
+
+@pytest.mark.parametrize("arch", ["bottleneck", "deep"])
+def test_receptive_field_matches_a_probe(arch):
+    model, _ = build(arch, width=4)
+    assert time_receptive_field(model) == _probe_reach(model)
+
+
+def test_receptive_field_of_the_tiny_model_and_unknown_layers(tiny_model):
+    import keras
+
+    assert time_receptive_field(tiny_model) == _probe_reach(tiny_model) == 3
+    inp = keras.Input(shape=(None, spectral.N_BINS, 2))
+    out = keras.layers.Lambda(lambda x: x * 2.0)(keras.layers.Conv2D(2, 3, padding="same")(inp))
+    assert time_receptive_field(keras.Model(inp, out)) is None
+    strided = keras.layers.Conv2D(2, 3, strides=(2, 1), padding="same")(inp)
+    assert time_receptive_field(keras.Model(inp, strided)) is None
+
+
+def test_default_context_is_seamless(tiny_model):
+    y = tone(6.0, seed=2)
+    whole = floss(y, tiny_model, [_r()], chunk_frames=10_000)
+    chunked = floss(y, tiny_model, [_r()], chunk_frames=24)  # context = the model's reach (3 frames)
+    scale = np.abs(whole.normal).max()
+    np.testing.assert_allclose(chunked.normal, whole.normal, atol=1e-5 * scale)
+    np.testing.assert_allclose(chunked.flossed[0].audio, whole.flossed[0].audio, atol=1e-4 * scale)
+
+
+def test_warm_jobs_trace_nothing_new(tiny_model):
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("traces are counted on the tensorflow backend")
+    from senseflosser.bench import TraceCounter
+
+    floss(tone(1.0), tiny_model, [_r("fog", 0.1, 1), _r("lapse", 0.2, 1)])
+    with TraceCounter() as counter:
+        # New seeds, new lengths (other chunk shapes), fog and lapse at the same rate.
+        for k, seconds in enumerate((0.7, 1.3, 2.9)):
+            floss(tone(seconds), tiny_model, [_r("fog", 0.3, 10 + k), _r("lapse", 0.2, 20 + k)], chunk_frames=40)
+    assert counter.count == 0, counter.names
+
+
+def test_compiled_runs_equal_eager_calls(tiny_model):
+    import keras
+
+    from senseflosser import actions
+
+    y = tone(1.0)
+    res = floss(y, tiny_model, [_r("fog", 0.2, 3)], keep_models=True)
+    eager = spectral.process(y, [lambda t, i: keras.ops.convert_to_numpy(tiny_model(t[None], training=False))[0]])[0]
+    np.testing.assert_allclose(res.normal, eager, atol=1e-6 * np.abs(eager).max())
+    damaged = actions.apply(tiny_model, _r("fog", 0.2, 3))
+    np.testing.assert_array_equal(damaged.get_weights()[2], res.flossed[0].model.get_weights()[2])
+
+
+def _plain_istft(S: np.ndarray, length: int) -> np.ndarray:
+    # The textbook weighted overlap-add over one float64 buffer.
+    n = S.shape[0]
+    spec = S[..., 0].astype(np.float64) + 1j * S[..., 1].astype(np.float64)
+    frames = np.fft.irfft(spec, n=spectral.N_FFT, axis=1) * spectral._WINDOW
+    buf = np.zeros((n - 1) * spectral.HOP + spectral.N_FFT)
+    wss = np.zeros_like(buf)
+    for i in range(n):
+        buf[i * spectral.HOP : i * spectral.HOP + spectral.N_FFT] += frames[i]
+        wss[i * spectral.HOP : i * spectral.HOP + spectral.N_FFT] += spectral._WINDOW**2
+    sl = slice(spectral.N_FFT // 2, spectral.N_FFT // 2 + length)
+    return (buf[sl] / wss[sl]).astype(np.float32)
+
+
+@pytest.mark.parametrize("length", [1, 1000, 1024, 5000, 22050 * 3 + 17])
+def test_streaming_overlap_add_equals_the_plain_one_bit_for_bit(length):
+    S = np.random.default_rng(length).standard_normal((spectral.n_frames(length), spectral.N_BINS, 2)).astype(np.float32)
+    np.testing.assert_array_equal(spectral.istft(S, length), _plain_istft(S, length))
+    # Chunk by chunk, in any chunk sizes: the same samples.
+    y = tone(length / 22050 + 0.01)[:length]
+    ident = spectral.process(y, [lambda t, i: t], chunk_frames=9, context=2)[0]
+    np.testing.assert_array_equal(ident, _plain_istft(spectral.stft(y), length))
+
+
+def test_frames_must_arrive_in_order():
+    syn = spectral._Synthesis(10, 5000)
+    S = np.zeros((3, spectral.N_BINS, 2), np.float32)
+    with pytest.raises(ValueError, match="in order"):
+        syn.add(S, 2)
+    syn.add(S, 0)
+    with pytest.raises(ValueError, match="frames were added"):
+        syn.result()
+
+
+def test_block_wise_metrics_equal_whole_signal_formulas():
+    rng = np.random.default_rng(5)
+    r = rng.standard_normal(200_000).astype(np.float32)
+    e = (r + 0.1 * rng.standard_normal(r.size)).astype(np.float32)
+    r64, e64 = r.astype(np.float64), e.astype(np.float64)
+    assert metrics.snr_db(r, e) == pytest.approx(10 * np.log10(np.sum(r64**2) / np.sum((r64 - e64) ** 2)), rel=1e-12)
+    assert metrics.rms_db(r) == pytest.approx(10 * np.log10(np.mean(r64**2)), rel=1e-12)
+    estimates = [e, r, (0.5 * e).astype(np.float32)]
+    assert metrics.log_spectral_distances(r, estimates) == [metrics.log_spectral_distance(r, x) for x in estimates]
+    assert metrics.log_spectral_distances(r, []) == []
+    assert metrics.log_spectral_distance(r, r) == 0.0
+
+
+def test_spectrogram_has_the_pixels_matplotlib_would_draw(tmp_path):
+    from matplotlib import image as mpimg
+    from PIL import Image
+
+    from senseflosser.render import save_spectrogram
+
+    y = tone(3.0, amp=0.5)
+    save_spectrogram(y, tmp_path / "ours.png", width=50, height=64)
+    rows = np.unique(np.geomspace(1, spectral.N_BINS - 1, 64).astype(int))
+    db = np.concatenate([10 * np.log10(S[:, rows, 0].astype(np.float64) ** 2 + S[:, rows, 1] ** 2 + 1e-12)
+                         for S in spectral.iter_stft(y)])
+    group = -(-db.shape[0] // 50)
+    pad = (-db.shape[0]) % group
+    db = np.concatenate([db, np.full((pad, db.shape[1]), -120.0)]).reshape(-1, group, db.shape[1]).max(axis=1)
+    mpimg.imsave(tmp_path / "mpl.png", db.T, cmap="magma", origin="lower", vmin=-80.0, vmax=40.0)
+    ours = np.asarray(Image.open(tmp_path / "ours.png").convert("RGBA"))
+    theirs = np.asarray(Image.open(tmp_path / "mpl.png").convert("RGBA"))
+    np.testing.assert_array_equal(ours, theirs)
+
