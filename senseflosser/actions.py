@@ -73,6 +73,46 @@ def _copy(model: keras.Model, call_function: Callable | None = None) -> keras.Mo
     return clone
 
 
+def fog_weights(
+    model: keras.Model,
+    *,
+    magnitude: float,
+    seed: int,
+    layers: Sequence[str] | str | None = None,
+) -> dict[str, list[np.ndarray]]:
+    """The weights :func:`fog` gives each targeted layer, without building a model.
+
+    Parameters
+    ----------
+    model, magnitude, seed, layers
+        As for :func:`fog`.
+
+    Returns
+    -------
+    dict
+        Layer name -> its new weight arrays, in ``layer.get_weights()`` order.
+    """
+    magnitude = validate_magnitude(magnitude)
+    seed = validate_seed(seed)
+    targets = resolve_layers(model, layers, action="fog")
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[np.ndarray]] = {}
+    for name in conv_layer_names(model):  # fixed order, so each layer's noise depends only on the seed
+        if name not in targets:
+            continue
+        noisy = []
+        for w in model.get_layer(name).get_weights():
+            flat = w.astype(np.float32).ravel()
+            # Exactly half; an odd count rounds up or down at random (a 1-element bias: a coin flip).
+            half = (flat.size + int(rng.integers(0, 2))) // 2
+            chosen = rng.permutation(flat.size)[:half]
+            noise = rng.normal(0.0, magnitude, size=chosen.size).astype(np.float32)
+            flat[chosen] += noise
+            noisy.append(flat.reshape(w.shape))
+        out[name] = noisy
+    return out
+
+
 def fog(
     model: keras.Model,
     *,
@@ -98,25 +138,10 @@ def fog(
     keras.Model
         A new model with noisy weights.
     """
-    magnitude = validate_magnitude(magnitude)
-    seed = validate_seed(seed)
-    targets = resolve_layers(model, layers, action="fog")
+    noisy = fog_weights(model, magnitude=magnitude, seed=seed, layers=layers)
     clone = _copy(model)
-    rng = np.random.default_rng(seed)
-    for name in conv_layer_names(model):  # fixed order, so each layer's noise depends only on the seed
-        if name not in targets:
-            continue
-        layer = clone.get_layer(name)
-        noisy = []
-        for w in layer.get_weights():
-            flat = w.astype(np.float32).ravel()
-            # Exactly half; an odd count rounds up or down at random (a 1-element bias: a coin flip).
-            half = (flat.size + int(rng.integers(0, 2))) // 2
-            chosen = rng.permutation(flat.size)[:half]
-            noise = rng.normal(0.0, magnitude, size=chosen.size).astype(np.float32)
-            flat[chosen] += noise
-            noisy.append(flat.reshape(w.shape))
-        layer.set_weights(noisy)
+    for name, weights in noisy.items():
+        clone.get_layer(name).set_weights(weights)
     return clone
 
 
@@ -175,6 +200,18 @@ def apply(model: keras.Model, recipe: Recipe) -> keras.Model:
     return ACTION_FUNCTIONS[recipe.action](
         model, magnitude=recipe.magnitude, seed=recipe.seed, layers=recipe.layers
     )
+
+
+def damaged_weights(model: keras.Model, recipe: Recipe) -> dict[str, list[np.ndarray]] | None:
+    """What ``recipe`` does to ``model`` when it only changes weights: new weights by layer name.
+
+    Running the source model's architecture with these weights gives what
+    :func:`apply`'s copy would, without the cost of copying the model.
+    ``None`` for an action that changes the architecture (``lapse``).
+    """
+    if recipe.action == "fog":
+        return fog_weights(model, magnitude=recipe.magnitude, seed=recipe.seed, layers=recipe.layers)
+    return None
 
 
 def reset(model: keras.Model) -> None:

@@ -127,15 +127,25 @@ class _Runner:
     damaged weights or the chunk lengths.
     """
 
-    def __init__(self, model: keras.Model) -> None:
+    def __init__(self, model: keras.Model, weights: dict[str, list[np.ndarray]] | None = None) -> None:
+        """``weights``: new weight arrays by layer name, run in place of the model's own (the model is untouched)."""
         self.model = model
         self.frames = input_frames(model)
         # A lapse model's masks restart from its seed, so every run of it is reproducible.
         actions.reset(model)
         self.nonfinite = 0
         self._call = _compiled_call(model)
-        self._weights = [keras.ops.convert_to_tensor(v.value) for v in model.trainable_variables]
-        self._state = [keras.ops.convert_to_tensor(v.value) for v in model.non_trainable_variables]
+        replaced = {}
+        for name, arrays in (weights or {}).items():
+            for variable, array in zip(model.get_layer(name).weights, arrays):
+                replaced[id(variable)] = array
+        self._owns_state = weights is None
+
+        def values(variables):
+            return [keras.ops.convert_to_tensor(replaced.get(id(v), v.value)) for v in variables]
+
+        self._weights = values(model.trainable_variables)
+        self._state = values(model.non_trainable_variables)
 
     def __call__(self, tensor: np.ndarray, index: int) -> np.ndarray:
         n = tensor.shape[0]
@@ -152,6 +162,8 @@ class _Runner:
 
     def finish(self) -> None:
         """Leave the model's state (a lapse model's seed generators) where the run left it."""
+        if not self._owns_state:
+            return
         for variable, value in zip(self.model.non_trainable_variables, self._state):
             variable.assign(value)
 
@@ -244,11 +256,19 @@ def floss(
             progress(last[0], message)
 
     report(0.0, "preparing damaged models")
-    damaged = []
+    damaged: list[keras.Model | None] = []
+    runners = [_Runner(model)]
     for i, recipe in enumerate(recipes):
-        damaged.append(actions.apply(model, recipe))
+        # A weight-only action (fog) runs the pristine architecture with new weights: no copy of
+        # the model is built unless it is to be kept.
+        weights = None if keep_models else actions.damaged_weights(model, recipe)
+        if weights is None:
+            damaged.append(actions.apply(model, recipe))
+            runners.append(_Runner(damaged[-1]))
+        else:
+            damaged.append(None)
+            runners.append(_Runner(model, weights))
         report(0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
-    runners = [_Runner(model)] + [_Runner(m) for m in damaged]
 
     def on_chunk(done: int, total: int) -> None:
         report(0.05 + 0.9 * done / total, f"processed chunk {done} of {total}")

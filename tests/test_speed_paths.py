@@ -151,3 +151,18 @@ def test_spectrogram_has_the_pixels_matplotlib_would_draw(tmp_path):
     theirs = np.asarray(Image.open(tmp_path / "mpl.png").convert("RGBA"))
     np.testing.assert_array_equal(ours, theirs)
 
+
+
+def test_fog_without_a_copy_equals_the_copied_model(tiny_model):
+    from senseflosser import actions
+
+    y = tone(2.0)
+    lean = floss(y, tiny_model, [_r("fog", 0.2, 5)])
+    kept = floss(y, tiny_model, [_r("fog", 0.2, 5)], keep_models=True)
+    assert lean.flossed[0].model is None and kept.flossed[0].model is not None
+    np.testing.assert_array_equal(lean.flossed[0].audio, kept.flossed[0].audio)
+    noisy = actions.fog_weights(tiny_model, magnitude=0.2, seed=5, layers=None)
+    for name, arrays in noisy.items():
+        for ours, theirs in zip(arrays, kept.flossed[0].model.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    assert actions.damaged_weights(tiny_model, _r("lapse", 0.2, 5)) is None
