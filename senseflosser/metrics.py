@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 
-from .spectral import iter_stft
+from .spectral import N_BINS, iter_stft, n_frames
 
 _LSD_FLOOR_DB = -80.0
+_KEEP_BYTES = 64 << 20
+"""Largest reference power spectrum the log-spectral distance keeps between its two passes."""
 _BLOCK = 1 << 16
 """Samples per block of the sums below: long signals are never copied whole to float64."""
 
@@ -108,17 +110,26 @@ def log_spectral_distances(reference: np.ndarray, estimates) -> list[float]:
     if not pairs:
         return []
     r = pairs[0][0]
-    # Block by block, so a long track never needs its whole spectrogram in memory.
-    top = max((float(np.max(_power(S))) for S in iter_stft(r)), default=0.0)
+    # Block by block, so a long track never needs its whole spectrogram in memory; a
+    # short one keeps the reference's power spectrum from the first pass for the second.
+    keep = n_frames(r.size) * N_BINS * 8 <= _KEEP_BYTES
+    kept: list[np.ndarray] = []
+    top = 0.0
+    for S in iter_stft(r):
+        P = _power(S)
+        top = max(top, float(np.max(P)))
+        if keep:
+            kept.append(P)
     floor = max(top, 1e-20) * 10 ** (_LSD_FLOOR_DB / 10)
     totals = [0.0] * len(pairs)
     count = 0
-    for S, *Ts in zip(iter_stft(r), *(iter_stft(e) for _, e in pairs)):
-        dP = 10 * np.log10(np.maximum(_power(S), floor))
+    powers = iter(kept) if keep else (_power(S) for S in iter_stft(r))
+    for P, *Ts in zip(powers, *(iter_stft(e) for _, e in pairs)):
+        dP = 10 * np.log10(np.maximum(P, floor))
         for k, T in enumerate(Ts):
             dQ = 10 * np.log10(np.maximum(_power(T), floor))
             totals[k] += float(np.sum(np.sqrt(np.mean((dP - dQ) ** 2, axis=1))))
-        count += S.shape[0]
+        count += P.shape[0]
     return [t / count for t in totals]
 
 

@@ -99,15 +99,25 @@ def iter_stft(y: np.ndarray, *, block: int = DEFAULT_CHUNK_FRAMES):
         yield _to_tensor(np.fft.rfft(_frames_of(y, start, min(n, start + block)), axis=1))
 
 
+_W2 = _WINDOW**2
+_W2_BOTH = _W2[:HOP] + _W2[HOP:]  # a sample under two frames: first half of one, second half of the other
+
+
 def _window_sum(n: int, first: int, stop: int) -> np.ndarray:
     """Sum of the squared windows of ``n`` frames at padded sample indices ``first .. stop - 1``."""
-    w2 = _WINDOW**2
-    p = np.arange(first, stop)
-    j = p % HOP
-    frame = p // HOP  # the frame whose first half covers p; the one before covers it with its second half
-    head = np.where(frame < n, w2[j], 0.0)
-    tail = np.where((frame >= 1) & (frame - 1 < n), w2[HOP + j], 0.0)
-    return head + tail
+    start = first % HOP
+    out = np.tile(_W2_BOTH, -(-(start + stop - first) // HOP))[start : start + stop - first]
+    # Samples under one frame only: before the second frame starts, and under the last frame's second half.
+    lo, hi = first, min(stop, HOP)
+    if hi > lo:
+        out[: hi - first] = _W2[lo:hi]
+    lo, hi = max(first, n * HOP), min(stop, (n + 1) * HOP)
+    if hi > lo:
+        out[lo - first : hi - first] = _W2[HOP + lo - n * HOP : HOP + hi - n * HOP]
+    lo = max(first, (n + 1) * HOP)
+    if stop > lo:
+        out[lo - first :] = 0.0
+    return out
 
 
 def istft(S: np.ndarray, length: int) -> np.ndarray:

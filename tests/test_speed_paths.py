@@ -166,3 +166,12 @@ def test_fog_without_a_copy_equals_the_copied_model(tiny_model):
         for ours, theirs in zip(arrays, kept.flossed[0].model.get_layer(name).get_weights()):
             np.testing.assert_array_equal(ours, theirs)
     assert actions.damaged_weights(tiny_model, _r("lapse", 0.2, 5)) is None
+
+
+def test_log_spectral_distance_is_the_same_with_or_without_the_kept_spectrum(monkeypatch):
+    rng = np.random.default_rng(8)
+    r = rng.standard_normal(50_000).astype(np.float32)
+    estimates = [(r + 0.2 * rng.standard_normal(r.size)).astype(np.float32), (0.3 * r).astype(np.float32)]
+    kept = metrics.log_spectral_distances(r, estimates)
+    monkeypatch.setattr(metrics, "_KEEP_BYTES", 0)
+    assert metrics.log_spectral_distances(r, estimates) == kept
