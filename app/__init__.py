@@ -44,7 +44,28 @@ class Services:
 
 
 class UploadRequest(Request):
-    """A request whose uploads spool into the data dir, never into the system's temp dir."""
+    """A request whose uploads spool into the data dir, never into the system's temp dir.
+
+    A form that cannot be parsed (a multipart body without its boundary, cut short, or
+    with part headers that are not UTF-8) reads as empty, as in plain Werkzeug, but the
+    reason is kept in :attr:`form_error` so the API can say what was wrong with it.
+    """
+
+    form_error: str | None = None
+
+    def make_form_data_parser(self):
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
+    def _load_form_data(self) -> None:
+        try:
+            super()._load_form_data()
+        except ValueError as exc:
+            self.form_error = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            empty = self.parameter_storage_class()
+            self.__dict__.update(form=empty, files=self.parameter_storage_class())
+            log.info("unreadable form on %s %s: %s", self.method, self.path, self.form_error)
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:

@@ -50,6 +50,10 @@ def create_job():
     svc = services()
     upload = request.files.get("audio")  # a body over MAX_CONTENT_LENGTH raises 413 here
     form = request.form
+    if upload is None and request.form_error:
+        raise ApiError(400, "the form could not be read: send a multipart/form-data body whose field and "
+                            "file names are UTF-8, with the file in the field 'audio' "
+                            f"(the parser said: {request.form_error})")
     if upload is None:
         raise ApiError(400, "attach an audio file (WAV, FLAC, OGG or MP3) in the form field 'audio'")
     try:
@@ -59,6 +63,7 @@ def create_job():
             filename=upload.filename,
             model_names=svc.engine.model_names(),
             conv_layers=svc.engine.conv_layers,
+            max_duration=current_app.config["MAX_DURATION_S"],
         )
     except FormError as exc:
         raise ApiError(400, str(exc)) from None

@@ -29,6 +29,9 @@ _registries_lock = threading.Lock()
 OUTPUT_STEM = "audio"
 """Stem of every output file on disk; the user's file name is used only for downloads."""
 
+MIN_SEGMENT_S = 0.1
+"""Shortest segment a job may process: about one STFT window (2048 samples at 22050 Hz)."""
+
 
 def shared_registry(models_dir: Path) -> ModelRegistry:
     """The model registry of a folder, one per process."""
@@ -135,10 +138,17 @@ class Engine:
         """
         try:
             info = audio.probe(path)
+            if offset >= info.duration:  # also keeps absurd offsets (1e308) away from the decoder
+                raise JobFailed(f"{display_name}: offset {offset:g} s is past the end of the "
+                                f"{info.duration:.1f} s file")
             y = audio.load(path, offset=offset, duration=duration, max_duration=self.max_duration)
         except SenseflosserError as exc:
             raise JobFailed(user_message(exc, path.name, display_name)) from None
-        return {"file_duration": info.duration, "segment_duration": len(y) / audio.SAMPLE_RATE}
+        seconds = len(y) / audio.SAMPLE_RATE
+        if seconds < MIN_SEGMENT_S:
+            raise JobFailed(f"{display_name}: the audio to process is only {seconds:.3g} s long; "
+                            f"at least {MIN_SEGMENT_S:g} s is needed")
+        return {"file_duration": info.duration, "segment_duration": seconds}
 
     def render(self, job_dir: Path, request: dict, progress: Progress) -> dict:
         """Run one job: floss the stored input into ``job_dir/out`` and return the manifest."""

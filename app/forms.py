@@ -117,6 +117,7 @@ def parse_job_form(
     filename: str | None,
     model_names: list[str],
     conv_layers: Callable[[str], list[str] | None],
+    max_duration: float | None = None,
 ) -> JobRequest:
     """Check the fields of a job submission.
 
@@ -132,6 +133,8 @@ def parse_job_form(
         Models the server offers.
     conv_layers : callable
         ``conv_layers(model)``: the model's conv layer names, or ``None`` if unknown.
+    max_duration : float or None
+        Longest segment (seconds) the server processes; a longer ``duration`` is refused.
 
     Raises
     ------
@@ -192,6 +195,9 @@ def parse_job_form(
 
     offset = _seconds(form, "offset", allow_zero=True) or 0.0
     duration = _seconds(form, "duration", allow_zero=False)
+    if duration is not None and max_duration is not None and duration > max_duration:
+        raise FormError(f"duration may be at most {max_duration:g} seconds on this server; "
+                        f"got {_show(_text(form, 'duration'))}")
     save_model = _flag(form, "save_model")
     display, stem, ext = split_filename(filename)
     return JobRequest(
