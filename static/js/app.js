@@ -89,12 +89,15 @@
   function describeCard(card) {
     const parts = [card.summary || ""];
     const ev = card.evaluation;
-    if (ev && typeof ev === "object") {
-      const figures = [];
-      for (const [key, value] of Object.entries(ev)) {
-        if (typeof value === "number" && figures.length < 3) figures.push(`${key.replace(/_/g, " ")} ${value.toFixed(2)}`);
-      }
-      if (figures.length) parts.push(`Measured: ${figures.join(", ")}.`);
+    const normal = ev && typeof ev === "object" ? ev.normal : null;
+    if (normal && typeof normal.si_snr_db_median === "number") {
+      parts.push(`On held-out music it reconstructs at ${normal.si_snr_db_median.toFixed(1)} dB SI-SNR ` +
+                 `(log-spectral distance ${Number(normal.lsd_db_median).toFixed(2)} dB).`);
+    }
+    const lapse = ev && ev.dose_response && ev.dose_response.lapse;
+    if (lapse && Array.isArray(ev.magnitudes) && Array.isArray(lapse.snr_db_median)) {
+      const pts = ev.magnitudes.map((m, i) => `${m}: ${Number(lapse.snr_db_median[i]).toFixed(0)} dB`);
+      parts.push(`Lapse damage, SNR against normal: ${pts.join(", ")}.`);
     }
     return parts.filter(Boolean).join(" ");
   }
