@@ -23,14 +23,6 @@ def _same_length(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarra
     return r, e
 
 
-def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r = np.asarray(reference, dtype=np.float64).ravel()
-    e = np.asarray(estimate, dtype=np.float64).ravel()
-    if r.shape != e.shape:
-        raise ValueError(f"signals differ in length: {r.size} vs {e.size} samples")
-    return r, e
-
-
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     """Signal-to-noise ratio of ``estimate`` against ``reference`` in dB.
 
@@ -61,9 +53,9 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
 
 def si_snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     """Scale-invariant SNR in dB (the estimate's best-fitting scale is forgiven)."""
-    r, e = _pair(reference, estimate)
-    r = r - r.mean()
-    e = e - e.mean()
+    r, e = _same_length(reference, estimate)
+    r = r.astype(np.float64) - r.mean(dtype=np.float64)
+    e = e.astype(np.float64) - e.mean(dtype=np.float64)
     energy = float(np.dot(r, r))
     if energy == 0.0:
         return -math.inf if np.any(e) else math.inf
