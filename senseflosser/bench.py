@@ -21,8 +21,11 @@ In one run, on one model, it measures
   that differ from job to job);
 
 prints one table with the ratios and the issue's targets, and writes it all as
-JSON. Timings are wall-clock seconds; the load average at the start and end is
-recorded because a shared machine makes every figure slower.
+JSON. Timings are wall-clock seconds, best of ``--repeat`` rounds; bare,
+library and titrate are measured in interleaved rounds so that load from
+elsewhere on the machine hits them alike. The load average at the start and
+end and the CPU seconds of the in-process figures are recorded too: on a
+shared machine they tell waiting from working.
 """
 
 from __future__ import annotations
@@ -133,19 +136,6 @@ def wav_bytes(y: np.ndarray, sr: int = SR) -> bytes:
 # ---------------------------------------------------------------- helpers
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> list[float]:
-    times = []
-    for _ in range(max(1, repeat)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def _summary(times: list[float]) -> dict[str, Any]:
-    return {"seconds": min(times), "median_s": statistics.median(times), "runs": [round(t, 4) for t in times]}
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -245,34 +235,64 @@ class TraceCounter:
 # ------------------------------------------------------------------ stages
 
 
-def measure_bare(model, y: np.ndarray, repeat: int) -> dict[str, Any]:
-    """One forward pass on the whole clip's STFT tensor: eager and Keras-compiled, best of ``repeat``."""
+def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all threads) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def measure_in_process(model, y: np.ndarray, single, titration, rounds: int) -> dict[str, dict[str, Any]]:
+    """bare, library and titrate, in interleaved rounds.
+
+    Each round times two bare passes of each kind (eager call and Keras'
+    compiled ``predict_on_batch`` on the whole clip's STFT tensor), one
+    ``floss()`` with ``single`` and one with ``titration``; each figure is the
+    best over all rounds. Interleaving gives the three the same chances of a
+    quiet moment when something else loads the machine. Everything is warmed
+    up first. CPU seconds are recorded beside wall seconds (``*cpu_s``): on a
+    busy machine they show how much of a slow figure was waiting.
+    """
+    from .pipeline import floss
     from .spectral import stft
 
     x = stft(y)[None]
-    t0 = time.perf_counter()
-    model(x, training=False)
-    first = time.perf_counter() - t0
-    eager = _best(lambda: model(x, training=False), repeat)
-    model.predict_on_batch(x)  # compile and warm Keras' predict function
-    compiled = _best(lambda: model.predict_on_batch(x), repeat)
-    return {
-        "seconds": min(min(eager), min(compiled)),
-        "eager_s": min(eager),
-        "compiled_s": min(compiled),
+    first = _timed(lambda: model(x, training=False))[0]
+    model.predict_on_batch(x)  # builds Keras' predict function
+    floss(y, model, single)
+    floss(y, model, titration)
+    runs: dict[str, list[tuple[float, float]]] = {"eager": [], "compiled": [], "library": [], "titrate": []}
+    for _ in range(max(1, rounds)):
+        for _ in range(2):
+            runs["eager"].append(_timed(lambda: model(x, training=False)))
+            runs["compiled"].append(_timed(lambda: model.predict_on_batch(x)))
+        runs["library"].append(_timed(lambda: floss(y, model, single)))
+        runs["titrate"].append(_timed(lambda: floss(y, model, titration)))
+
+    def best(key: str) -> float:
+        return min(w for w, _ in runs[key])
+
+    def best_cpu(key: str) -> float:
+        return min(c for _, c in runs[key])
+
+    def walls(key: str) -> list[float]:
+        return [round(w, 4) for w, _ in runs[key]]
+
+    bare = {
+        "seconds": min(best("eager"), best("compiled")),
+        "eager_s": best("eager"),
+        "compiled_s": best("compiled"),
+        "cpu_s": min(best_cpu("eager"), best_cpu("compiled")),
         "first_call_s": first,
         "frames": int(x.shape[1]),
-        "runs_eager": [round(t, 4) for t in eager],
-        "runs_compiled": [round(t, 4) for t in compiled],
+        "runs_eager": walls("eager"),
+        "runs_compiled": walls("compiled"),
     }
-
-
-def measure_floss(model, y: np.ndarray, recipes, repeat: int) -> dict[str, Any]:
-    """``floss()`` warm (one untimed run first), best of ``repeat``."""
-    from .pipeline import floss
-
-    floss(y, model, recipes)
-    return _summary(_best(lambda: floss(y, model, recipes), repeat))
+    out = {"bare": bare}
+    for key in ("library", "titrate"):
+        out[key] = {"seconds": best(key), "median_s": statistics.median(w for w, _ in runs[key]),
+                    "cpu_s": best_cpu(key), "runs": walls(key)}
+    return out
 
 
 def measure_traces(registry, model_name: str, clip_seconds: float, jobs: int, magnitude: float,
@@ -561,9 +581,12 @@ def format_table(res: dict[str, Any]) -> str:
         f"{'measure':<44}{'value':>12}",
         f"{'bare forward pass (warm, best)':<44}{_fmt(bare['seconds']):>12}"
         f"   eager {bare['eager_s']:.3f} s, compiled {bare['compiled_s']:.3f} s, {bare['frames']} frames",
-        f"{'library floss(), 1 magnitude (warm, best)':<44}{_fmt(res['library']['seconds']):>12}",
-        f"{'titrate, 5 magnitudes (warm, best)':<44}{_fmt(res['titrate']['seconds']):>12}",
-        f"{'web job, warm (upload to last file, best)':<44}{_fmt(web.get('warm_s')):>12}",
+        f"{'library floss(), 1 magnitude (warm, best)':<44}{_fmt(res['library']['seconds']):>12}"
+        f"   median {res['library']['median_s']:.3f} s, cpu {res['library']['cpu_s']:.3f} s",
+        f"{'titrate, 5 magnitudes (warm, best)':<44}{_fmt(res['titrate']['seconds']):>12}"
+        f"   median {res['titrate']['median_s']:.3f} s, cpu {res['titrate']['cpu_s']:.3f} s",
+        f"{'web job, warm (upload to last file, best)':<44}{_fmt(web.get('warm_s')):>12}"
+        + (f"   median {web['warm_median_s']:.3f} s" if web.get("warm_median_s") is not None else ""),
         f"{'web job, first after start (cold)':<44}{_fmt(web.get('cold_s')):>12}",
         f"{'long track ' + format(s['long_seconds'] / 60, 'g') + ' min: time':<44}{_fmt(long_.get('seconds')):>12}"
         + (f"   real-time factor {long_['rtf']:.3f}" if long_.get("rtf") is not None else ""),
@@ -595,7 +618,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     quick = args.quick
     clip_seconds = args.clip_seconds or (3.0 if quick else 30.0)
     long_seconds = args.long_seconds or (clip_seconds * 20 if quick else 600.0)
-    repeat = args.repeat or (1 if quick else 3)
+    repeat = args.repeat or (1 if quick else 5)
     registry = ModelRegistry(args.models_dir)
     model = registry.load(args.model)
     sha = registry.sha256(args.model)
@@ -614,13 +637,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.verbose:
             print(f"... {name}", file=sys.stderr, flush=True)
 
-    stage("bare forward pass")
-    res["bare"] = measure_bare(model, y, max(repeat, 2 if quick else 5))
-    stage("library")
-    res["library"] = measure_floss(model, y, [recipe], repeat)
-    stage("titrate")
-    res["titrate"] = {**measure_floss(model, y, [recipe.with_magnitude(m) for m in DEFAULT_TITRATION], repeat),
-                      "magnitudes": list(DEFAULT_TITRATION)}
+    stage("bare, library, titrate")
+    titration = [recipe.with_magnitude(m) for m in DEFAULT_TITRATION]
+    res.update(measure_in_process(model, y, [recipe], titration, repeat))
+    res["titrate"]["magnitudes"] = list(DEFAULT_TITRATION)
     with tempfile.TemporaryDirectory(prefix="senseflosser-bench-") as tmp:
         work = Path(tmp)
         stage("traces")
@@ -645,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None, help="folder of models (default: models/ or $SENSEFLOSSER_MODELS_DIR)")
     p.add_argument("--output", "-o", default="bench-results/bench.json", help="JSON file to write")
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 3 s clips, one repetition")
-    p.add_argument("--repeat", type=int, default=None, help="timed repetitions per measure (default 3; quick 1)")
+    p.add_argument("--repeat", type=int, default=None, help="timed rounds / warm web jobs (default 5; quick 1)")
     p.add_argument("--clip-seconds", type=float, default=None, help="clip length (default 30; quick 3)")
     p.add_argument("--long-seconds", type=float, default=None, help="long track length (default 600; quick 60)")
     p.add_argument("--trace-jobs", type=int, default=10, help="warm jobs watched for traces (default 10)")
