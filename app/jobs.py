@@ -127,17 +127,26 @@ class JobStore:
         state["updated"] = time.time()
         tmp = path / f".{STATE_FILE}.{secrets.token_hex(4)}.tmp"
         data = json.dumps(state, indent=1, allow_nan=False).encode()
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path / STATE_FILE)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path / STATE_FILE)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def delete(self, job_id: str) -> None:
         path = self.path(job_id)
         if path is not None:
             shutil.rmtree(path, ignore_errors=True)
             self._usage = None
+
+    def forget_usage(self) -> None:
+        """Drop the cached size measurement (files were just added)."""
+        self._usage = None
 
     def usage(self, max_age: float = 1.0) -> int:
         """Bytes used under the root (measured at most every ``max_age`` seconds)."""
@@ -411,7 +420,7 @@ class LocalJobRunner:
         except JobFailed as exc:
             self._finish(state, error=str(exc))
             log.info("job %s failed: %s", job_id, exc)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit raised by a library included: the worker goes on
             log.exception("job %s crashed", job_id)
             self._finish(state, error=(
                 f"the job failed because of an internal error ({type(exc).__name__}); "
@@ -421,6 +430,8 @@ class LocalJobRunner:
             log.info("job %s done in %.1f s", job_id, time.monotonic() - t0)
 
     def _finish(self, state: dict, *, manifest: dict | None = None, error: str | None = None) -> None:
+        # The job's outputs are on disk now: the next submission must see them against the size cap.
+        self.store.forget_usage()
         with self._write_lock:
             if not self._still_mine(state["id"]):
                 log.warning("job %s was deleted or taken over while it ran; result dropped", state["id"])
@@ -428,10 +439,20 @@ class LocalJobRunner:
             state.update(finished=time.time(), position=None)
             if error is None:
                 state.update(state="done", progress=1.0, message="done", manifest=manifest, error=None)
-                self.completed += 1
-            else:
-                state.update(state="failed", message="failed", error=error)
-                self.failed += 1
+                try:
+                    self.store.write(state)
+                except (TypeError, ValueError, OSError):
+                    # An unwritable result (not JSON, or the disk is full) must not leave the job
+                    # "running" for ever: record it as failed if at all possible.
+                    log.exception("job %s: its result could not be recorded", state["id"])
+                    error = ("the job's result could not be saved (an internal error; it has been logged). "
+                             "Try again in a while")
+                    state.update(manifest=None, progress=0.0)
+                else:
+                    self.completed += 1
+                    return
+            state.update(state="failed", message="failed", error=error)
+            self.failed += 1
             self.store.write(state)
 
     def _still_mine(self, job_id: str) -> bool:
