@@ -250,17 +250,25 @@ def measure_in_process(model, y: np.ndarray, single, titration, rounds: int) -> 
     """bare, library and titrate, in interleaved rounds.
 
     Each round times two bare passes of each kind (eager call and Keras'
-    compiled ``predict_on_batch`` on the whole clip's STFT tensor), one
+    compiled ``predict_on_batch`` on the whole clip's STFT tensor; for a
+    fixed-length model, on the clip cut into a batch of pieces of its length), one
     ``floss()`` with ``single`` and one with ``titration``; each figure is the
     best over all rounds. Interleaving gives the three the same chances of a
     quiet moment when something else loads the machine. Everything is warmed
     up first. CPU seconds are recorded beside wall seconds (``*cpu_s``): on a
     busy machine they show how much of a slow figure was waiting.
     """
+    from .models import input_frames
     from .pipeline import floss
     from .spectral import stft
 
     x = stft(y)[None]
+    fixed = input_frames(model)
+    if fixed is not None:
+        # A fixed-length model sees the clip as one batch of consecutive pieces (the last zero-padded).
+        pieces = -(-x.shape[1] // fixed)
+        x = np.concatenate([x, np.zeros((1, pieces * fixed - x.shape[1]) + x.shape[2:], x.dtype)], axis=1)
+        x = x.reshape((pieces, fixed) + x.shape[2:])
     first = _timed(lambda: model(x, training=False))[0]
     model.predict_on_batch(x)  # builds Keras' predict function
     floss(y, model, single)
@@ -288,7 +296,7 @@ def measure_in_process(model, y: np.ndarray, single, titration, rounds: int) -> 
         "compiled_s": best("compiled"),
         "cpu_s": min(best_cpu("eager"), best_cpu("compiled")),
         "first_call_s": first,
-        "frames": int(x.shape[1]),
+        "frames": int(x.shape[0] * x.shape[1]),
         "runs_eager": walls("eager"),
         "runs_compiled": walls("compiled"),
     }
