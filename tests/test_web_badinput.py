@@ -474,3 +474,207 @@ def test_any_submission_is_accepted_or_refused_in_words(parked_app, audio, offse
     assert spec["model"] in ("tiny", "tinyfixed") and spec["action"] in ("fog", "lapse")
     assert 0.1 <= spec["segment_duration"] <= 30.0
     assert spec["offset"] < spec["file_duration"]
+
+
+# ------------------------------------------------------------------ security: debugger, headers, CSRF, limits, models
+# (test_web_security.py covers the headers of the page, API, static and 404 responses, the Origin
+# check for multipart posts, the rate limit through the test config, the secret key and DEBUG=True.)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def recipe(makefile: str, target: str) -> list[str]:
+    """The command lines of a Makefile target."""
+    lines = makefile.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{target}:"))
+    out = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        out.append(line.strip())
+    return out
+
+
+def test_make_run_starts_gunicorn_without_debug_or_reload():
+    (command,) = recipe((ROOT / "Makefile").read_text(), "run")
+    assert "gunicorn -c gunicorn.conf.py wsgi:app" in command
+    for flag in ("flask run", "--debug", "--reload", "FLASK_DEBUG", "app.run"):
+        assert flag not in command
+
+
+def test_no_debugger_even_when_the_environment_asks_for_one(monkeypatch, models_dir, tmp_path):
+    """Build the app exactly as gunicorn does (wsgi.py) with every debug switch Flask knows set."""
+    import runpy
+
+    from werkzeug.debug import DebuggedApplication
+
+    for name, value in {"FLASK_DEBUG": "1", "FLASK_ENV": "development", "WERKZEUG_DEBUG_PIN": "off",
+                        "SENSEFLOSSER_DEBUG": "1", "SENSEFLOSSER_MODELS_DIR": str(models_dir),
+                        "SENSEFLOSSER_DATA_DIR": str(tmp_path / "jobs"), "SENSEFLOSSER_WARM_UP": "0"}.items():
+        monkeypatch.setenv(name, value)
+    app = runpy.run_path(str(ROOT / "wsgi.py"))["app"]
+    try:
+        assert app.debug is False and app.config["DEBUG"] is False
+        assert app.config["PROPAGATE_EXCEPTIONS"] in (None, False)
+        layer = app.wsgi_app
+        while layer is not None:  # no debugger middleware anywhere in the WSGI stack
+            assert not isinstance(layer, DebuggedApplication)
+            layer = getattr(layer, "app", None)
+        client = app.test_client()
+        assert client.get("/console").status_code == 404
+        r = client.get("/?__debugger__=yes&cmd=resource&f=debugger.js")
+        assert r.mimetype == "text/html" and b"__debugger__" not in r.data
+
+        def broken():
+            raise RuntimeError("internal detail")
+
+        app.extensions["senseflosser"].engine.cards = broken
+        r = client.get("/api/models")
+        assert r.status_code == 500 and r.is_json
+        for leak in (b"Traceback", b"internal detail", b"Werkzeug", b"__debugger__", b"SECRET"):
+            assert leak not in r.data
+    finally:
+        app.extensions["senseflosser"].runner.stop()
+
+
+def assert_security_headers(label: str, r) -> None:
+    csp = r.headers.get("Content-Security-Policy", "")
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, (label, csp)
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, (label, csp)
+    assert r.headers.get("X-Content-Type-Options") == "nosniff", label
+    assert r.headers.get("X-Frame-Options") == "DENY", label
+    assert r.headers.get("Referrer-Policy") == "no-referrer", label
+
+
+def test_security_headers_on_every_kind_of_response(make_web_app, tmp_path, web_wait):
+    responses = {}
+    app = make_web_app(DATA_DIR=str(tmp_path / "a"))
+    client = app.test_client()
+    view = web_wait(client, submit(client, Case("ok", 202)).get_json()["id"])
+    url = view["outputs"]["flossed"][0]["url"]
+    responses["file 200"] = client.get(url)
+    responses["file 206"] = client.get(url, headers={"Range": "bytes=0-99"})
+    responses["file 304"] = client.get(url, headers={"If-None-Match": responses["file 200"].headers["ETag"]})
+    responses["file 416"] = client.get(url, headers={"Range": "bytes=999999999-"})
+    responses["download"] = client.get(view["outputs"]["flossed"][0]["download_url"])
+    responses["spectrogram"] = client.get(view["outputs"]["normal"]["spectrogram"])
+    responses["HEAD file"] = client.head(url)
+    responses["file 404"] = client.get(f"/api/jobs/{view['id']}/files/nope.wav")
+    responses["status 200"] = client.get(f"/api/jobs/{view['id']}")
+    responses["static css"] = client.get("/static/css/style.css")
+    responses["405"] = client.put("/api/jobs")
+    responses["400 form"] = client.post("/api/jobs", data=b"x", content_type="multipart/form-data")
+    responses["403 cross-site"] = client.post("/api/jobs", headers={"Origin": "https://evil.example"})
+    responses["OPTIONS"] = client.options("/api/jobs")
+
+    small = make_web_app(DATA_DIR=str(tmp_path / "b"), MAX_UPLOAD_MB=0.01).test_client()
+    responses["413"] = small.post("/api/jobs", data={**GOOD_FIELDS, "audio": (io.BytesIO(web_wav_bytes(2.0)), "a.wav")})
+    limited = make_web_app(DATA_DIR=str(tmp_path / "e"), RATE_LIMIT="1/minute").test_client()
+    assert submit(limited, Case("bad", 400, fields={"model": "nope"})).status_code == 400
+    responses["429"] = submit(limited, Case("bad", 400, fields={"model": "nope"}))
+
+    busy = make_web_app(DATA_DIR=str(tmp_path / "c"), QUEUE_SIZE=1).test_client()
+    busy.application.extensions["senseflosser"].runner.stop()
+    assert submit(busy, Case("ok", 202)).status_code == 202
+    responses["503 queue full"] = submit(busy, Case("ok", 202))
+
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    responses["503 healthz"] = make_web_app(DATA_DIR=str(tmp_path / "d"), MODELS_DIR=str(empty)).test_client().get(
+        "/healthz")
+
+    def broken():
+        raise RuntimeError("boom")
+
+    app.extensions["senseflosser"].engine.cards = broken
+    responses["500"] = client.get("/api/models")
+
+    expected = {"file 200": 200, "file 206": 206, "file 304": 304, "file 416": 416, "download": 200,
+                "spectrogram": 200, "HEAD file": 200, "file 404": 404, "status 200": 200, "static css": 200,
+                "405": 405, "400 form": 400, "403 cross-site": 403, "OPTIONS": 200, "413": 413, "429": 429,
+                "503 queue full": 503, "503 healthz": 503, "500": 500}
+    assert {k: r.status_code for k, r in responses.items()} == expected
+    for label, r in responses.items():
+        assert_security_headers(label, r)
+        r.close()
+
+
+@pytest.mark.parametrize(("content_type", "body"), [
+    ("application/x-www-form-urlencoded", b"model=tiny&action=fog&magnitude=0.1"),
+    ("text/plain", b"model=tiny\r\naction=fog\r\nmagnitude=0.1"),
+], ids=["urlencoded", "text-plain"])
+def test_cross_site_html_form_posts_are_refused(web_app, content_type, body):
+    """An attacker's page can post a plain HTML form (these two enctypes need no CORS preflight)."""
+    client = web_app.test_client()
+    for headers in ({"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+                    {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):
+        for path in ("/api/jobs", "/"):
+            r = client.post(path, data=body, content_type=content_type, headers=headers)
+            assert r.status_code == 403, (path, headers)
+    assert web_app.extensions["senseflosser"].store.ids() == []
+
+
+def test_the_rate_limit_comes_from_the_environment(monkeypatch, models_dir, tmp_path):
+    from app import create_app
+
+    monkeypatch.setenv("SENSEFLOSSER_RATE_LIMIT", "2/hour")
+    app = create_app({"MODELS_DIR": str(models_dir), "DATA_DIR": str(tmp_path / "jobs"), "WARM_UP": False})
+    try:
+        client = app.test_client()
+        codes = [submit(client, Case("bad", 400, fields={"model": "nope"})).status_code for _ in range(3)]
+        assert codes == [400, 400, 429]
+        assert "2 per 1 hour" in client.post("/api/jobs").get_json()["error"]
+        other = app.test_client()
+        r = other.post("/api/jobs", environ_base={"REMOTE_ADDR": "192.0.2.9"})
+        assert r.status_code == 400  # another client has its own count
+    finally:
+        app.extensions["senseflosser"].runner.stop()
+
+
+def test_the_server_never_loads_a_model_file_a_user_names_or_uploads(make_web_app, tmp_path, models_dir, monkeypatch,
+                                                                     web_wait):
+    """Only the registry's files are ever deserialized, and only in Keras' safe mode."""
+    import shutil
+
+    import keras
+
+    from senseflosser import models as registry_module
+
+    loads = []
+    real_load = keras.models.load_model
+
+    def recording_load(path, *args, **kwargs):
+        loads.append((Path(path).resolve(), kwargs.get("safe_mode")))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(registry_module.keras.models, "load_model", recording_load)
+    evil = tmp_path / "evil" / "evil.keras"
+    evil.parent.mkdir()
+    shutil.copy(models_dir / "tiny.keras", evil)
+    fresh = tmp_path / "models"
+    shutil.copytree(models_dir, fresh)
+    app = make_web_app(DATA_DIR=str(tmp_path / "jobs"), MODELS_DIR=str(fresh))
+    client = app.test_client()
+    for model in (str(evil), "evil", "evil.keras", "../evil/evil", f"file://{evil}", str(fresh / "tiny.keras")):
+        r = submit(client, Case("model", 400, fields={"model": model}))
+        assert r.status_code == 400 and "unknown model" in r.get_json()["error"], model
+    # A model file uploaded as audio is audio to us: refused by the decoder, never loaded.
+    r = submit(client, Case("upload", 400, audio=lambda: evil.read_bytes(), filename="evil.keras",
+                            fields={"save_model": "1"}))
+    assert r.status_code == 400 and "not an audio file" in r.get_json()["error"]
+    # Even a job whose stored request names a path (as if its state were tampered with) cannot load it.
+    from app.jobs import JobFailed
+
+    job_dir = tmp_path / "tampered"
+    (job_dir / "input").mkdir(parents=True)
+    (job_dir / "input" / "audio.wav").write_bytes(web_wav_bytes(0.5))
+    request = {"input": "audio.wav", "model": str(evil), "action": "fog", "magnitudes": [0.1], "seed": 1,
+               "layers": None, "offset": 0.0, "duration": None, "save_model": False, "filename": "a.wav"}
+    with pytest.raises(JobFailed, match="unknown model"):
+        app.extensions["senseflosser"].engine.render(job_dir, request, lambda fraction, message: None)
+    # A normal job still works, and everything ever loaded came from the models folder, safely.
+    view = web_wait(client, submit(client, Case("ok", 202, fields={"save_model": "1"})).get_json()["id"])
+    assert view["state"] == "done"
+    assert loads  # the fresh folder's models were loaded through the recorder
+    assert all(path.parent in (fresh.resolve(), models_dir.resolve()) and safe is True for path, safe in loads), loads
+    assert evil.resolve() not in {path for path, _ in loads}

@@ -287,7 +287,8 @@ class Gunicorn:
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "TF_CPP_MIN_LOG_LEVEL": "2",
                "SENSEFLOSSER_MODELS_DIR": str(self.models_dir), "SENSEFLOSSER_DATA_DIR": str(self.data_dir),
                "SENSEFLOSSER_WORKERS": "1", "SENSEFLOSSER_RATE_LIMIT": "1000/minute",
-               "SENSEFLOSSER_MAX_ATTEMPTS": "2", "SENSEFLOSSER_SPECTROGRAMS": "0"}
+               "SENSEFLOSSER_MAX_ATTEMPTS": "2", "SENSEFLOSSER_SPECTROGRAMS": "0",
+               "FLASK_DEBUG": "1"}  # must not switch on debug mode or the debugger
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -395,6 +396,10 @@ def test_worker_sigkilled_mid_job_then_a_full_restart(gunicorn, tmp_path):
 
     data_dir = tmp_path / "jobs"
     server = gunicorn()
+    # Started with FLASK_DEBUG=1 in its environment, still no Werkzeug debugger.
+    assert requests.get(f"{server.base}/console", timeout=10).status_code == 404
+    r = requests.get(f"{server.base}/?__debugger__=yes&cmd=resource&f=debugger.js", timeout=10)
+    assert r.headers["Content-Type"].startswith("text/html") and "__debugger__" not in r.text
     long_clip = wav(tone(180.0))  # with titrate: seconds of work, long enough to be caught running
     short = distinct_clips(2)
 
