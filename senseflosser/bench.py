@@ -380,6 +380,20 @@ def _output_urls(outputs: Any) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def _server_cpu_s(master: int) -> float | None:
+    """CPU seconds (user + system) used so far by the worker processes of a gunicorn master."""
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in children:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _web_job(session, base: str, payload: bytes, model_name: str, action: str, magnitude: float,
              seed: int, timeout: float) -> float:
     """Upload, poll until done, download every output; return the wall time."""
@@ -419,7 +433,7 @@ def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: flo
     """One job at a time through a gunicorn (one worker) started on a free loopback port."""
     import requests
 
-    result: dict[str, Any] = {"cold_s": None, "warm_s": None, "warm_median_s": None, "runs_warm": [],
+    result: dict[str, Any] = {"cold_s": None, "warm_s": None, "warm_median_s": None, "warm_cpu_s": None, "runs_warm": [],
                               "server_start_s": None, "workers": 1, "error": None}
     if not (ROOT / "wsgi.py").is_file() or not (ROOT / "gunicorn.conf.py").is_file():
         result["error"] = f"no wsgi.py / gunicorn.conf.py in {ROOT}: the web app is not part of this checkout"
@@ -456,13 +470,21 @@ def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: flo
                         raise RuntimeError(f"gunicorn did not answer /healthz within {start_timeout:g} s")
                     time.sleep(0.1)
                 result["server_start_s"] = time.perf_counter() - t_spawn
-                result["cold_s"] = _web_job(session, base, payload, model_name, "fog", magnitude, 1, 600)
-                _web_job(session, base, payload, model_name, "fog", magnitude, 2, 600)
-                runs = [_web_job(session, base, payload, model_name, "fog", magnitude, 3 + i, 600)
-                        for i in range(max(1, repeat))]
-                result["runs_warm"] = [round(t, 4) for t in runs]
-                result["warm_s"] = min(runs)
-                result["warm_median_s"] = statistics.median(runs)
+
+                def job(seed: int) -> tuple[float, float | None]:
+                    cpu0 = _server_cpu_s(server.pid)
+                    wall = _web_job(session, base, payload, model_name, "fog", magnitude, seed, 600)
+                    cpu1 = _server_cpu_s(server.pid)
+                    return wall, None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+
+                result["cold_s"] = job(1)[0]
+                job(2)
+                runs = [job(3 + i) for i in range(max(1, repeat))]
+                result["runs_warm"] = [round(w, 4) for w, _ in runs]
+                result["warm_s"] = min(w for w, _ in runs)
+                result["warm_median_s"] = statistics.median(w for w, _ in runs)
+                cpus = [c for _, c in runs if c is not None]
+                result["warm_cpu_s"] = min(cpus) if cpus else None
         except Exception as exc:  # noqa: BLE001  (any failure is reported in the result, not raised)
             tail = log_path.read_text(errors="replace").strip().splitlines()[-8:] if log_path.exists() else []
             result["error"] = f"{type(exc).__name__}: {exc}" + (" | gunicorn: " + " / ".join(tail) if tail else "")
@@ -508,11 +530,11 @@ def _long_child(seconds: float, models_dir: str, model_name: str, magnitude: flo
     floss(synth_music(2.0, seed=1), model, [recipe])  # warm: the timed run pays no first-call cost
     rss_before = peak_rss_mb()
     y = synth_music(seconds, seed=3)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     floss(y, model, [recipe])
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = peak_rss_mb()
-    return {"seconds": elapsed, "audio_seconds": len(y) / SR, "rtf": elapsed / (len(y) / SR),
+    return {"seconds": elapsed, "cpu_s": cpu, "audio_seconds": len(y) / SR, "rtf": elapsed / (len(y) / SR),
             "peak_rss_mb": peak, "peak_rss_mb_before_run": rss_before}
 
 
@@ -562,11 +584,21 @@ def compute_ratios(res: dict[str, Any], clip_seconds: float, long_seconds: float
         "long_peak_rss_gb": None if peak is None else peak / 1024,
         "warm_traces": res["traces"].get("count"),
     }
+    # The same ratios on CPU seconds: what each measure costs in work, whatever else the machine runs.
+    bare_cpu = res["bare"].get("cpu_s")
+    lib_cpu = res["library"].get("cpu_s")
+    cpu = {
+        "library_over_2bare": _ratio(lib_cpu, None if bare_cpu is None else 2 * bare_cpu),
+        "titrate_over_6bare": _ratio(res["titrate"].get("cpu_s"), None if bare_cpu is None else 6 * bare_cpu),
+        "web_warm_over_2bare": _ratio(res["web"].get("warm_cpu_s"), None if bare_cpu is None else 2 * bare_cpu),
+        "long_over_20_library": _ratio(res["long"].get("cpu_s"), None if lib_cpu is None else scale * lib_cpu),
+    }
     rows = []
     for t in TARGETS:
         v = values[t.key]
         ok = None if v is None else (v <= t.limit if t.op == "<=" else v >= t.limit)
-        rows.append({"key": t.key, "label": t.label, "value": v, "target": f"{t.op} {t.limit:g}", "pass": ok})
+        rows.append({"key": t.key, "label": t.label, "value": v, "target": f"{t.op} {t.limit:g}", "pass": ok,
+                     "cpu_value": cpu.get(t.key)})
     return rows
 
 
@@ -598,20 +630,23 @@ def format_table(res: dict[str, Any]) -> str:
         f"{'titrate, 5 magnitudes (warm, best)':<44}{_fmt(res['titrate']['seconds']):>12}"
         f"   median {res['titrate']['median_s']:.3f} s, cpu {res['titrate']['cpu_s']:.3f} s",
         f"{'web job, warm (upload to last file, best)':<44}{_fmt(web.get('warm_s')):>12}"
-        + (f"   median {web['warm_median_s']:.3f} s" if web.get("warm_median_s") is not None else ""),
+        + (f"   median {web['warm_median_s']:.3f} s" if web.get("warm_median_s") is not None else "")
+        + (f", server cpu {web['warm_cpu_s']:.3f} s" if web.get("warm_cpu_s") is not None else ""),
         f"{'web job, first after start (cold)':<44}{_fmt(web.get('cold_s')):>12}",
         f"{'long track ' + format(s['long_seconds'] / 60, 'g') + ' min: time':<44}{_fmt(long_.get('seconds')):>12}"
-        + (f"   real-time factor {long_['rtf']:.3f}" if long_.get("rtf") is not None else ""),
+        + (f"   real-time factor {long_['rtf']:.3f}, cpu {long_['cpu_s']:.1f} s" if long_.get("rtf") is not None
+           and long_.get("cpu_s") is not None else ""),
         f"{'long track: peak RSS of its process':<44}{_fmt(long_.get('peak_rss_mb'), 'MB'):>12}",
         f"{'traces in ' + str(tr['jobs']) + ' warm jobs':<44}{_fmt(tr.get('count'), ''):>12}",
         "",
-        f"{'ratio':<44}{'value':>12}{'target':>10}  result",
+        f"{'ratio (wall time)':<44}{'value':>12}{'target':>10}  {'result':<13}on CPU time",
     ]
     for row in res["ratios"]:
         v = row["value"]
         shown = "n/a" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
         verdict = {True: "pass", False: "FAIL", None: "not measured"}[row["pass"]]
-        lines.append(f"{row['label']:<44}{shown:>12}{row['target']:>10}  {verdict}")
+        cpu = f"{row['cpu_value']:.3f}" if row.get("cpu_value") is not None else ""
+        lines.append(f"{row['label']:<44}{shown:>12}{row['target']:>10}  {verdict:<13}{cpu}".rstrip())
     for what in ("web", "long"):
         if res[what].get("error"):
             lines.append(f"{what} error: {res[what]['error']}")
@@ -658,7 +693,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stage("traces")
         res["traces"] = measure_traces(registry, args.model, clip_seconds, args.trace_jobs, args.magnitude, work)
         if args.skip_web:
-            res["web"] = {"cold_s": None, "warm_s": None, "warm_median_s": None, "runs_warm": [],
+            res["web"] = {"cold_s": None, "warm_s": None, "warm_median_s": None, "warm_cpu_s": None, "runs_warm": [],
                           "server_start_s": None, "workers": 1, "error": "skipped (--skip-web)"}
         else:
             stage("web")

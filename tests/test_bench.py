@@ -39,6 +39,9 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
     assert res["library"]["seconds"] > 0 and res["titrate"]["seconds"] > 0
     assert res["web"]["error"] is None, res["web"]["error"]
     assert res["web"]["cold_s"] > 0 and res["web"]["warm_s"] > 0
+    if Path("/proc/self/stat").exists():
+        assert res["web"]["warm_cpu_s"] > 0
+    assert res["library"]["cpu_s"] > 0 and res["titrate"]["cpu_s"] > 0 and res["long"]["cpu_s"] > 0
     assert res["long"]["error"] is None, res["long"]["error"]
     assert res["long"]["audio_seconds"] == pytest.approx(8.0, abs=0.01)
     assert res["long"]["seconds"] > 0 and res["long"]["rtf"] > 0 and res["long"]["peak_rss_mb"] > 0
@@ -49,6 +52,8 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
     assert set(ratios) == {t.key for t in bench.TARGETS}
     for row in ratios.values():
         assert row["value"] is not None and row["pass"] in (True, False), row
+        assert "cpu_value" in row
+    assert ratios["library_over_2bare"]["cpu_value"] > 0
 
     table = proc.stdout
     for label in ("bare forward pass", "library", "titrate", "web job, warm", "first after start", "long track",
