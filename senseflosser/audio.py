@@ -196,12 +196,16 @@ def load(
         raise AudioError(f"sample rate must be positive, got {sr}")
     info = probe(path)
     name = _name(path)
-    start = int(round(offset * info.samplerate))
-    if start >= info.frames:
+    # Compare in floating point first: a huge offset or duration must not overflow int().
+    if offset * info.samplerate >= info.frames:
         raise AudioError(
             f"{name}: offset {offset:g} s is past the end of the {info.duration:.1f} s file"
         )
-    stop = info.frames if duration is None else min(info.frames, start + int(round(duration * info.samplerate)))
+    start = int(round(offset * info.samplerate))
+    if duration is None or start + duration * info.samplerate >= info.frames:
+        stop = info.frames
+    else:
+        stop = start + int(round(duration * info.samplerate))
     seg_seconds = (stop - start) / info.samplerate
     if max_duration is not None and seg_seconds > max_duration + 1e-9:
         raise AudioError(

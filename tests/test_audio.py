@@ -156,6 +156,12 @@ def test_bad_segment_values(wav_file, kw, match):
         audio.load(wav_file, **kw)
 
 
+def test_huge_offset_and_duration_are_handled(wav_file):
+    with pytest.raises(AudioError, match="past the end"):
+        audio.load(wav_file, offset=1e308)
+    assert len(audio.load(wav_file, duration=1e308)) == 2 * SR
+
+
 def test_max_duration_refuses_long_segments(wav_file):
     with pytest.raises(AudioError, match="at most 1 s"):
         audio.load(wav_file, max_duration=1.0)
