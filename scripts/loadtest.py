@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,13 +30,9 @@ import numpy as np
 import requests
 import soundfile as sf
 
+from senseflosser.bench import free_port, wait_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clip(seconds: float, seed: int) -> bytes:
@@ -62,18 +57,6 @@ def rss_mb(pid: int) -> float:
 def worker_pids(master: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
-
-
-def wait_healthy(base: str, deadline: float) -> dict:
-    while time.monotonic() < deadline:
-        try:
-            r = requests.get(f"{base}/healthz", timeout=5)
-            if r.status_code == 200 and r.json().get("models"):
-                return r.json()
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server did not become healthy in time")
 
 
 def main(argv=None) -> int:
@@ -101,10 +84,12 @@ def main(argv=None) -> int:
     log = open(Path(data) / "gunicorn.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    start = time.monotonic()
     passed = False
     try:
-        health = wait_healthy(base, start + 300)
+        try:
+            health = wait_healthy(server, base, 300, poll_s=0.5)
+        except RuntimeError as exc:
+            raise SystemExit(f"{exc}; see {Path(data) / 'gunicorn.log'}") from None
         model = args.model or health["models"][0]
         payloads = [clip(args.seconds, i) for i in range(8)]
         # Warm-up: until every worker has finished two jobs (fog and lapse alternate), so memory is measured

@@ -351,10 +351,43 @@ def measure_traces(registry, model_name: str, clip_seconds: float, jobs: int, ma
 # ---------------------------------------------------------------------- web
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a server the caller starts right away)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_healthy(server: subprocess.Popen, base: str, timeout: float, *, poll_s: float = 0.1) -> dict[str, Any]:
+    """Wait until a server started as ``server`` answers ``GET {base}/healthz`` with 200.
+
+    Used by the benchmark, the load test and the tests that start gunicorn.
+
+    Returns
+    -------
+    dict
+        The health report.
+
+    Raises
+    ------
+    RuntimeError
+        If the process exits first or ``timeout`` seconds pass.
+    """
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with status {server.returncode}")
+        try:
+            r = requests.get(f"{base}/healthz", timeout=5)
+            if r.status_code == 200:
+                return r.json()
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not answer /healthz within {timeout:g} s")
+        time.sleep(poll_s)
 
 
 def _output_urls(outputs: Any) -> list[str]:
@@ -438,7 +471,7 @@ def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: flo
     if not (ROOT / "wsgi.py").is_file() or not (ROOT / "gunicorn.conf.py").is_file():
         result["error"] = f"no wsgi.py / gunicorn.conf.py in {ROOT}: the web app is not part of this checkout"
         return result
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     data_dir = work / "web-data"
     data_dir.mkdir()
@@ -457,18 +490,7 @@ def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: flo
         )
         try:
             with requests.Session() as session:
-                deadline = time.monotonic() + start_timeout
-                while True:
-                    if server.poll() is not None:
-                        raise RuntimeError(f"gunicorn exited with status {server.returncode}")
-                    try:
-                        if session.get(f"{base}/healthz", timeout=5).status_code == 200:
-                            break
-                    except requests.RequestException:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"gunicorn did not answer /healthz within {start_timeout:g} s")
-                    time.sleep(0.1)
+                wait_healthy(server, base, start_timeout)
                 result["server_start_s"] = time.perf_counter() - t_spawn
 
                 def job(seed: int) -> tuple[float, float | None]:

@@ -299,28 +299,8 @@ def test_upload_name_never_becomes_a_path(web_app, web_submit, web_wait, tmp_pat
 # ------------------------------------------------------------------ queue full, failures
 
 
-@pytest.fixture
-def blocked_runner(web_app):
-    """Make the runner's work wait on an event (released at the end of the test)."""
-    runner = web_app.extensions["senseflosser"].runner
-    release = threading.Event()
-    started = threading.Event()
-    real = runner.execute
-
-    def execute(job_id, state, progress):
-        started.set()
-        release.wait(60)
-        return real(job_id, state, progress)
-
-    runner.execute = execute
-    yield runner, started, release
-    release.set()
-
-
-def test_queue_full_is_503_with_retry_after(make_web_app, web_submit, web_wait):
-    app = make_web_app(QUEUE_SIZE=1, RETRY_AFTER_S=7)
-    runner = app.extensions["senseflosser"].runner
-    client = app.test_client()
+def block(runner) -> tuple[threading.Event, threading.Event]:
+    """Make a runner's work wait on an event: returns (started, release)."""
     release, started = threading.Event(), threading.Event()
     real = runner.execute
 
@@ -330,6 +310,23 @@ def test_queue_full_is_503_with_retry_after(make_web_app, web_submit, web_wait):
         return real(job_id, state, progress)
 
     runner.execute = execute
+    return started, release
+
+
+@pytest.fixture
+def blocked_runner(web_app):
+    """The app's runner, blocked until the end of the test (see :func:`block`)."""
+    runner = web_app.extensions["senseflosser"].runner
+    started, release = block(runner)
+    yield runner, started, release
+    release.set()
+
+
+def test_queue_full_is_503_with_retry_after(make_web_app, web_submit, web_wait):
+    app = make_web_app(QUEUE_SIZE=1, RETRY_AFTER_S=7)
+    runner = app.extensions["senseflosser"].runner
+    client = app.test_client()
+    started, release = block(runner)
     try:
         first = web_submit(client).get_json()["id"]
         assert started.wait(30)

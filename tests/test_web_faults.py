@@ -14,7 +14,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from senseflosser.bench import free_port, wait_healthy
 import soundfile as sf
 
 from conftest import SR, tone
@@ -263,12 +264,6 @@ def test_the_data_dir_cap_holds_while_jobs_keep_coming(make_web_app, web_wait):
 # ------------------------------------------------------------------ a real gunicorn, killed and restarted
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Gunicorn:
     """gunicorn on a free loopback port with one worker, started and stopped on one data dir."""
 
@@ -280,8 +275,6 @@ class Gunicorn:
         self.base = ""
 
     def start(self) -> None:
-        import requests
-
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -293,18 +286,10 @@ class Gunicorn:
             self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
-        deadline = time.monotonic() + self.START_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"{self.base}/healthz", timeout=5).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not become healthy:\n{self.log()}")
-            time.sleep(0.3)
+        try:
+            wait_healthy(self.proc, self.base, self.START_TIMEOUT_S, poll_s=0.3)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from senseflosser.bench import free_port, wait_healthy
 
 from conftest import web_wav_bytes
 
@@ -21,15 +22,9 @@ START_TIMEOUT_S = 240.0
 JOB_TIMEOUT_S = 180.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gunicorn_server(models_dir, tmp_path):
-    requests = pytest.importorskip("requests")
+    pytest.importorskip("requests")
     port = free_port()
     env = {
         **os.environ,
@@ -47,19 +42,11 @@ def gunicorn_server(models_dir, tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not become healthy:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        try:
+            wait_healthy(proc, base, START_TIMEOUT_S, poll_s=0.5)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}:\n{log_path.read_text()[-3000:]}")
         yield base, proc, log_path
     finally:
         if proc.poll() is None:
