@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from .errors import ModelError, RecipeError
-from .layers import Lapse
+from .layers import Lapse, lapse_rate_and_scale, seed_state
 from .models import conv_layer_names
 from .recipe import ACTIONS, Recipe, validate_action, validate_layers, validate_magnitude, validate_seed
 
@@ -184,11 +184,53 @@ def lapse(
     def call(layer, *args, **kwargs):
         out = layer(*args, **kwargs)
         if layer.name in targets:
-            layer_seed = int(np.random.SeedSequence([seed, order[layer.name]]).generate_state(1)[0])
-            out = Lapse(magnitude, seed=layer_seed, rescale=rescale, name=f"{layer.name}_lapse")(out)
+            layer_seed = _lapse_layer_seed(seed, order[layer.name])
+            out = Lapse(magnitude, seed=layer_seed, rescale=rescale, name=f"{layer.name}{_LAPSE_SUFFIX}")(out)
         return out
 
     return _copy(model, call_function=call)
+
+
+_LAPSE_SUFFIX = "_lapse"
+
+
+def _lapse_layer_seed(seed: int, index: int) -> int:
+    """The mask seed of the lapse layer after the ``index``-th conv layer: its own stream of ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def lapse_state(
+    damaged: keras.Model, *, magnitude: float, seed: int, rescale: bool = True
+) -> dict[str, np.ndarray]:
+    """The state that makes a lapse model behave as :func:`lapse` at ``magnitude`` and ``seed`` would.
+
+    A lapse layer's rate, scale and mask seed are state, not architecture (see
+    :class:`~senseflosser.layers.Lapse`): running ``damaged`` (any lapse copy
+    of the same source model and layers) with this state in place of its own
+    gives exactly the output of a fresh ``lapse(source, magnitude=magnitude,
+    seed=seed, layers=...)``, with no model built.
+
+    Returns
+    -------
+    dict
+        Variable path -> new value, for every lapse layer's state.
+    """
+    magnitude = validate_magnitude(magnitude)
+    seed = validate_seed(seed)
+    order = {name: i for i, name in enumerate(conv_layer_names(damaged))}
+    rate, scale = lapse_rate_and_scale(magnitude, rescale)
+    state: dict[str, np.ndarray] = {}
+    for layer in damaged.layers:
+        if not isinstance(layer, Lapse):
+            continue
+        source = layer.name[: -len(_LAPSE_SUFFIX)] if layer.name.endswith(_LAPSE_SUFFIX) else None
+        if source not in order:
+            raise ModelError(f"lapse layer {layer.name!r} does not follow a conv layer of {damaged.name!r}")
+        generator = layer.seed_generator.state
+        state[generator.path] = seed_state(_lapse_layer_seed(seed, order[source]), generator.dtype)
+        state[layer.rate_state.path] = rate
+        state[layer.scale_state.path] = scale
+    return state
 
 
 ACTION_FUNCTIONS: dict[str, Callable[..., keras.Model]] = {"fog": fog, "lapse": lapse}
@@ -212,6 +254,24 @@ def damaged_weights(model: keras.Model, recipe: Recipe) -> dict[str, list[np.nda
     if recipe.action == "fog":
         return fog_weights(model, magnitude=recipe.magnitude, seed=recipe.seed, layers=recipe.layers)
     return None
+
+
+def architecture(model: keras.Model, recipe: Recipe) -> keras.Model | None:
+    """The damaged architecture ``recipe`` needs, with any magnitude and seed, or ``None`` for a weights-only action.
+
+    Its result depends only on ``model``, the action and the layers, so one
+    copy serves every magnitude and seed (see :func:`damaged_state`).
+    """
+    if recipe.action == "lapse":
+        return lapse(model, magnitude=0.0, seed=0, layers=recipe.layers)
+    return None
+
+
+def damaged_state(damaged: keras.Model, recipe: Recipe) -> dict[str, np.ndarray]:
+    """The state that turns :func:`architecture`'s copy into what :func:`apply` would build for ``recipe``."""
+    if recipe.action == "lapse":
+        return lapse_state(damaged, magnitude=recipe.magnitude, seed=recipe.seed)
+    return {}
 
 
 def reset(model: keras.Model) -> None:

@@ -93,6 +93,15 @@ def compile_stateless(model: keras.Model) -> Callable:
     return call
 
 
+def trace_count(fn: Callable) -> int:
+    """How many times a function from :func:`compile_stateless` has been traced (1 where it cannot tell)."""
+    counter = getattr(fn, "experimental_get_tracing_count", None)
+    if counter is not None:
+        return int(counter())
+    cache_size = getattr(fn, "_cache_size", None)  # jax.jit
+    return int(cache_size()) if callable(cache_size) else 1
+
+
 def describe() -> str:
     """Name the device the models run on.
 

@@ -7,6 +7,7 @@ They are registered as serializable, so a saved ``.keras`` file loads with
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 _PACKAGE = "senseflosser"
@@ -78,9 +79,18 @@ class Lapse(keras.layers.Layer):
     ``rescale=False`` survivors pass unchanged and the signal also gets
     quieter. ``rate >= 1`` silences the layer.
 
-    The masks come from a seed generator started at ``seed``: a saved model
-    reloads with its rate and seed, and its first call after loading draws the
-    same masks as the model that was saved did on its first call.
+    The rate, the survivors' scale and the mask seed are the layer's *state*
+    (non-trainable variables), not constants of its graph: a compiled function
+    of the architecture serves every rate and seed, which are passed in as
+    state (see :func:`lapse_state`). That is what lets a worker run lapse job
+    after lapse job on one scratch copy of the damaged architecture without
+    building (and leaking) a model, variables or a traced function per job.
+
+    The configuration holds ``rate``, ``seed`` and ``rescale``; the state is
+    set from it when the layer is made, so a saved model reloads with its rate
+    and seed, and its first call after loading draws the same masks as the
+    model that was saved did on its first call. The state itself is not saved
+    (files written before it existed load unchanged).
 
     Input and output shape: any.
     """
@@ -90,27 +100,36 @@ class Lapse(keras.layers.Layer):
         self.rate = float(rate)
         self.seed = int(seed)
         self.rescale = bool(rescale)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        # Named after the layer: an auto-numbered name would be new for every copy, and TensorFlow
+        # keeps per-name kernels for the process's lifetime; the layer's name keeps the state's
+        # path unique within the model.
+        self.seed_generator = keras.random.SeedGenerator(self.seed, name=f"{self.name}_seed")
+        rate_value, scale_value = lapse_rate_and_scale(self.rate, self.rescale)
+        self.rate_state = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(rate_value), trainable=False,
+            dtype="float32", name="rate",
+        )
+        self.scale_state = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(scale_value), trainable=False,
+            dtype="float32", name="scale",
+        )
 
     def reset_seed(self) -> None:
         """Restart the mask sequence from ``seed``."""
-        self.seed_generator.state.assign(
-            keras.random.SeedGenerator(self.seed).state.value
-        )
+        self.seed_generator.state.assign(seed_state(self.seed, self.seed_generator.state.dtype))
 
     def call(self, x, training=None):
-        if self.rate <= 0.0:
-            return x
-        if self.rate >= 1.0:
-            return ops.zeros_like(x)
-        keep = ops.cast(
-            keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate, x.dtype
-        )
-        scale = 1.0 / (1.0 - self.rate) if self.rescale else 1.0
-        return x * keep * scale
+        keep = ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate_state, x.dtype)
+        return x * keep * ops.cast(self.scale_state, x.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def save_own_variables(self, store):
+        """Nothing to save: the state is set from the configuration."""
+
+    def load_own_variables(self, store):
+        """Nothing to load: the state is set from the configuration."""
 
     def get_config(self):
         return {
@@ -119,3 +138,26 @@ class Lapse(keras.layers.Layer):
             "seed": self.seed,
             "rescale": self.rescale,
         }
+
+
+def lapse_rate_and_scale(rate: float, rescale: bool = True) -> tuple[np.float32, np.float32]:
+    """A lapse layer's state for ``rate``: the threshold masks are compared with, and the survivors' scale.
+
+    ``rate <= 0`` keeps everything (threshold 0, scale 1); ``rate >= 1`` keeps
+    nothing (threshold above any uniform draw, scale 0). The scale is
+    computed in float64 and rounded once to float32.
+    """
+    rate = float(rate)
+    if rate <= 0.0:
+        return np.float32(0.0), np.float32(1.0)
+    if rate >= 1.0:
+        return np.float32(2.0), np.float32(0.0)
+    return np.float32(rate), np.float32(1.0 / (1.0 - rate) if rescale else 1.0)
+
+
+def seed_state(seed: int, dtype: str) -> np.ndarray:
+    """The state a :class:`keras.random.SeedGenerator` started at ``seed`` has before its first draw.
+
+    ``dtype``: the generator's state variable's (the backend's seed dtype).
+    """
+    return np.array([int(seed), 0], dtype=dtype)

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,16 +89,17 @@ _compiled_lock = threading.Lock()
 def _architecture_key(model: keras.Model) -> str:
     """What a compiled inference function depends on: the architecture, not the weights.
 
-    A lapse layer's ``seed`` only starts its seed generator, whose state is
-    passed to the compiled function as an argument, so it is left out: lapse
-    copies that differ only in seed share one function. The variables' paths
+    A lapse layer's ``rate``, ``seed`` and ``rescale`` only set its state,
+    which is passed to the compiled function as an argument, so they are left
+    out: lapse copies of the same layers share one function. The variables' paths
     and shapes are part of the key, so weights are only ever passed to a
     function built for the same variables in the same order.
     """
     config = model.get_config()
     for layer in config.get("layers", []):
         if layer.get("class_name") == "Lapse":
-            layer.get("config", {}).pop("seed", None)
+            for state in ("rate", "seed", "rescale"):  # passed in as state (see layers.Lapse)
+                layer.get("config", {}).pop(state, None)
     variables = [(v.path, tuple(v.shape), str(v.dtype)) for v in model.trainable_variables]
     state = [(tuple(v.shape), str(v.dtype)) for v in model.non_trainable_variables]
     return json.dumps([config, variables, state], sort_keys=True, default=str)
@@ -118,6 +120,17 @@ def _compiled_call(model: keras.Model) -> Callable:
         return fn
 
 
+def compiled_stats() -> dict[str, int]:
+    """What this process has compiled: ``functions`` (one per architecture) and ``traces`` (all of them).
+
+    A warm worker's figures stay put from job to job; growth means a job
+    builds something it should share.
+    """
+    with _compiled_lock:
+        functions = list(_compiled.values())
+    return {"functions": len(functions), "traces": sum(device.trace_count(f) for f in functions)}
+
+
 class _Runner:
     """Calls one model on chunk tensors, padding chunks to a fixed-length model's size.
 
@@ -127,19 +140,39 @@ class _Runner:
     damaged weights or the chunk lengths.
     """
 
-    def __init__(self, model: keras.Model, weights: dict[str, list[np.ndarray]] | None = None) -> None:
-        """``weights``: new weight arrays by layer name, run in place of the model's own (the model is untouched)."""
+    def __init__(
+        self,
+        model: keras.Model,
+        weights: dict[str, list[np.ndarray]] | None = None,
+        state: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Run ``model``, optionally with other values for some of its variables (the model is untouched).
+
+        ``weights``: new weight arrays by layer name. ``state``: new values of
+        non-trainable variables by variable path (a lapse layer's rate and
+        seed, say). A model run with neither is the runner's own: its lapse
+        masks restart from their seeds here, and :meth:`finish` leaves its
+        state where the run left it.
+        """
         self.model = model
         self.frames = input_frames(model)
-        # A lapse model's masks restart from its seed, so every run of it is reproducible.
-        actions.reset(model)
+        self._owns_state = weights is None and state is None
+        if self._owns_state:
+            # A lapse model's masks restart from its seed, so every run of it is reproducible.
+            actions.reset(model)
         self.nonfinite = 0
         self._call = _compiled_call(model)
         replaced = {}
         for name, arrays in (weights or {}).items():
             for variable, array in zip(model.get_layer(name).weights, arrays):
                 replaced[id(variable)] = array
-        self._owns_state = weights is None
+        by_path = {v.path: v for v in model.non_trainable_variables}
+        if state and len(by_path) != len(model.non_trainable_variables):
+            raise ModelError(f"model {model.name!r} has state variables that share a path")
+        for path, value in (state or {}).items():
+            if path not in by_path:
+                raise ModelError(f"model {model.name!r} has no state variable {path!r}")
+            replaced[id(by_path[path])] = value
 
         def values(variables):
             return [keras.ops.convert_to_tensor(replaced.get(id(v), v.value)) for v in variables]
@@ -166,6 +199,37 @@ class _Runner:
             return
         for variable, value in zip(self.model.non_trainable_variables, self._state):
             variable.assign(value)
+
+
+_SCRATCH_MAX = 32
+"""Damaged architectures kept per process (one per source model, action and layers)."""
+_scratch: OrderedDict[tuple, tuple[weakref.ref, keras.Model]] = OrderedDict()
+_scratch_lock = threading.Lock()
+
+
+def _scratch_model(model: keras.Model, recipe: Recipe) -> keras.Model | None:
+    """The shared copy of ``model`` with the architecture ``recipe``'s action builds, or ``None`` (weights only).
+
+    Built once per source model, action and layers, then run with each
+    recipe's magnitude and seed passed in as state: a job builds no model and
+    no variables. (Every new Keras variable name costs TensorFlow memory for
+    the rest of the process, so a model built per job leaked.) The copy is
+    never mutated, so concurrent jobs can share it.
+    """
+    key = (id(model), recipe.action, recipe.layers)
+    with _scratch_lock:
+        hit = _scratch.get(key)
+        if hit is not None and hit[0]() is model:
+            _scratch.move_to_end(key)
+            return hit[1]
+    damaged = actions.architecture(model, recipe)
+    if damaged is None:
+        return None
+    with _scratch_lock:
+        _scratch[key] = (weakref.ref(model), damaged)
+        while len(_scratch) > _SCRATCH_MAX:
+            _scratch.popitem(last=False)
+    return damaged
 
 
 def warm_up(model: keras.Model) -> None:
@@ -259,15 +323,19 @@ def floss(
     damaged: list[keras.Model | None] = []
     runners = [_Runner(model)]
     for i, recipe in enumerate(recipes):
-        # A weight-only action (fog) runs the pristine architecture with new weights: no copy of
-        # the model is built unless it is to be kept.
-        weights = None if keep_models else actions.damaged_weights(model, recipe)
-        if weights is None:
+        # A weight-only action (fog) runs the pristine architecture with new weights; one that
+        # changes the architecture (lapse) runs a shared damaged copy with the recipe's state. A
+        # model of its own is built only when it is to be kept.
+        if keep_models:
             damaged.append(actions.apply(model, recipe))
             runners.append(_Runner(damaged[-1]))
         else:
             damaged.append(None)
-            runners.append(_Runner(model, weights))
+            scratch = _scratch_model(model, recipe)
+            if scratch is None:
+                runners.append(_Runner(model, actions.damaged_weights(model, recipe)))
+            else:
+                runners.append(_Runner(scratch, state=actions.damaged_state(scratch, recipe)))
         report(0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
 
     def on_chunk(done: int, total: int) -> None:
