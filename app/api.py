@@ -10,6 +10,8 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from senseflosser.actions import ACTIONS
+
 from . import services
 from .config import parse_bool
 from .engine import OUTPUT_STEM
@@ -43,6 +45,12 @@ def _busy(message: str) -> ApiError:
 @bp.get("/models")
 def list_models():
     return jsonify(models=services().engine.cards())
+
+
+@bp.get("/actions")
+def list_actions():
+    """The action registry: ``[{"name", "description", "magnitude": {...}, "changes", ...}]``."""
+    return jsonify([spec.to_dict() for spec in ACTIONS.values()])
 
 
 @bp.post("/jobs")

@@ -112,10 +112,12 @@ class Engine:
                 continue
         return cards
 
-    def conv_layers(self, name: str) -> list[str] | None:
-        """Conv layer names of a model (``None`` if its card does not say)."""
-        layers = self.registry.card(name).get("conv_layers")
-        return list(layers) if isinstance(layers, list) else None
+    def conv_layers(self, name: str) -> dict[str, int] | None:
+        """Conv layer names of a model -> their channel counts (``None`` if its card does not say)."""
+        channels = self.registry.card(name).get("conv_channels")
+        if isinstance(channels, dict):
+            return {str(k): int(v) for k, v in channels.items()}
+        return None
 
     def device(self) -> str:
         """The compute device the models run on (asked once)."""

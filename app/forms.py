@@ -14,15 +14,8 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from senseflosser.errors import RecipeError
-from senseflosser.recipe import (
-    DEFAULT_TITRATION,
-    draw_seed,
-    parse_magnitudes,
-    validate_action,
-    validate_layers,
-    validate_magnitude,
-    validate_seed,
-)
+from senseflosser.actions import ACTION_NAMES, parse_layers
+from senseflosser.recipe import build_recipes
 from senseflosser.render import safe_stem
 
 from .config import parse_bool
@@ -116,7 +109,7 @@ def parse_job_form(
     *,
     filename: str | None,
     model_names: list[str],
-    conv_layers: Callable[[str], list[str] | None],
+    conv_layers: Callable[[str], Mapping[str, int] | None],
     max_duration: float | None = None,
 ) -> JobRequest:
     """Check the fields of a job submission.
@@ -132,7 +125,7 @@ def parse_job_form(
     model_names : list of str
         Models the server offers.
     conv_layers : callable
-        ``conv_layers(model)``: the model's conv layer names, or ``None`` if unknown.
+        ``conv_layers(model)``: the model's conv layer names -> channel counts, or ``None`` if unknown.
     max_duration : float or None
         Longest segment (seconds) the server processes; a longer ``duration`` is refused.
 
@@ -148,56 +141,31 @@ def parse_job_form(
 
     action = _text(form, "action")
     if not action:
-        raise FormError("choose an action: fog or lapse")
-    try:
-        action = validate_action(action)
-    except RecipeError:
-        raise FormError(f"unknown action {_show(action)}; choose fog or lapse") from None
-
-    try:
-        if _flag(form, "titrate"):
-            magnitudes = tuple(DEFAULT_TITRATION)
-        elif _text(form, "magnitudes"):
-            magnitudes = parse_magnitudes(_text(form, "magnitudes"))
-            if len(set(magnitudes)) != len(magnitudes):
-                raise FormError("each magnitude may appear only once in magnitudes")
-        elif _text(form, "magnitude"):
-            magnitudes = (validate_magnitude(_text(form, "magnitude")),)
-        else:
-            raise FormError("give a magnitude between 0 and 1 (or titrate=1 for several at once)")
-    except RecipeError as exc:
-        raise FormError(str(exc)) from None
-
-    seed_text = _text(form, "seed")
-    try:
-        seed = validate_seed(seed_text) if seed_text else draw_seed()
-    except RecipeError as exc:
-        raise FormError(str(exc)) from None
-
+        raise FormError(f"choose an action: {', '.join(ACTION_NAMES)}")
+    if action not in ACTION_NAMES:
+        raise FormError(f"unknown action {_show(action)}; choose one of: {', '.join(ACTION_NAMES)}")
+    titrate = _flag(form, "titrate")
+    magnitudes = _text(form, "magnitudes") or _text(form, "magnitude") or None
     layer_values = [v for v in getlist("layers") if v is not None]
     if sum(len(v) for v in layer_values) > MAX_FIELD_CHARS * 4:
         raise FormError("layers is too long")
-    try:
-        layers = validate_layers(",".join(layer_values)) if layer_values else None
-    except RecipeError as exc:
-        raise FormError(str(exc)) from None
-    if layers is not None:
-        if len(layers) > MAX_LAYERS:
-            raise FormError(f"at most {MAX_LAYERS} layers may be chosen")
-        known = conv_layers(model)
-        if known is not None:
-            unknown = [n for n in layers if n not in known]
-            if unknown:
-                raise FormError(
-                    f"layer {_show(unknown[0])} is not a conv layer of model {model}; "
-                    f"choose from: {', '.join(known)}"
-                )
-
     offset = _seconds(form, "offset", allow_zero=True) or 0.0
     duration = _seconds(form, "duration", allow_zero=False)
     if duration is not None and max_duration is not None and duration > max_duration:
         raise FormError(f"duration may be at most {max_duration:g} seconds on this server; "
                         f"got {_show(_text(form, 'duration'))}")
+    try:
+        layers = parse_layers(layer_values) if layer_values else None
+        if layers is not None and len(layers) > MAX_LAYERS:
+            raise FormError(f"at most {MAX_LAYERS} layers may be chosen")
+        recipes = build_recipes(
+            model=model, action=action, magnitudes=magnitudes, titrate=titrate, seed=_text(form, "seed") or None,
+            layers=layers, conv_layers=conv_layers(model), offset=offset, duration=duration,
+        )
+    except RecipeError as exc:
+        raise FormError(str(exc)) from None
+    magnitudes = tuple(r.magnitude for r in recipes)
+    seed, layers = recipes[0].seed, recipes[0].layers
     save_model = _flag(form, "save_model")
     display, stem, ext = split_filename(filename)
     return JobRequest(

@@ -10,7 +10,7 @@ from . import layers  # noqa: F401  (registers custom layers for keras.models.lo
 from .errors import AudioError, ModelError, RecipeError, SenseflosserError, TrainingError
 from .legacy import run_senseflosser
 from .pipeline import FlossResult, floss
-from .recipe import ACTIONS, DEFAULT_TITRATION, Recipe
+from .recipe import ACTIONS, DEFAULT_TITRATION, Recipe, build_recipes
 
 __version__ = "0.1.0"
 
@@ -24,6 +24,7 @@ __all__ = [
     "RecipeError",
     "SenseflosserError",
     "TrainingError",
+    "build_recipes",
     "floss",
     "run_senseflosser",
 ]

@@ -42,13 +42,13 @@ class ProgressBar:
         self.last_pct = pct
 
 
-def _magnitude(text: str) -> float:
-    from .recipe import validate_magnitude
+def _action_help() -> str:
+    from .actions import ACTIONS
 
-    try:
-        return validate_magnitude(text)
-    except SenseflosserError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return "; ".join(
+        f"{a.name}: {a.description} (magnitude = {a.magnitude.meaning}, {a.magnitude.min:g} to {a.magnitude.max:g})"
+        for a in ACTIONS.values()
+    )
 
 
 def _seconds(text: str) -> float:
@@ -77,12 +77,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("floss", help="run audio through a damaged model")
     p.add_argument("--input", "-i", required=True, help="audio file (WAV, FLAC, OGG, MP3, ...)")
     p.add_argument("--model", "-m", help="registry model name or a .keras/.h5 file (see `senseflosser models`)")
-    p.add_argument("--action", "-a", choices=("fog", "lapse"), help="fog: noisy weights; lapse: dropout at inference")
-    p.add_argument("--magnitude", "-g", type=_magnitude, default=0.1, help="strength in [0, 1] (default 0.1)")
-    p.add_argument("--titrate", "-t", action="store_true", help="run magnitudes 0.01 0.05 0.1 0.2 0.5 instead")
+    from .actions import ACTION_NAMES
+
+    p.add_argument("--action", "-a", choices=ACTION_NAMES, metavar="{" + ",".join(ACTION_NAMES) + "}",
+                   help=_action_help())
+    p.add_argument("--magnitude", "-g", help="strength, in the action's range (default: the action's default)")
+    p.add_argument("--titrate", "-t", action="store_true",
+                   help="run the action's default titration (five magnitudes across its audible range) instead")
     p.add_argument("--magnitudes", help="comma-separated magnitudes instead of --magnitude")
     p.add_argument("--seed", "-s", help="seed of the damage (default: drawn and recorded)")
-    p.add_argument("--layers", "-l", help="comma-separated conv layer names to damage (default: all)")
+    p.add_argument("--layers", "-l",
+                   help="conv layers to damage, optionally with channels: 'down:0,5,9,mid' "
+                        "(channels 0, 5, 9 of down; all of mid). Default: the action's")
     p.add_argument("--offset", type=_seconds, default=0.0, help="start of the segment in seconds")
     p.add_argument("--duration", "-d", type=_seconds, default=None, help="length of the segment in seconds")
     p.add_argument("--output-dir", "-o", default="output", help="where outputs go (default ./output)")
@@ -139,7 +145,8 @@ def _registry(args):
 
 
 def _cmd_floss(args) -> int:
-    from .recipe import DEFAULT_TITRATION, parse_magnitudes, recipes_from_json
+    from .actions import get
+    from .recipe import recipes_from_json
     from .render import floss_to_dir
 
     opts = dict(
@@ -156,18 +163,23 @@ def _cmd_floss(args) -> int:
                     layers=list(recipe.layers) if recipe.layers else None,
                     offset=recipe.offset, duration=recipe.duration)
         mags = [r.magnitude for r in recipes]
-    elif args.titrate:
-        mags = list(DEFAULT_TITRATION)
     elif args.magnitudes:
-        mags = list(parse_magnitudes(args.magnitudes))
-    else:
+        mags = args.magnitudes
+    elif args.magnitude is not None:
         mags = [args.magnitude]
+    else:
+        mags = None
     if not opts["model"]:
         raise SenseflosserError("--model is required (a name from `senseflosser models` or a .keras file)")
     if not opts["action"]:
-        raise SenseflosserError("--action is required (fog or lapse)")
+        from .actions import ACTION_NAMES
+
+        raise SenseflosserError(f"--action is required ({', '.join(ACTION_NAMES)})")
+    if mags is None and not args.titrate:
+        mags = [get(opts["action"]).magnitude.default]
     manifest = floss_to_dir(
-        args.input, registry=_registry(args), magnitudes=mags, output_dir=args.output_dir,
+        args.input, registry=_registry(args), magnitudes=mags, titrate=args.titrate and not args.recipe,
+        output_dir=args.output_dir,
         save_model=args.save_model, spectrograms=args.spectrograms, allow_model_paths=True,
         progress=ProgressBar("flossing"), **opts,
     )
@@ -230,7 +242,7 @@ def _cmd_evaluate(args) -> int:
     print(f"{args.model}: normal SI-SNR median {n['si_snr_db_median']:.1f} dB (worst {n['si_snr_db_worst']:.1f}), "
           f"LSD median {n['lsd_db_median']:.2f} dB (worst {n['lsd_db_worst']:.2f}) over {n['clips']} clips")
     for action, curve in report["dose_response"].items():
-        pts = ", ".join(f"{m:g}: {v:.1f}" for m, v in zip(report["magnitudes"], curve["snr_db_median"]))
+        pts = ", ".join(f"{m:g}: {v:.1f}" for m, v in zip(curve["magnitudes"], curve["snr_db_median"]))
         print(f"  {action} SNR vs normal (dB) at {pts}")
     if not args.no_write:
         card_path, plot = update_card(reg, args.model, report)
@@ -243,7 +255,15 @@ COMMANDS = {"floss": _cmd_floss, "models": _cmd_models, "train": _cmd_train, "ev
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "floss" and args.action and args.magnitude is not None:
+        from .recipe import validate_magnitude
+
+        try:  # a magnitude out of the action's range is a usage error, as an unknown action is
+            validate_magnitude(args.magnitude, args.action)
+        except SenseflosserError as exc:
+            parser.error(f"argument --magnitude/-g: {exc}")
     level = getattr(args, "log_sub", None) or args.log
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -8,16 +8,18 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import audio, metrics
+from .actions import ACTIONS
 from .errors import TrainingError
 from .models import ModelRegistry
 from .pipeline import Progress, floss
-from .recipe import ACTIONS, DEFAULT_TITRATION, Recipe
+from .recipe import Recipe
 from .training import find_audio, write_card
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def evaluate(
     *,
     clip_seconds: float = 10.0,
     max_clips: int = 8,
-    magnitudes: tuple[float, ...] = DEFAULT_TITRATION,
+    magnitudes: Mapping[str, Sequence[float]] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate a registry model on audio it was not trained on.
@@ -68,8 +70,9 @@ def evaluate(
         Length of each excerpt.
     max_clips : int, keyword-only
         Number of excerpts, spread over the files.
-    magnitudes : tuple of float, keyword-only
-        Dose-response magnitudes.
+    magnitudes : mapping or None, keyword-only
+        Action -> its dose-response magnitudes; default: every registered
+        action at its default titration (from the registry).
     progress : callable or None, keyword-only
 
     Returns
@@ -85,8 +88,11 @@ def evaluate(
     sha = registry.sha256(name)
     clips = _clips(find_audio(data_dir), clip_seconds, max_clips)
     si, lsd = [], []
-    curves = {a: [[] for _ in magnitudes] for a in ACTIONS}
-    recipes = [Recipe(name, sha, a, m, EVAL_SEED) for a in ACTIONS for m in magnitudes]
+    if magnitudes is None:
+        magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items()}
+    magnitudes = {a: tuple(mags) for a, mags in magnitudes.items()}
+    curves = {a: [[] for _ in mags] for a, mags in magnitudes.items()}
+    recipes = [Recipe(name, sha, a, m, EVAL_SEED) for a, mags in magnitudes.items() for m in mags]
     for i, (path, offset) in enumerate(clips):
         y = audio.load(path, offset=offset, duration=clip_seconds)
         res = floss(y, model, recipes)
@@ -95,13 +101,15 @@ def evaluate(
         si.append(metrics.si_snr_db(y, normal))
         lsd.append(metrics.log_spectral_distance(y, normal))
         for out in res.flossed:
-            curves[out.recipe.action][magnitudes.index(out.recipe.magnitude)].append(out.metrics["snr_db"])
+            curves[out.recipe.action][magnitudes[out.recipe.action].index(out.recipe.magnitude)].append(
+                out.metrics["snr_db"])
         if progress:
             progress((i + 1) / len(clips), f"clip {i + 1} of {len(clips)}")
     dose = {}
     for action, per_mag in curves.items():
         med = [float(np.median(v)) for v in per_mag]
         dose[action] = {
+            "magnitudes": list(magnitudes[action]),
             "snr_db_median": [round(v, 2) for v in med],
             "monotone": all(a > b for a, b in zip(med, med[1:])),
         }
@@ -116,7 +124,6 @@ def evaluate(
             "lsd_db_median": round(float(np.median(lsd)), 3),
             "lsd_db_worst": round(float(np.max(lsd)), 3),
         },
-        "magnitudes": list(magnitudes),
         "seed": EVAL_SEED,
         "dose_response": dose,
     }
@@ -170,10 +177,12 @@ def plot_card(card: dict[str, Any], path: Path) -> Path:
         ax.text(0.5, 0.5, "no loss curve recorded", ha="center", va="center")
     ax.set_title(f"{card['name']}: training")
     ax = axes[1]
-    mags = ev.get("magnitudes") or []
-    for action, curve in (ev.get("dose_response") or {}).items():
+    curves = ev.get("dose_response") or {}
+    for action, curve in curves.items():
+        # Older cards keep one list of magnitudes for every action.
+        mags = curve.get("magnitudes") or ev.get("magnitudes") or []
         ax.plot(mags, curve["snr_db_median"], marker="o", label=action)
-    if mags:
+    if curves:
         ax.set_xscale("log")
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_xlabel("magnitude")

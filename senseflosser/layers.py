@@ -92,14 +92,17 @@ class Lapse(keras.layers.Layer):
     model that was saved did on its first call. The state itself is not saved
     (files written before it existed load unchanged).
 
+    ``channels``: indices along the last axis that lapse (``None``: all).
+
     Input and output shape: any.
     """
 
-    def __init__(self, rate: float, seed: int = 0, rescale: bool = True, **kwargs):
+    def __init__(self, rate: float, seed: int = 0, rescale: bool = True, channels=None, **kwargs):
         super().__init__(**kwargs)
         self.rate = float(rate)
         self.seed = int(seed)
         self.rescale = bool(rescale)
+        self.channels = None if channels is None else [int(c) for c in channels]
         # Named after the layer: an auto-numbered name would be new for every copy, and TensorFlow
         # keeps per-name kernels for the process's lifetime; the layer's name keeps the state's
         # path unique within the model.
@@ -120,7 +123,13 @@ class Lapse(keras.layers.Layer):
 
     def call(self, x, training=None):
         keep = ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate_state, x.dtype)
-        return x * keep * ops.cast(self.scale_state, x.dtype)
+        out = x * keep * ops.cast(self.scale_state, x.dtype)
+        if self.channels is None:
+            return out
+        # Only the chosen channels (last axis) lapse; the others pass untouched.
+        chosen = np.zeros(x.shape[-1], bool)
+        chosen[self.channels] = True
+        return ops.where(ops.convert_to_tensor(chosen), out, x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -137,6 +146,7 @@ class Lapse(keras.layers.Layer):
             "rate": self.rate,
             "seed": self.seed,
             "rescale": self.rescale,
+            "channels": self.channels,
         }
 
 

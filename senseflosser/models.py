@@ -45,13 +45,18 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+CONV_LAYERS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)
+"""The layer types every action damages."""
+
+
 def conv_layer_names(model: keras.Model) -> list[str]:
-    """Names of the Conv2D / Conv2DTranspose layers of a model, in graph order."""
-    return [
-        layer.name
-        for layer in model.layers
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))
-    ]
+    """Names of the conv layers (:data:`CONV_LAYERS`) of a model, in graph order."""
+    return [layer.name for layer in model.layers if isinstance(layer, CONV_LAYERS)]
+
+
+def conv_channels(model: keras.Model) -> dict[str, int]:
+    """A model's conv layer names, in graph order, -> their output channel (filter) counts."""
+    return {layer.name: int(layer.filters) for layer in model.layers if isinstance(layer, CONV_LAYERS)}
 
 
 def input_frames(model: keras.Model) -> int | None:
@@ -225,6 +230,7 @@ class ModelRegistry:
             model = self._models.get(name)
         if model is not None:
             card.setdefault("conv_layers", conv_layer_names(model))
+            card.setdefault("conv_channels", conv_channels(model))
             card.setdefault("input_frames", input_frames(model))
         return card
 

@@ -8,105 +8,65 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
-import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from .actions import (
+    ACTION_NAMES,
+    MAX_SEED,
+    check,
+    draw_seed,
+    get,
+    parse_layers,
+    validate_action,
+    validate_magnitude,
+    validate_seed,
+)
 from .errors import RecipeError
 
-ACTIONS = ("fog", "lapse")
-"""The ways a model can be damaged."""
+ACTIONS = ACTION_NAMES
+"""The ways a model can be damaged (names from the action registry, :data:`senseflosser.actions.ACTIONS`)."""
 
 DEFAULT_TITRATION = (0.01, 0.05, 0.1, 0.2, 0.5)
-"""Magnitudes of a titration, each applied to the pristine model."""
+"""The original tool's titration (its ``--titrate``), kept for :func:`senseflosser.run_senseflosser`.
 
-MAX_SEED = 2**32 - 1
+``--titrate`` in the CLI and the web app uses each action's own titration,
+across its audible range: ``actions.get(name).magnitude.titration``.
+"""
+
+MAX_MAGNITUDES = 20
+"""Most magnitudes one job may titrate."""
+
+__all__ = [
+    "ACTIONS", "DEFAULT_TITRATION", "MAX_MAGNITUDES", "MAX_SEED", "Recipe", "build_recipes", "draw_seed",
+    "parse_magnitudes", "recipes_from_json", "validate_action", "validate_layers", "validate_magnitude",
+    "validate_seed",
+]
 
 
-def validate_action(action: Any) -> str:
-    """Return ``action`` if it is one of :data:`ACTIONS`, else raise :class:`RecipeError`."""
-    if not isinstance(action, str) or action not in ACTIONS:
-        raise RecipeError(f"unknown action {action!r}; choose one of: {', '.join(ACTIONS)}")
-    return action
+def validate_layers(layers: Any) -> tuple[str, ...] | None:
+    """Normalise a layer selection (``down:0,5,9,mid``); see :func:`senseflosser.actions.parse_layers`."""
+    return parse_layers(layers)
 
 
-def validate_magnitude(magnitude: Any) -> float:
-    """Parse a magnitude (number or numeric string) in [0, 1].
+def parse_magnitudes(text: Any, action: str) -> tuple[float, ...]:
+    """Parse magnitudes for ``action``: a comma-separated string (``"0.01, 0.1"``) or a sequence.
 
     Raises
     ------
     RecipeError
-        If it is not a finite number in [0, 1].
+        For none, more than :data:`MAX_MAGNITUDES`, a repeated one, or one out of the action's range.
     """
-    if isinstance(magnitude, bool):
-        raise RecipeError(f"magnitude must be a number between 0 and 1, got {magnitude!r}")
-    try:
-        m = float(magnitude)
-    except (TypeError, ValueError):
-        raise RecipeError(f"magnitude must be a number between 0 and 1, got {magnitude!r}") from None
-    if not math.isfinite(m) or not 0.0 <= m <= 1.0:
-        raise RecipeError(f"magnitude must be between 0 and 1, got {magnitude!r}")
-    return m
-
-
-def validate_seed(seed: Any) -> int:
-    """Parse a seed: a whole number (int or numeric string) in [0, 2**32 - 1]."""
-    bad = RecipeError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
-    if isinstance(seed, bool):
-        raise bad
-    if isinstance(seed, float):
-        if not seed.is_integer():
-            raise bad
-        value = int(seed)
-    elif isinstance(seed, str):
-        try:
-            value = int(seed.strip())
-        except ValueError:
-            raise bad from None
-    elif isinstance(seed, numbers.Integral):
-        value = int(seed)
-    else:
-        raise bad
-    if not 0 <= value <= MAX_SEED:
-        raise bad
-    return value
-
-
-def draw_seed() -> int:
-    """A fresh random seed (recorded in the recipe so the run can be repeated)."""
-    return secrets.randbelow(2**31)
-
-
-def validate_layers(layers: Any) -> tuple[str, ...] | None:
-    """Normalise a layer selection: ``None`` (default layers) or a tuple of names.
-
-    A comma-separated string is split. An empty selection means the default.
-    """
-    if layers is None:
-        return None
-    if isinstance(layers, str):
-        layers = [part for part in (p.strip() for p in layers.split(",")) if part]
-    if not isinstance(layers, Iterable):
-        raise RecipeError(f"layers must be a list of layer names, got {layers!r}")
-    names = []
-    for name in layers:
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise RecipeError(f"invalid layer name {name!r}")
-        if name not in names:
-            names.append(name)
-    return tuple(names) or None
-
-
-def parse_magnitudes(text: str) -> tuple[float, ...]:
-    """Parse a comma-separated list of magnitudes (``"0.01, 0.1"``)."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    parts = [p.strip() for p in str(text).split(",") if p.strip()] if isinstance(text, str) else list(text)
     if not parts:
         raise RecipeError("give at least one magnitude")
-    if len(parts) > 20:
-        raise RecipeError(f"at most 20 magnitudes at once, got {len(parts)}")
-    return tuple(validate_magnitude(p) for p in parts)
+    if len(parts) > MAX_MAGNITUDES:
+        raise RecipeError(f"at most {MAX_MAGNITUDES} magnitudes at once, got {len(parts)}")
+    mags = tuple(validate_magnitude(p, action) for p in parts)
+    if len(set(mags)) != len(mags):
+        raise RecipeError("each magnitude may appear only once")
+    return mags
 
 
 @dataclass(frozen=True)
@@ -120,13 +80,14 @@ class Recipe:
     model_sha256 : str
         SHA-256 of the model file ("" for an in-memory model).
     action : str
-        One of :data:`ACTIONS`.
+        A name from the action registry (:data:`senseflosser.actions.ACTIONS`).
     magnitude : float
-        Strength in [0, 1]: noise std for fog, dropout rate for lapse.
+        Strength, in the action's range (noise std for fog, dropout rate for lapse, ...).
     seed : int
-        Seed of the noise or dropout masks.
+        Seed of the noise, masks or choices.
     layers : tuple of str or None
-        Targeted layers; ``None`` means the action's default.
+        Targeted layers, each optionally with channels (``"down:0,5"``);
+        ``None`` means the action's default.
     offset : float
         Start of the audio segment in seconds.
     duration : float or None
@@ -144,9 +105,9 @@ class Recipe:
 
     def __post_init__(self) -> None:
         validate_action(self.action)
-        object.__setattr__(self, "magnitude", validate_magnitude(self.magnitude))
+        object.__setattr__(self, "magnitude", validate_magnitude(self.magnitude, self.action))
         object.__setattr__(self, "seed", validate_seed(self.seed))
-        object.__setattr__(self, "layers", validate_layers(self.layers))
+        object.__setattr__(self, "layers", parse_layers(self.layers))
         if not isinstance(self.model, str) or not self.model:
             raise RecipeError(f"model id must be a non-empty string, got {self.model!r}")
         for what, v, zero_ok in (("offset", self.offset, True), ("duration", self.duration, False)):
@@ -227,3 +188,76 @@ def _recipe_object(text: str) -> Any:
     if isinstance(data, Mapping) and "recipe" in data:
         data = data["recipe"]
     return data
+
+
+def build_recipes(
+    *,
+    model: str,
+    model_sha256: str = "",
+    action: Any,
+    magnitudes: Any = None,
+    titrate: bool = False,
+    seed: Any = None,
+    layers: Any = None,
+    conv_layers: Mapping[str, int] | None = None,
+    offset: Any = 0.0,
+    duration: Any = None,
+    max_duration: float | None = None,
+) -> list[Recipe]:
+    """The recipes of one job: every rule of a job's settings, in one place.
+
+    The CLI, the web form and :func:`senseflosser.render.floss_to_dir` all
+    call this, so a magnitude range, a duplicate magnitude, a layer name or a
+    segment bound is checked once, the same way everywhere.
+
+    Parameters
+    ----------
+    model, model_sha256 : str, keyword-only
+        The model's id and file hash, recorded in each recipe.
+    action : str, keyword-only
+        A registered action.
+    magnitudes : str or sequence or None, keyword-only
+        One or more magnitudes (a comma-separated string is split); ignored
+        when ``titrate``.
+    titrate : bool, keyword-only
+        Use the action's default titration.
+    seed : int or str or None, keyword-only
+        ``None`` draws one (recorded in every recipe).
+    layers : selection or None, keyword-only
+        ``down:0,5,9,mid`` text or a sequence of entries; ``None``: the action's default.
+    conv_layers : mapping or None, keyword-only
+        The model's conv layer names -> channel counts; when given, the
+        selection is checked against it (unknown layers and channels refused).
+    offset, duration : keyword-only
+        The audio segment in seconds (``duration=None``: to the end).
+    max_duration : float or None, keyword-only
+        Refuse a longer ``duration``.
+
+    Returns
+    -------
+    list of Recipe
+        One per magnitude, in the order given.
+
+    Raises
+    ------
+    RecipeError
+    """
+    action = validate_action(action)
+    if titrate:
+        mags = get(action).magnitude.titration
+    elif magnitudes is None or (isinstance(magnitudes, str) and not magnitudes.strip()):
+        spec = get(action).magnitude
+        raise RecipeError(f"give a magnitude from {spec.min:g} to {spec.max:g} ({spec.meaning}), or titrate")
+    elif isinstance(magnitudes, (str, Sequence)):
+        mags = parse_magnitudes(magnitudes, action)
+    else:
+        mags = parse_magnitudes([magnitudes], action)
+    seed = draw_seed() if seed is None or (isinstance(seed, str) and not seed.strip()) else validate_seed(seed)
+    entries = parse_layers(layers)
+    if entries is not None and conv_layers is not None:
+        check(entries, conv_layers, default=(), model_name=model)
+    base = Recipe(model=model, model_sha256=model_sha256, action=action, magnitude=mags[0], seed=seed,
+                  layers=entries, offset=0.0 if offset is None else offset, duration=duration)
+    if max_duration is not None and base.duration is not None and base.duration > max_duration:
+        raise RecipeError(f"duration may be at most {max_duration:g} seconds here; got {base.duration:g}")
+    return [base.with_magnitude(m) for m in mags]

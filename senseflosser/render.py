@@ -21,11 +21,10 @@ import numpy as np
 
 from . import audio as audio_io
 from . import device
-from .actions import resolve_layers
-from .errors import RecipeError
+from .actions import conv_channels
 from .models import ModelRegistry
 from .pipeline import Progress, floss
-from .recipe import Recipe, draw_seed, validate_action, validate_magnitude, validate_seed
+from .recipe import build_recipes
 from .spectral import N_BINS, iter_stft
 
 log = logging.getLogger(__name__)
@@ -109,8 +108,9 @@ def floss_to_dir(
     registry: ModelRegistry,
     model: str,
     action: str,
-    magnitudes: Sequence[float],
+    magnitudes: Sequence[float] | str | None = None,
     output_dir: str | os.PathLike,
+    titrate: bool = False,
     seed: int | None = None,
     layers: Sequence[str] | str | None = None,
     offset: float = 0.0,
@@ -133,9 +133,12 @@ def floss_to_dir(
         Where ``model`` is looked up.
     model : str, keyword-only
         Registry name (or a file path when ``allow_model_paths``).
-    action : {"fog", "lapse"}, keyword-only
-    magnitudes : sequence of float, keyword-only
+    action : str, keyword-only
+        A name from the action registry.
+    magnitudes : sequence of float or str, keyword-only
         One flossed output per magnitude, each from the pristine model.
+    titrate : bool, keyword-only
+        Use the action's default titration instead of ``magnitudes``.
     output_dir : str or os.PathLike, keyword-only
         Created if needed.
     seed : int or None, keyword-only
@@ -163,22 +166,14 @@ def floss_to_dir(
         The manifest (also written as ``manifest.json``): file names relative
         to ``output_dir``, recipes and metrics.
     """
-    action = validate_action(action)
-    mags = [validate_magnitude(m) for m in magnitudes]
-    if not mags:
-        raise RecipeError("give at least one magnitude")
-    if len(set(mags)) != len(mags):
-        raise RecipeError("each magnitude may appear only once")
-    seed = draw_seed() if seed is None else validate_seed(seed)
     name, net, sha = registry.resolve(model, allow_paths=allow_model_paths)
-    chosen = resolve_layers(net, layers, action=action)
-    explicit_layers = chosen if layers else None
-    y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
-    base = Recipe(
-        model=name, model_sha256=sha, action=action, magnitude=mags[0], seed=seed,
-        layers=explicit_layers, offset=offset, duration=duration,
+    recipes = build_recipes(
+        model=name, model_sha256=sha, action=action, magnitudes=magnitudes, titrate=titrate, seed=seed,
+        layers=layers, conv_layers=conv_channels(net), offset=offset, duration=duration,
+        max_duration=max_duration,
     )
-    recipes = [base.with_magnitude(m) for m in mags]
+    base, mags, seed = recipes[0], [r.magnitude for r in recipes], recipes[0].seed
+    y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = safe_stem(stem or Path(input_path).name)

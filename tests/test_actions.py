@@ -9,6 +9,9 @@ from senseflosser import actions
 from senseflosser.errors import RecipeError
 from senseflosser.layers import Lapse
 from senseflosser.models import conv_layer_names
+from senseflosser.pipeline import floss
+from senseflosser.recipe import Recipe
+from conftest import tone
 
 
 def _weights(model):
@@ -86,16 +89,151 @@ def test_lapse_masks_restart_from_the_seed():
     np.testing.assert_array_equal(first, np.asarray(layer(x)))
 
 
-@pytest.mark.parametrize("fn", [actions.fog, actions.lapse])
-def test_unknown_layer_names_are_refused(tiny_model, fn):
+# ---------------------------------------------------------------- every action's contract
+
+ALL = list(actions.ACTION_NAMES)
+
+
+def _damage(model, action, magnitude=None, seed=1, layers=None):
+    spec = actions.get(action)
+    magnitude = spec.magnitude.titration[-1] if magnitude is None else magnitude
+    return actions.damage(model, action=action, magnitude=magnitude, seed=seed, layers=layers)
+
+
+def _run(model):
+    x = np.random.default_rng(0).standard_normal((1, 6, 1025, 2)).astype(np.float32)
+    return np.asarray(model(x, training=False))
+
+
+@pytest.mark.parametrize("action", ALL)
+def test_action_is_pure_seeded_and_damaging(tiny_model, action):
+    before = _weights(tiny_model)
+    a, b, c = (_damage(tiny_model, action, seed=s) for s in (5, 5, 6))
+    actions.reset(a), actions.reset(b)
+    out_a, out_b, out_c = _run(a), _run(b), _run(c)
+    np.testing.assert_array_equal(out_a, out_b)
+    assert not np.array_equal(out_a, out_c)
+    assert not np.array_equal(out_a, _run(tiny_model))
+    for name, ws in _weights(tiny_model).items():  # the source is untouched
+        for w0, w1 in zip(before[name], ws):
+            np.testing.assert_array_equal(w0, w1)
+
+
+@pytest.mark.parametrize("action", ALL)
+def test_recipe_reproduces_bit_for_bit(tiny_model, action):
+    y = tone(1.0)
+    recipe = Recipe("tiny", "", action, actions.get(action).magnitude.titration[2], 11)
+    first = floss(y, tiny_model, [recipe]).flossed[0].audio
+    again = floss(y, tiny_model, [Recipe.from_json(recipe.to_json())]).flossed[0].audio
+    kept = floss(y, tiny_model, [recipe], keep_models=True).flossed[0].audio
+    assert first.tobytes() == again.tobytes() == kept.tobytes()
+
+
+@pytest.mark.parametrize("action", ALL)
+def test_magnitude_zero_changes_nothing(tiny_model, action):
+    np.testing.assert_array_equal(_run(_damage(tiny_model, action, magnitude=0.0)), _run(tiny_model))
+
+
+@pytest.mark.parametrize("action", ALL)
+def test_unknown_layer_names_are_refused(tiny_model, action):
     with pytest.raises(RecipeError, match="'nope' is not a conv layer.*conv_a"):
-        fn(tiny_model, magnitude=0.1, seed=1, layers=["nope"])
+        _damage(tiny_model, action, layers=["nope"])
     with pytest.raises(RecipeError, match="not a conv layer"):
-        fn(tiny_model, magnitude=0.1, seed=1, layers=["expand"])
+        _damage(tiny_model, action, layers=["expand"])
 
 
-@pytest.mark.parametrize("fn", [actions.fog, actions.lapse])
-@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "x"])
-def test_bad_magnitude(tiny_model, fn, bad):
-    with pytest.raises(RecipeError, match="magnitude"):
-        fn(tiny_model, magnitude=bad, seed=1)
+@pytest.mark.parametrize("action", ALL)
+@pytest.mark.parametrize("layers, match", [
+    ("conv_a:4", "'conv_a' of model 'tiny' has 4 channels \\(0 to 3\\); channel 4 does not exist"),
+    ("conv_a:x", "not a whole number"),
+    ("conv_a:-1", "negative"),
+    ("3,conv_a", "follows no 'layer:channel'"),
+    ("conv_a:", "give channel numbers"),
+])
+def test_bad_channels_are_refused(tiny_model, action, layers, match):
+    with pytest.raises(RecipeError, match=match):
+        _damage(tiny_model, action, layers=layers)
+
+
+@pytest.mark.parametrize("action", ALL)
+def test_bad_magnitudes_are_refused(tiny_model, action):
+    spec = actions.get(action).magnitude
+    for bad in (-0.1, spec.max + 1, float("nan"), "x"):
+        with pytest.raises(RecipeError, match=f"{action} magnitude"):
+            _damage(tiny_model, action, magnitude=bad)
+
+
+def test_registry_entries_are_complete():
+    for spec in actions.ACTIONS.values():
+        assert spec.description and spec.magnitude.meaning
+        m = spec.magnitude
+        assert m.min <= m.default <= m.max and len(m.titration) == 5
+        assert list(m.titration) == sorted(set(m.titration)) and m.min < m.titration[0] and m.titration[-1] <= m.max
+        if spec.changes == "weights":
+            assert spec.weights is not None and spec.architecture is None
+        else:
+            assert spec.architecture is not None and spec.state is not None and spec.build is not None
+
+
+def test_layer_selection_syntax():
+    assert actions.parse_layers("down:9,5,0,mid") == ("down:0,5,9", "mid")
+    assert actions.parse_layers(["down:1", "down:0", "mid"]) == ("down:0,1", "mid")
+    assert actions.parse_layers("mid,mid:3") == ("mid",)  # all channels win
+    assert actions.parse_layers("") is None and actions.parse_layers(None) is None
+
+
+# ---------------------------------------------------------------- channels (neurons)
+
+def _changed_channels(before, after, layer):
+    axis = -1  # Conv2D kernels (kh, kw, in, out), biases (out,)
+    changed = set()
+    for w0, w1 in zip(before, after):
+        diff = np.moveaxis(w0 != w1, axis, 0).reshape(w0.shape[axis], -1).any(axis=1)
+        changed |= set(np.flatnonzero(diff).tolist())
+    return changed
+
+
+@pytest.mark.parametrize("action", ["fog", "ablate", "bitflip"])
+def test_named_channels_only_are_damaged(tiny_model, action):
+    damaged = _damage(tiny_model, action, magnitude=1.0 if action != "fog" else 0.5, layers="conv_b:1,3")
+    for name in conv_layer_names(tiny_model):
+        changed = _changed_channels(tiny_model.get_layer(name).get_weights(), damaged.get_layer(name).get_weights(),
+                                    name)
+        assert changed <= ({1, 3} if name == "conv_b" else set())
+    assert _changed_channels(tiny_model.get_layer("conv_b").get_weights(),
+                             damaged.get_layer("conv_b").get_weights(), "conv_b") == {1, 3}
+
+
+def test_ablate_silences_whole_channels(tiny_model):
+    damaged = actions.ablate(tiny_model, magnitude=0.5, seed=2, layers="conv_a")
+    kernel, bias = damaged.get_layer("conv_a").get_weights()
+    dead = [c for c in range(4) if not kernel[..., c].any() and bias[c] == 0]
+    assert len(dead) == 2
+    more = actions.ablate(tiny_model, magnitude=0.75, seed=2, layers="conv_a").get_layer("conv_a").get_weights()
+    assert set(dead) < {c for c in range(4) if not more[0][..., c].any()}  # larger share: a superset
+
+
+def test_ablate_default_spares_the_output_layer(tiny_model):
+    damaged = actions.ablate(tiny_model, magnitude=1.0, seed=2)
+    for name in ("conv_a", "conv_b"):
+        assert not damaged.get_layer(name).get_weights()[0].any()
+    np.testing.assert_array_equal(damaged.get_layer("conv_out").get_weights()[0],
+                                  tiny_model.get_layer("conv_out").get_weights()[0])
+
+
+def test_bitflip_flips_one_bit_in_the_given_share(tiny_model):
+    damaged = actions.bitflip(tiny_model, magnitude=0.25, seed=3, layers="conv_b")
+    w0 = tiny_model.get_layer("conv_b").get_weights()[0].ravel().view(np.uint32)
+    w1 = damaged.get_layer("conv_b").get_weights()[0].ravel().view(np.uint32)
+    flipped = np.bitwise_xor(w0, w1)
+    hit = flipped != 0
+    assert hit.sum() == round(0.25 * w0.size)
+    assert all(bin(int(v)).count("1") == 1 for v in flipped[hit])
+
+
+def test_lapse_on_named_channels_only(tiny_model):
+    m = actions.lapse(tiny_model, magnitude=1.0, seed=1, layers="conv_a:0,2")
+    layer = m.get_layer("conv_a_lapse")
+    x = np.ones((1, 4, 5, 4), np.float32)
+    y = np.asarray(layer(x))
+    assert not y[..., [0, 2]].any() and (y[..., [1, 3]] == 1).all()

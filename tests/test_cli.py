@@ -49,7 +49,7 @@ def test_titrate_and_recipe_reproduction(capsys, models_dir, wav_file, tmp_path)
 
 def test_model_by_path_and_layers_and_segment(capsys, models_dir, wav_file, tmp_path):
     code, _, err = _run(capsys, "floss", "-i", str(wav_file), "-m", str(models_dir / "tiny.keras"),
-                        "-a", "fog", "--layers", "conv_b", "--offset", "0.5", "--duration", "1",
+                        "-a", "fog", "-g", "0.1", "--layers", "conv_b", "--offset", "0.5", "--duration", "1",
                         "-o", str(tmp_path / "o"))
     assert code == 0, err
     recipe = json.loads((tmp_path / "o" / "song_fog_0.1.json").read_text())["recipe"]
@@ -82,7 +82,8 @@ def test_bad_input_file(capsys, models_dir, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["floss", "-i", "x", "-m", "t", "-a", "blur"],
-                                  ["floss", "-i", "x", "-m", "t", "-a", "fog", "-g", "2"],
+                                  ["floss", "-i", "x", "-m", "t", "-a", "lapse", "-g", "2"],
+                                  ["floss", "-i", "x", "-m", "t", "-a", "fog", "-g", "11"],
                                   ["nonsense"]])
 def test_usage_errors_are_one_line(capsys, argv):
     with pytest.raises(SystemExit) as exc:

@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from senseflosser.errors import RecipeError
+from senseflosser import actions
 from senseflosser.recipe import (
+    ACTIONS,
     MAX_SEED, Recipe, parse_magnitudes, validate_action, validate_layers, validate_magnitude, validate_seed,
 )
 
@@ -35,15 +37,28 @@ def test_recipe_is_frozen():
     assert r.slug == "fog_0.1"
 
 
-@pytest.mark.parametrize("bad", ["abc", -1, 2, math.nan, math.inf, None, True, "", [0.1]])
-def test_bad_magnitudes(bad):
+@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("bad", ["abc", -1, math.nan, math.inf, None, True, "", [0.1], "above"])
+def test_bad_magnitudes(action, bad):
+    spec = actions.get(action).magnitude
+    if bad == "above":
+        bad = spec.max * 1.01 + 0.01
+    with pytest.raises(RecipeError, match=f"{action} magnitude.*from {spec.min:g} to {spec.max:g}"):
+        validate_magnitude(bad, action)
     with pytest.raises(RecipeError, match="magnitude"):
-        validate_magnitude(bad)
+        Recipe("m", "", action, bad, 1)
 
 
+@pytest.mark.parametrize("action", ACTIONS)
 @pytest.mark.parametrize("good, value", [("0.5", 0.5), (0, 0.0), (1, 1.0), (" 0.05 ", 0.05)])
-def test_good_magnitudes(good, value):
-    assert validate_magnitude(good) == value
+def test_good_magnitudes(action, good, value):
+    assert validate_magnitude(good, action) == value
+
+
+def test_fog_takes_large_magnitudes_as_the_original_did():
+    assert validate_magnitude(2, "fog") == 2.0
+    with pytest.raises(RecipeError, match="from 0 to 1"):
+        validate_magnitude(2, "lapse")
 
 
 @pytest.mark.parametrize("bad", [-1, MAX_SEED + 1, 1.5, "x", "1e3", None, True, math.nan])
@@ -70,10 +85,11 @@ def test_layers_parsing():
 
 
 def test_parse_magnitudes():
-    assert parse_magnitudes("0.01, 0.1") == (0.01, 0.1)
-    for bad in ("", "0.1,x", ",".join(["0.1"] * 21)):
+    assert parse_magnitudes("0.01, 0.1", "fog") == (0.01, 0.1)
+    assert parse_magnitudes([0.5, "0.2"], "lapse") == (0.5, 0.2)
+    for bad in ("", "0.1,x", ",".join(["0.1"] * 21), "0.1,0.1", "3"):
         with pytest.raises(RecipeError):
-            parse_magnitudes(bad)
+            parse_magnitudes(bad, "lapse")
 
 
 @pytest.mark.parametrize("text, match", [

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from senseflosser import actions
+
 from senseflosser import metrics
 from senseflosser.architectures import build
 from senseflosser.cli import main
@@ -107,7 +109,7 @@ def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
     reg = ModelRegistry(reg_dir)
     report = evaluate(reg, "tiny", held, clip_seconds=1.0, max_clips=3)
     assert report["normal"]["clips"] == 3
-    assert set(report["dose_response"]) == {"fog", "lapse"}
+    assert set(report["dose_response"]) == set(actions.ACTIONS)
     assert len(report["dose_response"]["fog"]["snr_db_median"]) == 5
     card_path, plot = update_card(reg, "tiny", report)
     card = json.loads(card_path.read_text())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from senseflosser import actions
+
 import io
 import re
 import threading
@@ -159,8 +161,9 @@ def test_no_model_download_unless_asked(web_client, web_submit, web_wait):
 def test_titrate_gives_five_outputs(web_client, web_submit, web_wait):
     view = web_wait(web_client, web_submit(web_client, titrate="1", magnitude=None).get_json()["id"])
     assert view["state"] == "done", view
-    assert [f["magnitude"] for f in view["outputs"]["flossed"]] == [0.01, 0.05, 0.1, 0.2, 0.5]
-    assert "--magnitudes 0.01,0.05,0.1,0.2,0.5" in view["cli"]
+    titration = actions.get("fog").magnitude.titration
+    assert [f["magnitude"] for f in view["outputs"]["flossed"]] == list(titration)
+    assert "--magnitudes " + ",".join(repr(m) for m in titration) in view["cli"]
 
 
 def test_magnitude_list_layers_and_segment(web_client, web_submit, web_wait):
@@ -216,9 +219,12 @@ BAD_FIELDS = [
     ({"action": "melt"}, "unknown action"),
     ({"magnitude": None}, "give a magnitude"),
     ({"magnitude": "abc"}, "magnitude"),
-    ({"magnitude": "-1"}, "between 0 and 1"),
-    ({"magnitude": "2"}, "between 0 and 1"),
-    ({"magnitude": "nan"}, "between 0 and 1"),
+    ({"magnitude": "-1"}, "from 0 to 10"),
+    ({"magnitude": "11"}, "from 0 to 10"),
+    ({"action": "lapse", "magnitude": "1.5"}, "from 0 to 1"),
+    ({"magnitude": "nan"}, "from 0 to 10"),
+    ({"layers": "conv_a:9"}, "has 4 channels"),
+    ({"layers": "conv_a:x"}, "not a whole number"),
     ({"magnitude": None, "magnitudes": "0.1,0.1"}, "only once"),
     ({"magnitude": None, "magnitudes": "0.1,x"}, "magnitude"),
     ({"seed": "abc"}, "seed"),

@@ -37,10 +37,7 @@
   const cliBox = $("cli");
   const copyStatus = $("copy-status");
 
-  const HINTS = {
-    fog: "Fog is steep: most of its audible range lies between 0.01 and 0.2.",
-    lapse: "Lapse is gentler: try 0.05 to 0.5 (the share of activations dropped).",
-  };
+  const titrationText = $("titration");
   let cards = {};
   let pollTimer = null;
 
@@ -94,10 +91,12 @@
       parts.push(`On held-out music it reconstructs at ${normal.si_snr_db_median.toFixed(1)} dB SI-SNR ` +
                  `(log-spectral distance ${Number(normal.lsd_db_median).toFixed(2)} dB).`);
     }
-    const lapse = ev && ev.dose_response && ev.dose_response.lapse;
-    if (lapse && Array.isArray(ev.magnitudes) && Array.isArray(lapse.snr_db_median)) {
-      const pts = ev.magnitudes.map((m, i) => `${m}: ${Number(lapse.snr_db_median[i]).toFixed(0)} dB`);
-      parts.push(`Lapse damage, SNR against normal: ${pts.join(", ")}.`);
+    const action = selectedAction();
+    const curve = ev && ev.dose_response && ev.dose_response[action];
+    const mags = curve && (curve.magnitudes || ev.magnitudes);
+    if (curve && Array.isArray(mags) && Array.isArray(curve.snr_db_median)) {
+      const pts = mags.map((m, i) => `${m}: ${Number(curve.snr_db_median[i]).toFixed(0)} dB`);
+      parts.push(`${sentence(action).replace(/\.$/, "")} damage, SNR against normal: ${pts.join(", ")}.`);
     }
     return parts.filter(Boolean).join(" ");
   }
@@ -107,10 +106,11 @@
     modelSummary.textContent = card ? describeCard(card) : "";
     layersBox.replaceChildren();
     const layers = card && Array.isArray(card.conv_layers) ? card.conv_layers : [];
+    const channels = card && card.conv_channels && typeof card.conv_channels === "object" ? card.conv_channels : {};
     layersFieldset.hidden = layers.length === 0;
     layers.forEach((name, i) => {
       const wrap = document.createElement("div");
-      wrap.className = "choice";
+      wrap.className = "choice layer-choice";
       const box = document.createElement("input");
       box.type = "checkbox";
       box.name = "layers";
@@ -120,6 +120,20 @@
       label.htmlFor = box.id;
       label.textContent = name;
       wrap.append(box, label);
+      const count = Number(channels[name]);
+      if (count > 0) {
+        // Neuron targeting: channels of this layer only (sent as "name:0,5,9").
+        const pick = document.createElement("input");
+        pick.type = "text";
+        pick.id = `layer-${i}-channels`;
+        pick.className = "channels";
+        pick.dataset.layer = name;
+        pick.inputMode = "numeric";
+        pick.placeholder = `channels 0-${count - 1}, e.g. 0,5,9 (empty = all)`;
+        pick.setAttribute("aria-label", `Channels of ${name} (0 to ${count - 1}; empty = all ${count})`);
+        pick.addEventListener("input", () => { if (pick.value.trim()) box.checked = true; });
+        wrap.append(pick);
+      }
       layersBox.append(wrap);
     });
   }
@@ -222,7 +236,7 @@
   /* ---------------------------------------------------------------- controls */
 
   function showMagnitude() {
-    magnitudeValue.textContent = Number(magnitude.value).toFixed(3).replace(/0+$/, "").replace(/\.$/, ".0");
+    magnitudeValue.textContent = String(Number(magnitude.value));
   }
 
   function selectedAction() {
@@ -230,10 +244,31 @@
     return checked ? checked.value : "";
   }
 
+  /* Each action's range, default and titration come from the action registry (data-* of its radio). */
+  function applyAction(keepValue) {
+    const radio = form.querySelector('input[name="action"]:checked');
+    if (!radio) return;
+    const d = radio.dataset;
+    const titration = d.titration.split(",").map(Number);
+    const top = Math.min(Number(d.max), 2 * titration[titration.length - 1]);
+    const step = Math.pow(10, Math.floor(Math.log10(titration[0])));
+    const old = Number(magnitude.value);
+    magnitude.min = d.min;
+    magnitude.max = String(top);
+    magnitude.step = String(step);
+    if (!keepValue || !(old >= Number(d.min) && old <= top)) magnitude.value = d.default;
+    titrationText.textContent = d.titration;
+    magnitudeHint.textContent = `${radio.value}: magnitude = ${d.meaning}. Most of its audible range lies ` +
+      `between ${titration[0]} and ${titration[titration.length - 1]}.`;
+    showMagnitude();
+  }
+
   magnitude.addEventListener("input", showMagnitude);
   titrate.addEventListener("change", () => { magnitude.disabled = titrate.checked; });
   form.querySelectorAll('input[name="action"]').forEach((radio) => radio.addEventListener("change", () => {
-    magnitudeHint.textContent = HINTS[selectedAction()] || "";
+    applyAction(false);
+    const card = cards[modelSelect.value];
+    if (card) modelSummary.textContent = describeCard(card);
   }));
   modelSelect.addEventListener("change", showModel);
 
@@ -312,6 +347,12 @@
     }
     const data = new FormData(form);
     if (titrate.checked) data.delete("magnitude");
+    data.delete("layers");
+    form.querySelectorAll('input[name="layers"]:checked').forEach((box) => {
+      const pick = $(`${box.id}-channels`);
+      const chosen = pick ? pick.value.trim().replace(/\s+/g, "") : "";
+      data.append("layers", chosen ? `${box.value}:${chosen}` : box.value);
+    });
     setBusy(true);
     results.hidden = true;
     showStatus("Uploading…", null);
@@ -479,7 +520,7 @@
   /* ---------------------------------------------------------------- start */
 
   showMagnitude();
-  magnitudeHint.textContent = HINTS[selectedAction()] || "";
+  applyAction(true);
   magnitude.disabled = titrate.checked;
   loadModels();
   const match = /^#job=([A-Za-z0-9_-]{22})$/.exec(location.hash);

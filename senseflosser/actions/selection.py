@@ -1,0 +1,181 @@
+"""Layer selections: which conv layers (and which of their channels) an action damages.
+
+The text form is ``down:0,5,9,mid``: channels 0, 5 and 9 of layer ``down`` and
+every channel of ``mid``. Commas separate both layers and channels: a number
+adds a channel to the layer named last with a colon, a name starts a new
+layer. A selection is kept as a tuple of canonical entries
+(``("down:0,5,9", "mid")``) in recipes and their JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from ..errors import ModelError, RecipeError
+from ..models import conv_channels
+
+MAX_NAME = 200
+
+Resolved = dict[str, "tuple[int, ...] | None"]
+"""Layer name -> chosen output channels (``None``: all of them), in the model's layer order."""
+
+
+def parse_layers(layers: Any) -> tuple[str, ...] | None:
+    """Normalise a layer selection: ``None`` (the action's default) or canonical entries.
+
+    Accepts the text form, or a sequence of entries each of which may itself
+    be text (``["down:0,5", "mid"]``). Channels are sorted and deduplicated;
+    a layer named twice has its channels merged (all channels win).
+
+    Raises
+    ------
+    RecipeError
+        For an empty name, a bad channel number, or channels with no layer.
+    """
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        layers = [layers]
+    if not isinstance(layers, Iterable):
+        raise RecipeError(f"layers must be layer names like 'down:0,5,9,mid', got {layers!r}")
+    chosen: dict[str, set[int] | None] = {}
+    current: str | None = None
+    for entry in layers:
+        if not isinstance(entry, str):
+            raise RecipeError(f"invalid layer name {entry!r}")
+        for token in (t.strip() for t in entry.split(",")):
+            if not token:
+                continue
+            if token.lstrip("-").isdigit():
+                if current is None or chosen[current] is None:
+                    raise RecipeError(
+                        f"channel {token} follows no 'layer:channel' entry; write e.g. 'down:{token}'"
+                    )
+                chosen[current].add(_channel(token, current))
+                continue
+            name, colon, first = token.partition(":")
+            name = name.strip()
+            if not name or len(name) > MAX_NAME or any(c in name for c in " :"):
+                raise RecipeError(f"invalid layer name {name!r}")
+            if not colon:
+                chosen[name] = None
+                current = None
+                continue
+            if not first.strip():
+                raise RecipeError(f"layer {name!r}: give channel numbers after the colon, e.g. '{name}:0,5'")
+            channels = chosen.get(name, set())
+            if name in chosen and channels is None:
+                current = None  # all channels already chosen
+                continue
+            channels.add(_channel(first.strip(), name))
+            chosen[name] = channels
+            current = name
+    out = tuple(name if ch is None else f"{name}:{','.join(str(c) for c in sorted(ch))}" for name, ch in chosen.items())
+    return out or None
+
+
+def _channel(text: str, layer: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise RecipeError(f"layer {layer!r}: channel {text!r} is not a whole number") from None
+    if value < 0:
+        raise RecipeError(f"layer {layer!r}: channel {value} is negative; channels count from 0")
+    return value
+
+
+def split_entry(entry: str) -> tuple[str, tuple[int, ...] | None]:
+    """``"down:0,5"`` -> ``("down", (0, 5))``; ``"mid"`` -> ``("mid", None)``."""
+    name, colon, rest = entry.partition(":")
+    if not colon:
+        return name, None
+    return name, tuple(int(c) for c in rest.split(","))
+
+
+def channel_axis(layer: keras.layers.Layer, weight_index: int, weight: np.ndarray) -> int:
+    """Axis of a conv layer's weight array that runs over output channels.
+
+    Kernels of Conv1D/Conv2D are ``(..., in, out)``; those of the transposed
+    convolutions ``(..., out, in)``; a bias is ``(out,)``.
+    """
+    if weight.ndim == 1:
+        return 0
+    if isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose)):
+        return weight.ndim - 2
+    return weight.ndim - 1
+
+
+def check(entries: tuple[str, ...] | None, convs: Mapping[str, int], *, default: Sequence[str],
+          model_name: str) -> Resolved:
+    """Check canonical entries against a model's conv layers.
+
+    Parameters
+    ----------
+    entries : tuple of str or None
+        From :func:`parse_layers`; ``None`` gives ``default`` (all channels).
+    convs : mapping
+        The model's conv layer names, in order, -> their output channel counts.
+    default : sequence of str
+        The action's default layers.
+    model_name : str
+        For messages.
+
+    Returns
+    -------
+    dict
+        Layer name -> chosen channels or ``None`` (all), in the model's conv order.
+
+    Raises
+    ------
+    RecipeError
+        If a name is not a conv layer of the model, or a channel is out of range
+        (the message names the layer's channel count).
+    """
+    if not convs:
+        raise ModelError(f"model {model_name!r} has no conv layers to damage")
+    wanted: dict[str, tuple[int, ...] | None] = (
+        {name: None for name in default} if entries is None else dict(split_entry(e) for e in entries)
+    )
+    unknown = [n for n in wanted if n not in convs]
+    if unknown:
+        raise RecipeError(
+            f"layer {unknown[0]!r} is not a conv layer of model {model_name!r}; choose from: {', '.join(convs)}"
+        )
+    for name, channels in wanted.items():
+        if channels is None:
+            continue
+        count = convs[name]
+        bad = [c for c in channels if c >= count]
+        if bad:
+            raise RecipeError(
+                f"layer {name!r} of model {model_name!r} has {count} channels (0 to {count - 1}); "
+                f"channel {bad[0]} does not exist"
+            )
+    return {name: wanted[name] for name in convs if name in wanted}
+
+
+def resolve(model: keras.Model, layers: Sequence[str] | str | None, *, default: Sequence[str]) -> Resolved:
+    """Check a selection (any form :func:`parse_layers` takes) against a model; see :func:`check`."""
+    return check(parse_layers(layers), conv_channels(model), default=default, model_name=model.name)
+
+
+def canonical(chosen: Resolved) -> tuple[str, ...]:
+    """Resolved targets back in canonical text entries."""
+    return tuple(name if ch is None else f"{name}:{','.join(map(str, ch))}" for name, ch in chosen.items())
+
+
+def channel_mask(layer: keras.layers.Layer, weight_index: int, weight: np.ndarray,
+                 channels: tuple[int, ...] | None) -> np.ndarray | None:
+    """Boolean mask of the entries of ``weight`` that belong to ``channels`` (``None``: all of them)."""
+    if channels is None:
+        return None
+    axis = channel_axis(layer, weight_index, weight)
+    shape = [1] * weight.ndim
+    shape[axis] = weight.shape[axis]
+    on = np.zeros(weight.shape[axis], bool)
+    on[list(channels)] = True
+    return np.broadcast_to(on.reshape(shape), weight.shape)
