@@ -17,6 +17,7 @@ from typing import Any
 from senseflosser import audio, device
 from senseflosser.errors import SenseflosserError
 from senseflosser.models import ModelRegistry
+from senseflosser.pipeline import warm_up
 from senseflosser.render import floss_to_dir
 
 from .jobs import JobFailed, Progress
@@ -87,7 +88,7 @@ class Engine:
         """Load every model and run it once; a model that fails is left out and logged."""
         for name in self.registry.names():
             try:
-                self.registry.warm_up([name])
+                warm_up(self.registry.load(name))
             except SenseflosserError as exc:
                 self.broken[name] = str(exc)
                 log.error("model %s cannot be used: %s", name, exc)

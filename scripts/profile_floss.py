@@ -31,20 +31,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="game-orchestral")
     ap.add_argument("--models-dir", default=None)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--action", default="fog", choices=("fog", "lapse"))
+    from senseflosser.actions import ACTION_NAMES
+
+    ap.add_argument("--action", default="fog", choices=ACTION_NAMES)
     ap.add_argument("--magnitudes", default="0.1", help="comma list (five for a titration)")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
 
     from senseflosser.bench import synth_music, wav_bytes
     from senseflosser.models import ModelRegistry
-    from senseflosser.pipeline import floss
+    from senseflosser.pipeline import floss, warm_up
     from senseflosser.recipe import Recipe, parse_magnitudes
     from senseflosser.render import floss_to_dir
 
-    mags = parse_magnitudes(args.magnitudes)
+    mags = parse_magnitudes(args.magnitudes, args.action)
     registry = ModelRegistry(args.models_dir)
-    registry.warm_up([args.model])
+    warm_up(registry.load(args.model))
     model = registry.load(args.model)
     y = synth_music(args.seconds)
     recipes = [Recipe(args.model, "", args.action, m, 7) for m in mags]

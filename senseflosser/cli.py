@@ -1,4 +1,4 @@
-"""Command line: ``senseflosser floss | train | evaluate | models``."""
+"""Command line: ``senseflosser floss | actions | models | train | evaluate``."""
 
 from __future__ import annotations
 
@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
+    p = sub.add_parser("actions", help="list the damage actions (the action registry)")
+    p.add_argument("--json", action="store_true", help="print them as JSON (as GET /api/actions does)")
+    p.add_argument("--markdown", action="store_true", help="print the README's table")
+    p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
@@ -194,6 +199,22 @@ def _cmd_floss(args) -> int:
     return 0
 
 
+def _cmd_actions(args) -> int:
+    from .actions import ACTIONS, markdown_table
+
+    if args.json:
+        print(json.dumps([spec.to_dict() for spec in ACTIONS.values()], indent=2))
+    elif args.markdown:
+        print(markdown_table(), end="")
+    else:
+        for spec in ACTIONS.values():
+            m = spec.magnitude
+            print(f"{spec.name}: {spec.description}\n  magnitude = {m.meaning}, {m.min:g} to {m.max:g} "
+                  f"(default {m.default:g}; titration {', '.join(f'{v:g}' for v in m.titration)}); "
+                  f"changes {spec.changes}")
+    return 0
+
+
 def _cmd_models(args) -> int:
     reg = _registry(args)
     cards = reg.cards()
@@ -250,7 +271,7 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"floss": _cmd_floss, "models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate}
+COMMANDS = {"floss": _cmd_floss, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

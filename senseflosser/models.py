@@ -254,18 +254,6 @@ class ModelRegistry:
         with self._lock:
             return sorted(self._models)
 
-    def warm_up(self, names: list[str] | None = None) -> None:
-        """Load models and run each once on a short input, so the first job pays no start-up cost.
-
-        The run goes through :func:`senseflosser.pipeline.warm_up`, the path
-        jobs take, so the compiled function every job of that architecture
-        (and every fogged copy) shares is built here.
-        """
-        from .pipeline import warm_up  # here: the pipeline imports this module
-
-        for name in names if names is not None else self.names():
-            warm_up(self.load(name))
-
     def resolve(self, name_or_path: str, *, allow_paths: bool = False) -> tuple[str, keras.Model, str]:
         """Find a model by registry name or, when ``allow_paths``, by file path.
 

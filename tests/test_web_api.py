@@ -506,3 +506,36 @@ def test_uploads_spool_inside_the_data_dir(web_app, web_wait, monkeypatch, tmp_p
     assert r.status_code == 202, r.get_json()
     assert web_wait(client, r.get_json()["id"])["state"] == "done"
     assert (web_app.extensions["senseflosser"].store.root / ".uploads").is_dir()
+
+
+def test_actions_endpoint_is_the_registry(web_client):
+    r = web_client.get("/api/actions")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert [a["name"] for a in body] == list(actions.ACTION_NAMES)
+    for entry in body:
+        spec = actions.get(entry["name"])
+        assert entry["description"] == spec.description
+        assert entry["changes"] == spec.changes
+        assert entry["magnitude"]["min"] == spec.magnitude.min and entry["magnitude"]["max"] == spec.magnitude.max
+        assert entry["magnitude"]["default"] == spec.magnitude.default and entry["magnitude"]["meaning"]
+
+
+def test_page_lists_every_action(web_client):
+    from markupsafe import escape
+
+    html = web_client.get("/").get_data(as_text=True)
+    for spec in actions.ACTIONS.values():
+        assert f'id="action-{spec.name}"' in html and str(escape(spec.description)) in html
+
+
+@pytest.mark.parametrize("action", actions.ACTION_NAMES)
+def test_every_action_runs_as_a_web_job_with_channels(web_client, web_submit, web_wait, action):
+    r = web_submit(web_client, action=action, magnitude=str(actions.get(action).magnitude.titration[-1]),
+                   layers="conv_a:0,2", save_model="1")
+    assert r.status_code == 202, r.get_json()
+    view = web_wait(web_client, r.get_json()["id"])
+    assert view["state"] == "done", view
+    assert view["recipe"]["layers"] == ["conv_a:0,2"]
+    assert "--layers conv_a:0,2" in view["cli"]
+    assert view["outputs"]["flossed"][0]["model"]

@@ -84,6 +84,19 @@ ACTIONS: dict[str, ActionSpec] = {
 ACTION_NAMES: tuple[str, ...] = tuple(ACTIONS)
 
 
+def markdown_table() -> str:
+    """The README's table of actions, made from the registry (a test keeps the README equal to it)."""
+    rows = ["| action | what it does | magnitude | range | default titration | changes |",
+            "|---|---|---|---|---|---|"]
+    for spec in ACTIONS.values():
+        m = spec.magnitude
+        rows.append(
+            f"| `{spec.name}` | {spec.description} | {m.meaning} | {m.min:g} to {m.max:g} | "
+            f"{', '.join(f'{v:g}' for v in m.titration)} | {spec.changes} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def get(action: Any) -> ActionSpec:
     """The registry entry of ``action``.
 
