@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install dev run test bench loadtest models clean
+.PHONY: install dev run test bench loadtest soak models clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench: $(VENV)/.dev
 
 loadtest: $(VENV)/.dev
 	$(PY) scripts/loadtest.py
+
+soak: $(VENV)/.dev
+	$(PY) scripts/loadtest.py --soak
 
 models: $(VENV)/.installed
 	bash scripts/make_models.sh

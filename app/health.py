@@ -6,6 +6,8 @@ import os
 
 from flask import Blueprint, jsonify
 
+from senseflosser.pipeline import compiled_stats
+
 from . import services
 
 bp = Blueprint("health", __name__)
@@ -25,6 +27,7 @@ def healthz():
         "broken_models": sorted(engine.broken),
         "queue": svc.runner.stats(),
         "pid": os.getpid(),
+        "compiled": compiled_stats(),
     }
     if not loaded:
         body["reason"] = "no model is loaded; put .keras models with their cards in the models folder"

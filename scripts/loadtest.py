@@ -8,6 +8,16 @@ and poll each to the end. Reports accepted, rejected (503) and failed counts,
 p50/p95 latency from upload to the job's end, any other 5xx, and the resident
 memory of the worker processes after warm-up and at the end. Bounded in count
 and time; it never talks to anything but the server it started.
+
+    make soak                           (or: python scripts/loadtest.py --soak)
+
+Soak mode runs thousands of jobs against ONE worker: one phase per action of
+the registry (``GET /api/actions``), then a phase mixing them all, each job
+with its own seed and a magnitude drawn across the action's titration, layer
+selections varying. It samples the worker's resident memory and its compiled
+functions (``/healthz``) as it goes and reports, per phase, the memory slope
+after warm-up in kB per job (least squares over the samples after the first
+fifth) and the traces. Target: under 2 kB per job for every phase.
 """
 
 from __future__ import annotations
@@ -70,9 +80,21 @@ def main(argv=None) -> int:
     ap.add_argument("--queue-size", type=int, default=16)
     ap.add_argument("--time-limit", type=float, default=900, help="stop submitting after this many seconds")
     ap.add_argument("--json", help="also write the report here")
+    ap.add_argument("--soak", action="store_true",
+                    help="soak mode: one worker, --jobs jobs per action and a mixed phase (default 2000 each)")
+    ap.add_argument("--actions", help="soak only these actions (comma-separated; default: every one)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the data folder (jobs and gunicorn.log); it is kept anyway when a target is missed")
     args = ap.parse_args(argv)
+    if args.soak:
+        args.workers = 1
+        args.queue_size = max(args.queue_size, 64)
+        if "--jobs" not in (argv if argv is not None else sys.argv):
+            args.jobs = 2000
+        if "--seconds" not in (argv if argv is not None else sys.argv):
+            args.seconds = 0.5
+        if "--time-limit" not in (argv if argv is not None else sys.argv):
+            args.time_limit = 6 * 3600
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -95,6 +117,13 @@ def main(argv=None) -> int:
         # Warm-up: until every worker has finished two jobs (fog and lapse alternate), so memory is measured
         # after the models are loaded and the shapes traced.
         pids = worker_pids(server.pid)
+        if args.soak:
+            report = soak(base, model, payloads, pids[0], args)
+            print(json.dumps(report, indent=2))
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=2))
+            passed = all(report["targets"].values())
+            return 0 if passed else 1
         warm_up(base, model, payloads[0], pids, time.monotonic() + 600)
         mem_before = {p: rss_mb(p) for p in pids}
 
@@ -186,6 +215,105 @@ def main(argv=None) -> int:
             shutil.rmtree(data, ignore_errors=True)
         else:
             print(f"data folder and server log kept in {data}", file=sys.stderr)
+
+
+def slope_kb_per_job(samples: list[tuple[int, float]]) -> float:
+    """Least-squares slope of (jobs done, RSS in MB) samples, in kB per job."""
+    x = np.array([s[0] for s in samples], float)
+    y = np.array([s[1] for s in samples], float)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return 0.0
+    return float(np.polyfit(x, y, 1)[0] * 1024)
+
+
+def soak(base: str, model: str, payloads: list[bytes], pid: int, args) -> dict:
+    """Phases of ``args.jobs`` jobs each against one worker; memory slope and traces per phase."""
+    registry = requests.get(f"{base}/api/actions", timeout=30).json()
+    wanted = [a.strip() for a in args.actions.split(",")] if args.actions else [a["name"] for a in registry]
+    specs = {a["name"]: a for a in registry if a["name"] in wanted}
+    if len(specs) != len(wanted):
+        raise SystemExit(f"unknown actions in --actions; the server has: {', '.join(a['name'] for a in registry)}")
+    card = next(c for c in requests.get(f"{base}/api/models", timeout=30).json()["models"] if c["name"] == model)
+    layers = card.get("conv_layers") or []
+    selections = [None] + [name for name in layers[:3]]  # default layers, then single layers
+    rng = np.random.default_rng(0)
+    phases = [[name] for name in specs] + ([list(specs)] if len(specs) > 1 else [])
+    report: dict = {"model": model, "jobs_per_phase": args.jobs, "clip_seconds": args.seconds, "phases": {}}
+    deadline = time.monotonic() + args.time_limit
+    seed = iter(range(10**9))
+
+    def health() -> dict:
+        return requests.get(f"{base}/healthz", timeout=30).json()
+
+    def fields(action: str) -> dict:
+        titration = specs[action]["magnitude"]["titration"]
+        magnitude = float(np.exp(rng.uniform(np.log(titration[0]), np.log(titration[-1]))))
+        data = {"model": model, "action": action, "magnitude": f"{magnitude:.6g}", "seed": str(next(seed))}
+        chosen = selections[int(rng.integers(len(selections)))]
+        if chosen:
+            data["layers"] = chosen
+        return data
+
+    def run(actions: list[str], n: int, samples: list | None) -> dict:
+        counts = {"done": 0, "failed": 0, "rejected_503": 0, "other": 0}
+        lock = threading.Lock()
+        todo = iter(range(n))
+
+        def client() -> None:
+            while time.monotonic() < deadline:
+                with lock:
+                    i = next(todo, None)
+                    data = fields(actions[i % len(actions)]) if i is not None else None
+                if i is None:
+                    return
+                r = requests.post(f"{base}/api/jobs", files={"audio": ("soak.wav", payloads[i % len(payloads)])},
+                                  data=data, timeout=60)
+                if r.status_code == 503:
+                    with lock:
+                        counts["rejected_503"] += 1
+                    time.sleep(0.2)
+                    continue
+                if r.status_code != 202:
+                    with lock:
+                        counts["other"] += 1
+                    continue
+                state = poll(base, r.json()["id"], deadline)
+                with lock:
+                    counts["done" if state == "done" else "failed"] += 1
+                    done = counts["done"]
+                if samples is not None and done % 50 == 0:
+                    samples.append((done, rss_mb(pid)))
+
+        threads = [threading.Thread(target=client) for _ in range(max(1, args.clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return counts
+
+    for actions in phases:
+        label = "+".join(actions)
+        run(actions, 20 * len(actions) * len(selections), None)  # warm-up: every action and layer selection
+        before = health()["compiled"]
+        samples = [(0, rss_mb(pid))]
+        t0 = time.monotonic()
+        counts = run(actions, args.jobs, samples)
+        after = health()["compiled"]
+        steady = [s for s in samples if s[0] >= args.jobs // 5]
+        report["phases"][label] = {
+            **counts, "seconds": round(time.monotonic() - t0, 1),
+            "rss_mb_start": round(samples[0][1], 1), "rss_mb_end": round(samples[-1][1], 1),
+            "slope_kb_per_job": round(slope_kb_per_job(steady), 3),
+            "compiled_before": before, "compiled_after": after,
+        }
+        print(f"{label}: {json.dumps(report['phases'][label])}", file=sys.stderr, flush=True)
+    report["targets"] = {
+        f"{label}: slope < 2 kB/job": phase["slope_kb_per_job"] < 2.0 for label, phase in report["phases"].items()
+    }
+    report["targets"]["no job failed"] = all(p["failed"] == 0 and p["other"] == 0 for p in report["phases"].values())
+    report["targets"]["no new traces after warm-up"] = all(
+        p["compiled_after"] == p["compiled_before"] for p in report["phases"].values())
+    return report
 
 
 def warm_up(base: str, model: str, payload: bytes, pids: list[int], deadline: float) -> None:
