@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", "-l",
                    help="conv layers to damage, optionally with channels: 'down:0,5,9,mid' "
                         "(channels 0, 5, 9 of down; all of mid). Default: the action's")
+    p.add_argument("--adversarial-on-input", action="store_true",
+                   help="adversarial: find the worst-case direction on this audio (a few seconds of search) "
+                        "instead of the model's stored universal one")
     p.add_argument("--offset", type=_seconds, default=0.0, help="start of the segment in seconds")
     p.add_argument("--duration", "-d", type=_seconds, default=None, help="length of the segment in seconds")
     p.add_argument("--output-dir", "-o", default="output", help="where outputs go (default ./output)")
@@ -132,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an earlier run")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
+    p = sub.add_parser("adversarial", help="find a model's universal worst-case direction and store it beside it")
+    p.add_argument("--model", "-m", required=True, help="registry model name")
+    p.add_argument("--data-dir", required=True, help="folder of audio (the model's training or evaluation audio)")
+    p.add_argument("--excerpts", type=int, default=12, help="number of excerpts searched on (default 12)")
+    p.add_argument("--seconds", type=float, default=5.0, help="length of each excerpt (default 5)")
+    p.add_argument("--steps", type=int, default=8, help="gradient ascent steps (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random start (default 0)")
+    p.add_argument("--models-dir", help="model registry folder (default ./models)")
+    p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+
     p = sub.add_parser("evaluate", help="measure a model on held-out audio and update its card")
     p.add_argument("--model", "-m", required=True, help="registry model name")
     p.add_argument("--data-dir", required=True, help="folder of audio not used in training")
@@ -156,7 +169,7 @@ def _cmd_floss(args) -> int:
 
     opts = dict(
         model=args.model, action=args.action, seed=args.seed, layers=args.layers,
-        offset=args.offset, duration=args.duration,
+        offset=args.offset, duration=args.duration, on_input=args.adversarial_on_input,
     )
     if args.recipe:
         try:
@@ -166,7 +179,7 @@ def _cmd_floss(args) -> int:
         recipe = recipes[0]
         opts.update(model=args.model or recipe.model, action=recipe.action, seed=recipe.seed,
                     layers=list(recipe.layers) if recipe.layers else None,
-                    offset=recipe.offset, duration=recipe.duration)
+                    offset=recipe.offset, duration=recipe.duration, on_input=recipe.on_input)
         mags = [r.magnitude for r in recipes]
     elif args.magnitudes:
         mags = args.magnitudes
@@ -253,6 +266,18 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_adversarial(args) -> int:
+    from .evaluation import find_universal_direction
+
+    reg = _registry(args)
+    path, info = find_universal_direction(reg, args.model, args.data_dir, excerpts=args.excerpts,
+                                          seconds=args.seconds, steps=args.steps, seed=args.seed,
+                                          progress=ProgressBar("searching"))
+    print(f"wrote {path} (sha256 {info['sha256'][:12]}...; loss rose from {info['loss_start']:.4g} "
+          f"to {info['loss_end']:.4g} on {info['excerpts']} excerpts); the card records it")
+    return 0
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate, update_card
 
@@ -265,13 +290,17 @@ def _cmd_evaluate(args) -> int:
     for action, curve in report["dose_response"].items():
         pts = ", ".join(f"{m:g}: {v:.1f}" for m, v in zip(curve["magnitudes"], curve["snr_db_median"]))
         print(f"  {action} SNR vs normal (dB) at {pts}")
+    for row in report.get("adversarial_vs_fog", []):
+        print(f"  at {row['magnitude']:g}: adversarial {row['adversarial_snr_db']:.1f} dB, fog {row['fog_snr_db']:.1f} dB "
+              f"(worse by {row['worse_by_db']:.1f} dB)")
     if not args.no_write:
         card_path, plot = update_card(reg, args.model, report)
         print(f"updated {card_path} and {plot}")
     return 0
 
 
-COMMANDS = {"floss": _cmd_floss, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train, "evaluate": _cmd_evaluate}
+COMMANDS = {"floss": _cmd_floss, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
+            "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

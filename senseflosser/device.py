@@ -93,6 +93,44 @@ def compile_stateless(model: keras.Model) -> Callable:
     return call
 
 
+def compile_loss_gradient(model: keras.Model, loss: Callable) -> Callable:
+    """``f(trainable, non_trainable, x, target) -> (loss, gradients)`` for the model's weights, compiled.
+
+    ``loss(y, target)`` is written in ``keras.ops``; ``gradients`` follow the
+    order of ``model.trainable_variables``. Used to find worst-case damage
+    (:mod:`senseflosser.actions.adversarial`).
+
+    Raises
+    ------
+    ModelError
+        On a backend other than TensorFlow or JAX.
+    """
+    from .errors import ModelError
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def step(trainable, non_trainable, x, target):
+            with tf.GradientTape() as tape:
+                tape.watch(trainable)
+                y, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+                value = loss(y, target)
+            return value, tape.gradient(value, trainable)
+
+        return tf.function(step, reduce_retracing=True, autograph=False)
+    if backend == "jax":
+        import jax
+
+        def value(trainable, non_trainable, x, target):
+            y, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            return loss(y, target)
+
+        grad = jax.jit(jax.value_and_grad(value))
+        return lambda trainable, non_trainable, x, target: grad(trainable, non_trainable, x, target)
+    raise ModelError(f"gradients of a model are only computed on the tensorflow and jax backends, not {backend}")
+
+
 def trace_count(fn: Callable) -> int:
     """How many times a function from :func:`compile_stateless` has been traced (1 where it cannot tell)."""
     counter = getattr(fn, "experimental_get_tracing_count", None)

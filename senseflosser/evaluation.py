@@ -5,6 +5,7 @@ The figures go into the model card (``evaluation``) and a plot beside it.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from . import audio, metrics
-from .actions import ACTIONS
+from . import actions, audio, metrics
+from .actions import ACTIONS, worst_case
 from .errors import TrainingError
 from .models import ModelRegistry
 from .pipeline import Progress, floss
@@ -81,8 +82,10 @@ def evaluate(
         ``normal``: median and worst SI-SNR and log-spectral distance of the
         clean reconstruction against the input; ``dose_response``: per action,
         the median SNR of flossed vs normal at each magnitude (seed
-        :data:`EVAL_SEED`) and whether it falls strictly; ``clips``: which
-        excerpts were used.
+        :data:`EVAL_SEED`) and whether it falls strictly;
+        ``adversarial_vs_fog``: at each of adversarial's magnitudes, fog's and
+        adversarial's median SNR and how many dB worse adversarial is (when
+        the model has a stored direction); ``clips``: which excerpts were used.
     """
     model = registry.load(name)
     sha = registry.sha256(name)
@@ -91,8 +94,17 @@ def evaluate(
     if magnitudes is None:
         magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items()}
     magnitudes = {a: tuple(mags) for a, mags in magnitudes.items()}
-    curves = {a: [[] for _ in mags] for a, mags in magnitudes.items()}
-    recipes = [Recipe(name, sha, a, m, EVAL_SEED) for a, mags in magnitudes.items() for m in mags]
+    if "adversarial" in magnitudes and worst_case.attached(model) is None:
+        if not worst_case.attach_from_file(model, registry.path(name)):
+            log.warning("%s has no stored adversarial direction (senseflosser adversarial); not evaluated", name)
+            del magnitudes["adversarial"]
+    # Fog at adversarial's magnitudes: how much worse the worst case is than random damage of the same size.
+    compare = [m for m in magnitudes.get("adversarial", ()) if m not in magnitudes.get("fog", ())]
+    runs = {a: mags for a, mags in magnitudes.items()}
+    if compare:
+        runs["fog"] = tuple(sorted(set(magnitudes.get("fog", ())) | set(compare)))
+    curves = {a: [[] for _ in mags] for a, mags in runs.items()}
+    recipes = [Recipe(name, sha, a, m, EVAL_SEED) for a, mags in runs.items() for m in mags]
     for i, (path, offset) in enumerate(clips):
         y = audio.load(path, offset=offset, duration=clip_seconds)
         res = floss(y, model, recipes)
@@ -101,18 +113,25 @@ def evaluate(
         si.append(metrics.si_snr_db(y, normal))
         lsd.append(metrics.log_spectral_distance(y, normal))
         for out in res.flossed:
-            curves[out.recipe.action][magnitudes[out.recipe.action].index(out.recipe.magnitude)].append(
+            curves[out.recipe.action][runs[out.recipe.action].index(out.recipe.magnitude)].append(
                 out.metrics["snr_db"])
         if progress:
             progress((i + 1) / len(clips), f"clip {i + 1} of {len(clips)}")
+    medians = {a: dict(zip(runs[a], (float(np.median(v)) for v in per_mag))) for a, per_mag in curves.items()}
     dose = {}
-    for action, per_mag in curves.items():
-        med = [float(np.median(v)) for v in per_mag]
+    for action, mags in magnitudes.items():
+        med = [medians[action][m] for m in mags]
         dose[action] = {
-            "magnitudes": list(magnitudes[action]),
+            "magnitudes": list(mags),
             "snr_db_median": [round(v, 2) for v in med],
             "monotone": all(a > b for a, b in zip(med, med[1:])),
         }
+    versus = [
+        {"magnitude": m, "fog_snr_db": round(medians["fog"][m], 2),
+         "adversarial_snr_db": round(medians["adversarial"][m], 2),
+         "worse_by_db": round(medians["fog"][m] - medians["adversarial"][m], 2)}
+        for m in magnitudes.get("adversarial", ()) if m in medians.get("fog", {})
+    ]
     return {
         "data": str(Path(data_dir).name),
         "clip_seconds": clip_seconds,
@@ -126,6 +145,7 @@ def evaluate(
         },
         "seed": EVAL_SEED,
         "dose_response": dose,
+        "adversarial_vs_fog": versus,
     }
 
 
@@ -197,3 +217,61 @@ def plot_card(card: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def find_universal_direction(
+    registry: ModelRegistry,
+    name: str,
+    data_dir: str | os.PathLike,
+    *,
+    excerpts: int = 12,
+    seconds: float = 5.0,
+    steps: int = worst_case.UNIVERSAL_STEPS,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Find a model's universal adversarial direction, store it beside the model and record it in its card.
+
+    Parameters
+    ----------
+    registry : ModelRegistry
+    name : str
+        Model name.
+    data_dir : str or os.PathLike
+        Audio the model was trained on (or evaluation audio not used to
+        measure the adversarial figures).
+    excerpts, seconds : keyword-only
+        Number and length of excerpts, spread over the files.
+    steps, seed : keyword-only
+        Gradient ascent steps and the seed of the random start.
+    progress : callable or None, keyword-only
+
+    Returns
+    -------
+    path : pathlib.Path
+        The ``<name>.adversarial.npz`` file written.
+    info : dict
+        What the card's ``adversarial`` entry records.
+    """
+    model = registry.load(name)
+    clips = _clips(find_audio(data_dir), seconds, excerpts)
+    audio_excerpts = [audio.load(p, offset=o, duration=seconds) for p, o in clips]
+    losses: list[float] = []
+    direction = worst_case.find_direction(
+        model, audio_excerpts, actions.targets(model, "adversarial", None), seed=seed, steps=steps,
+        progress=progress, losses=losses,
+    )
+    path = worst_case.direction_file(registry.path(name))
+    meta = {"model_sha256": registry.sha256(name), "seed": seed, "steps": steps,
+            "reference_magnitude": worst_case.REFERENCE_MAGNITUDE,
+            "excerpts": [{"file": p.name, "offset": round(o, 2), "seconds": seconds} for p, o in clips]}
+    sha = worst_case.save_direction(path, direction, meta)
+    worst_case.attach(model, direction, sha)
+    info = {**meta, "file": path.name, "sha256": sha, "excerpts": len(clips),
+            "excerpt_files": sorted({p.name for p, _ in clips}),
+            "loss_start": losses[0], "loss_end": losses[-1]}
+    card_path = registry.path(name).with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {"name": name}
+    card["adversarial"] = info
+    write_card(card_path, card)
+    return path, info

@@ -21,6 +21,8 @@ import keras
 import numpy as np
 
 from . import actions, device, metrics
+from .actions import worst_case
+from .actions.base import with_weights
 from .errors import AudioError, ModelError
 from .models import check_model, input_frames, time_receptive_field
 from .recipe import Recipe
@@ -320,9 +322,27 @@ def floss(
             progress(last[0], message)
 
     report(0.0, "preparing damaged models")
+    # Adversarial directions found on this input: one search per layer selection and seed, shared by
+    # every magnitude of a titration.
+    searches = sorted({(r.layers or (), r.seed) for r in recipes if r.on_input})
+    directions = {}
+    for k, (layers, seed) in enumerate(searches):
+        lo, hi = 0.3 * k / len(searches), 0.3 * (k + 1) / len(searches)
+        directions[(layers, seed)] = worst_case.direction_on_input(
+            model, y, actions.targets(model, "adversarial", layers or None), seed=seed,
+            progress=lambda f, msg, lo=lo, hi=hi: report(lo + (hi - lo) * f, msg),
+        )
+    start = 0.3 if searches else 0.0
     damaged: list[keras.Model | None] = []
     runners = [_Runner(model)]
     for i, recipe in enumerate(recipes):
+        if recipe.on_input:
+            weights = worst_case.apply_direction(
+                model, actions.targets(model, recipe.action, recipe.layers),
+                directions[(recipe.layers or (), recipe.seed)], magnitude=recipe.magnitude)
+            damaged.append(with_weights(model, weights) if keep_models else None)
+            runners.append(_Runner(damaged[-1]) if keep_models else _Runner(model, weights))
+            continue
         # A weight-only action (fog) runs the pristine architecture with new weights; one that
         # changes the architecture (lapse) runs a shared damaged copy with the recipe's state. A
         # model of its own is built only when it is to be kept.
@@ -336,10 +356,10 @@ def floss(
                 runners.append(_Runner(model, actions.damaged_weights(model, recipe)))
             else:
                 runners.append(_Runner(scratch, state=actions.damaged_state(scratch, recipe)))
-        report(0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
+        report(start + 0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
 
     def on_chunk(done: int, total: int) -> None:
-        report(0.05 + 0.9 * done / total, f"processed chunk {done} of {total}")
+        report(start + 0.05 + (0.9 - start) * done / total, f"processed chunk {done} of {total}")
 
     outputs = process(
         y, runners, chunk_frames=chunk_frames, context=context, exact=fixed is not None, on_chunk=on_chunk

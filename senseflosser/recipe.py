@@ -92,6 +92,9 @@ class Recipe:
         Start of the audio segment in seconds.
     duration : float or None
         Length of the segment in seconds; ``None`` = to the end.
+    on_input : bool
+        ``adversarial`` only: the direction is found on the input audio
+        (seeded) instead of the model's stored universal one.
     """
 
     model: str
@@ -102,12 +105,17 @@ class Recipe:
     layers: tuple[str, ...] | None = None
     offset: float = 0.0
     duration: float | None = None
+    on_input: bool = False
 
     def __post_init__(self) -> None:
         validate_action(self.action)
         object.__setattr__(self, "magnitude", validate_magnitude(self.magnitude, self.action))
         object.__setattr__(self, "seed", validate_seed(self.seed))
         object.__setattr__(self, "layers", parse_layers(self.layers))
+        if not isinstance(self.on_input, bool):
+            raise RecipeError(f"on_input must be true or false, got {self.on_input!r}")
+        if self.on_input and self.action != "adversarial":
+            raise RecipeError(f"on_input (a direction found on the input audio) is for adversarial, not {self.action}")
         if not isinstance(self.model, str) or not self.model:
             raise RecipeError(f"model id must be a non-empty string, got {self.model!r}")
         for what, v, zero_ok in (("offset", self.offset, True), ("duration", self.duration, False)):
@@ -123,8 +131,8 @@ class Recipe:
 
     @property
     def slug(self) -> str:
-        """``<action>_<magnitude>`` as used in output file names."""
-        return f"{self.action}_{self.magnitude:g}"
+        """``<action>_<magnitude>`` as used in output file names (``adversarial-input_...`` on input)."""
+        return f"{self.action}{'-input' if self.on_input else ''}_{self.magnitude:g}"
 
     def with_magnitude(self, magnitude: float) -> Recipe:
         """The same recipe at another magnitude."""
@@ -155,6 +163,7 @@ class Recipe:
             layers=data.get("layers"),
             offset=data.get("offset", 0.0) or 0.0,
             duration=data.get("duration"),
+            on_input=data.get("on_input") or False,
         )
 
     @classmethod
@@ -203,6 +212,7 @@ def build_recipes(
     offset: Any = 0.0,
     duration: Any = None,
     max_duration: float | None = None,
+    on_input: bool = False,
 ) -> list[Recipe]:
     """The recipes of one job: every rule of a job's settings, in one place.
 
@@ -232,6 +242,8 @@ def build_recipes(
         The audio segment in seconds (``duration=None``: to the end).
     max_duration : float or None, keyword-only
         Refuse a longer ``duration``.
+    on_input : bool, keyword-only
+        ``adversarial`` only: find the direction on the input audio.
 
     Returns
     -------
@@ -257,7 +269,8 @@ def build_recipes(
     if entries is not None and conv_layers is not None:
         check(entries, conv_layers, default=(), model_name=model)
     base = Recipe(model=model, model_sha256=model_sha256, action=action, magnitude=mags[0], seed=seed,
-                  layers=entries, offset=0.0 if offset is None else offset, duration=duration)
+                  layers=entries, offset=0.0 if offset is None else offset, duration=duration,
+                  on_input=bool(on_input))
     if max_duration is not None and base.duration is not None and base.duration > max_duration:
         raise RecipeError(f"duration may be at most {max_duration:g} seconds here; got {base.duration:g}")
     return [base.with_magnitude(m) for m in mags]

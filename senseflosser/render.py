@@ -21,7 +21,7 @@ import numpy as np
 
 from . import audio as audio_io
 from . import device
-from .actions import conv_channels
+from .actions import conv_channels, worst_case
 from .models import ModelRegistry
 from .pipeline import Progress, floss
 from .recipe import build_recipes
@@ -121,6 +121,7 @@ def floss_to_dir(
     write_original: bool = False,
     max_duration: float | None = None,
     allow_model_paths: bool = False,
+    on_input: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Floss one audio file and write the results into a folder.
@@ -157,6 +158,9 @@ def floss_to_dir(
         Refuse longer segments.
     allow_model_paths : bool, keyword-only
         Let ``model`` be a file path (the CLI allows it; the web app does not).
+    on_input : bool, keyword-only
+        ``adversarial`` only: find the direction on this audio instead of
+        using the model's stored universal one.
     progress : callable or None, keyword-only
         ``progress(fraction, message)``.
 
@@ -170,9 +174,16 @@ def floss_to_dir(
     recipes = build_recipes(
         model=name, model_sha256=sha, action=action, magnitudes=magnitudes, titrate=titrate, seed=seed,
         layers=layers, conv_layers=conv_channels(net), offset=offset, duration=duration,
-        max_duration=max_duration,
+        max_duration=max_duration, on_input=on_input,
     )
     base, mags, seed = recipes[0], [r.magnitude for r in recipes], recipes[0].seed
+    direction_sha = None
+    if base.action == "adversarial" and not base.on_input:
+        if worst_case.attached(net) is None:
+            source = Path(model) if allow_model_paths and Path(model).is_file() else registry.path(name)
+            worst_case.attach_from_file(net, source)
+        found = worst_case.attached(net)
+        direction_sha = found[1] if found else None
     y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -198,6 +209,7 @@ def floss_to_dir(
         "stem": stem,
         "seed": seed,
         "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags},
+        "adversarial_direction_sha256": direction_sha,
         "device": device.describe(),
         "seconds": None,
         "duration": len(y) / audio_io.SAMPLE_RATE,

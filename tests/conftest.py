@@ -51,9 +51,22 @@ def tone(seconds: float = 2.0, sr: int = SR, *, freqs=(220.0, 440.0, 1330.0), am
     return y
 
 
+def give_direction(model: keras.Model, path: Path | None = None) -> None:
+    """Find a (quick) universal adversarial direction for a test model, attach it and optionally save it."""
+    from senseflosser import actions
+    from senseflosser.actions import worst_case
+
+    direction = worst_case.find_direction(model, [tone(0.5)], actions.targets(model, "adversarial", None),
+                                          seed=0, steps=2)
+    sha = worst_case.save_direction(path, direction, {"test": True}) if path is not None else "test"
+    worst_case.attach(model, direction, sha)
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> keras.Model:
-    return make_tiny_model()
+    model = make_tiny_model()
+    give_direction(model)
+    return model
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +74,7 @@ def models_dir(tmp_path_factory) -> Path:
     """A model registry folder with a variable-length and a fixed-length tiny model."""
     d = tmp_path_factory.mktemp("models")
     make_tiny_model().save(d / "tiny.keras")
+    give_direction(make_tiny_model(), d / "tiny.adversarial.npz")
     (d / "tiny.json").write_text(json.dumps({"name": "tiny", "summary": "tiny test model"}))
     make_tiny_model(frames=24, seed=1, name="tinyfixed").save(d / "tinyfixed.keras")
     (d / "tinyfixed.json").write_text(json.dumps({"name": "tinyfixed", "summary": "fixed 24 frames"}))

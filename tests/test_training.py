@@ -15,7 +15,7 @@ from senseflosser import metrics
 from senseflosser.architectures import build
 from senseflosser.cli import main
 from senseflosser.errors import TrainingError
-from senseflosser.evaluation import evaluate, update_card
+from senseflosser.evaluation import evaluate, find_universal_direction, update_card
 from senseflosser.models import ModelRegistry, default_models_dir
 from senseflosser.pipeline import floss
 from senseflosser.training import TrainConfig, find_audio, read_history, split_files, train
@@ -107,10 +107,18 @@ def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
     reg_dir = tmp_path / "reg"
     shutil.copytree(models_dir, reg_dir)
     reg = ModelRegistry(reg_dir)
+    (reg_dir / "tiny.adversarial.npz").unlink()
     report = evaluate(reg, "tiny", held, clip_seconds=1.0, max_clips=3)
     assert report["normal"]["clips"] == 3
-    assert set(report["dose_response"]) == set(actions.ACTIONS)
+    assert set(report["dose_response"]) == set(actions.ACTIONS) - {"adversarial"}  # no direction stored
     assert len(report["dose_response"]["fog"]["snr_db_median"]) == 5
+    path, info = find_universal_direction(reg, "tiny", held, excerpts=2, seconds=1.0, steps=2)
+    assert path == reg_dir / "tiny.adversarial.npz" and info["loss_end"] > info["loss_start"]
+    assert json.loads((reg_dir / "tiny.json").read_text())["adversarial"]["sha256"] == info["sha256"]
+    report = evaluate(reg, "tiny", held, clip_seconds=1.0, max_clips=3)
+    assert set(report["dose_response"]) == set(actions.ACTIONS)
+    assert [row["magnitude"] for row in report["adversarial_vs_fog"]] == list(
+        actions.get("adversarial").magnitude.titration)
     card_path, plot = update_card(reg, "tiny", report)
     card = json.loads(card_path.read_text())
     assert card["evaluation"]["normal"]["si_snr_db_median"] == report["normal"]["si_snr_db_median"]

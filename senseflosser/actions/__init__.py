@@ -13,6 +13,9 @@ and the README's table all read the registry.
   layer silenced (kernel slice and bias zeroed).
 - ``bitflip``: one random bit flipped in a share (= magnitude) of the targeted
   float32 weights.
+- ``adversarial``: fog's size, pointed along the direction that hurts the
+  reconstruction most (see :mod:`senseflosser.actions.worst_case`); its
+  audible range is about a hundred times below fog's.
 
 A layer selection may name channels (``down:0,5,9,mid``, see
 :mod:`senseflosser.actions.selection`); every action then damages only those
@@ -30,6 +33,7 @@ import numpy as np
 from ..errors import ModelError, RecipeError
 from ..layers import Lapse
 from ..models import conv_layer_names
+from .worst_case import universal_weights
 from .base import MAX_SEED, ActionSpec, MagnitudeSpec, draw_seed, validate_seed, with_weights
 from .lapse import lapse_architecture, lapse_model, lapse_state
 from .selection import Resolved, canonical, check, conv_channels, parse_layers, resolve, split_entry
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
     from ..recipe import Recipe
 
 __all__ = [
-    "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "ablate", "apply", "bitflip",
+    "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "ablate", "adversarial", "apply", "bitflip",
     "damage", "damaged_state", "damaged_weights", "default_layers", "draw_seed", "fog", "get", "lapse",
     "check", "conv_channels", "parse_layers", "resolve_layers", "split_entry", "targets", "validate_action", "validate_magnitude",
     "validate_seed",
@@ -69,6 +73,13 @@ ACTIONS: dict[str, ActionSpec] = {
             magnitude=MagnitudeSpec("share of output channels silenced", 0.0, 1.0, 0.1,
                                     (0.02, 0.05, 0.1, 0.2, 0.5)),
             changes="weights", default_layers="all but output", weights=ablate_weights,
+        ),
+        ActionSpec(
+            name="adversarial",
+            description="fog-sized damage pointed where it hurts most (projected gradient ascent): the worst case",
+            magnitude=MagnitudeSpec("size: the L2 norm of fog's noise at this standard deviation", 0.0, 10.0, 0.001,
+                                    (0.0001, 0.0003, 0.001, 0.003, 0.01)),
+            changes="weights", default_layers="all", weights=universal_weights,
         ),
         ActionSpec(
             name="bitflip",
@@ -187,6 +198,7 @@ def _action(name: str):
     return act
 
 
+adversarial = _action("adversarial")
 fog = _action("fog")
 lapse = _action("lapse")
 ablate = _action("ablate")
