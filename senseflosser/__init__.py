@@ -6,7 +6,12 @@ load with ``keras.models.load_model`` afterwards.
 
 from __future__ import annotations
 
-from . import layers  # noqa: F401  (registers custom layers for keras.models.load_model)
+import os
+
+# TensorFlow's start-up chatter off unless the user asked for it (before Keras loads it).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from . import layers  # noqa: E402,F401  (registers custom layers for keras.models.load_model)
 from .errors import AudioError, ModelError, RecipeError, SenseflosserError, TrainingError
 from .legacy import run_senseflosser
 from .pipeline import FlossResult, floss
