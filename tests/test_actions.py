@@ -238,3 +238,15 @@ def test_lapse_on_named_channels_only(tiny_model):
     x = np.ones((1, 4, 5, 4), np.float32)
     y = np.asarray(layer(x))
     assert not y[..., [0, 2]].any() and (y[..., [1, 3]] == 1).all()
+
+
+@pytest.mark.parametrize("action", ALL)
+def test_saved_flossed_model_loads_back_and_sounds_the_same(tiny_model, action, tmp_path):
+    import keras
+
+    y = tone(1.0)
+    recipe = Recipe("tiny", "", action, actions.get(action).magnitude.titration[2], 4, layers=("conv_a:1,2", "conv_b"))
+    kept = floss(y, tiny_model, [recipe], keep_models=True).flossed[0]
+    kept.model.save(tmp_path / "f.keras")
+    again = keras.models.load_model(tmp_path / "f.keras")
+    assert floss(y, again, []).normal.tobytes() == kept.audio.tobytes()
