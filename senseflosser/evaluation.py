@@ -48,6 +48,45 @@ def _clips(files: list[Path], clip_seconds: float, max_clips: int) -> list[tuple
     return clips[:max_clips]
 
 
+CALIBRATION_LEVELS = (15.0, 10.0, 5.0, 0.0, -10.0)
+"""SNR against normal (dB) at which a card records each action's magnitude (the page's calibrated slider)."""
+
+
+def calibration_grid(action: str, points: int = 11) -> tuple[float, ...]:
+    """Magnitudes, evenly spaced in log, from a third of an action's first titration point to twice its last."""
+    m = ACTIONS[action].magnitude
+    lo, hi = m.titration[0] / 3, min(m.max, m.titration[-1] * 2)
+    return tuple(float(f"{v:.3g}") for v in np.geomspace(lo, hi, points))
+
+
+def calibration(curve: Sequence[tuple[float, float]], levels: Sequence[float]) -> list[float | None]:
+    """Magnitudes at which a dose-response curve first falls to each level (interpolated in log magnitude).
+
+    Parameters
+    ----------
+    curve : sequence of (magnitude, snr_db)
+        Sorted by magnitude; magnitudes > 0.
+    levels : sequence of float
+        SNR levels in dB.
+
+    Returns
+    -------
+    list
+        One magnitude per level, ``None`` where the curve does not cross it.
+    """
+    out: list[float | None] = []
+    pts = [(m, s) for m, s in curve if m > 0 and math.isfinite(s)]
+    for level in levels:
+        found = None
+        for (m0, s0), (m1, s1) in zip(pts, pts[1:]):
+            if s0 >= level >= s1 and s0 != s1:
+                t = (s0 - level) / (s0 - s1)
+                found = float(f"{math.exp(math.log(m0) + t * (math.log(m1) - math.log(m0))):.4g}")
+                break
+        out.append(found)
+    return out
+
+
 def evaluate(
     registry: ModelRegistry,
     name: str,
@@ -56,6 +95,7 @@ def evaluate(
     clip_seconds: float = 10.0,
     max_clips: int = 8,
     magnitudes: Mapping[str, Sequence[float]] | None = None,
+    calibrate: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate a registry model on audio it was not trained on.
@@ -74,6 +114,9 @@ def evaluate(
     magnitudes : mapping or None, keyword-only
         Action -> its dose-response magnitudes; default: every registered
         action at its default titration (from the registry).
+    calibrate : bool, keyword-only
+        Also run each action on :func:`calibration_grid` and report the
+        magnitudes at which the median SNR falls to :data:`CALIBRATION_LEVELS`.
     progress : callable or None, keyword-only
 
     Returns
@@ -98,11 +141,13 @@ def evaluate(
         if not worst_case.attach_from_file(model, registry.path(name)):
             log.warning("%s has no stored adversarial direction (senseflosser adversarial); not evaluated", name)
             del magnitudes["adversarial"]
-    # Fog at adversarial's magnitudes: how much worse the worst case is than random damage of the same size.
-    compare = [m for m in magnitudes.get("adversarial", ()) if m not in magnitudes.get("fog", ())]
-    runs = {a: mags for a, mags in magnitudes.items()}
+    # Each action also runs on a denser grid around its titration, for the calibration; fog also at
+    # adversarial's magnitudes: how much worse the worst case is than random damage of the same size.
+    runs = {a: tuple(sorted(set(mags) | set(calibration_grid(a) if calibrate else ())))
+            for a, mags in magnitudes.items()}
+    compare = [m for m in magnitudes.get("adversarial", ()) if m not in runs.get("fog", ())]
     if compare:
-        runs["fog"] = tuple(sorted(set(magnitudes.get("fog", ())) | set(compare)))
+        runs["fog"] = tuple(sorted(set(runs.get("fog", ())) | set(compare)))
     curves = {a: [[] for _ in mags] for a, mags in runs.items()}
     recipes = [Recipe(name, sha, a, m, EVAL_SEED) for a, mags in runs.items() for m in mags]
     for i, (path, offset) in enumerate(clips):
@@ -146,6 +191,10 @@ def evaluate(
         "seed": EVAL_SEED,
         "dose_response": dose,
         "adversarial_vs_fog": versus,
+        "calibration": {
+            "levels_db": list(CALIBRATION_LEVELS),
+            "magnitudes": {a: calibration(sorted(medians[a].items()), CALIBRATION_LEVELS) for a in magnitudes},
+        } if calibrate else None,
     }
 
 

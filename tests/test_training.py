@@ -119,6 +119,9 @@ def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
     assert set(report["dose_response"]) == set(actions.ACTIONS)
     assert [row["magnitude"] for row in report["adversarial_vs_fog"]] == list(
         actions.get("adversarial").magnitude.titration)
+    cal = report["calibration"]
+    assert cal["levels_db"] == [15.0, 10.0, 5.0, 0.0, -10.0] and set(cal["magnitudes"]) == set(actions.ACTIONS)
+    assert all(len(v) == 5 for v in cal["magnitudes"].values())
     card_path, plot = update_card(reg, "tiny", report)
     card = json.loads(card_path.read_text())
     assert card["evaluation"]["normal"]["si_snr_db_median"] == report["normal"]["si_snr_db_median"]
@@ -151,3 +154,13 @@ def test_shipped_model_reconstructs_a_short_clip(name):
     y = tone(3.0, freqs=(196.0, 392.0, 587.0, 880.0), amp=0.3)
     res = floss(y, SHIPPED.load(name), [])
     assert metrics.si_snr_db(y, res.normal) > 10
+
+
+def test_calibration_interpolates_in_log_magnitude():
+    from senseflosser.evaluation import calibration, calibration_grid
+
+    curve = [(0.01, 20.0), (0.1, 0.0), (1.0, -20.0)]
+    assert calibration(curve, (10.0, 0.0, -10.0, 30.0, -30.0)) == [pytest.approx(0.03162, rel=1e-3), 0.1,
+                                                                     pytest.approx(0.3162, rel=1e-3), None, None]
+    grid = calibration_grid("fog")
+    assert len(grid) == 11 and grid == tuple(sorted(grid))
