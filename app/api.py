@@ -14,9 +14,9 @@ from senseflosser.actions import ACTIONS
 
 from . import services
 from .config import parse_bool
-from .engine import OUTPUT_STEM
+from .engine import MODEL_FILE, OUTPUT_STEM
 from .errors import ApiError
-from .forms import FormError, parse_job_form
+from .forms import FormError, parse_job_form, split_filename
 from .jobs import JobFailed, QueueFull, StorageFull, valid_job_id
 
 log = logging.getLogger(__name__)
@@ -64,23 +64,21 @@ def create_job():
                             f"(the parser said: {request.form_error})")
     if upload is None:
         raise ApiError(400, "attach an audio file (WAV, FLAC, OGG or MP3) in the form field 'audio'")
-    try:
-        job = parse_job_form(
-            form,
-            form.getlist,
-            filename=upload.filename,
-            model_names=svc.engine.model_names(),
-            conv_layers=svc.engine.conv_layers,
-            max_duration=current_app.config["MAX_DURATION_S"],
-        )
-    except FormError as exc:
-        raise ApiError(400, str(exc)) from None
+    model_upload = request.files.get("model_file")
+    if model_upload is not None and not model_upload.filename:
+        model_upload = None  # a browser's empty file field
+    if model_upload is None:
+        job = _job_form(form, upload.filename)
     if not svc.runner.has_room():
         raise _busy("the queue is full")
 
     job_id, job_dir = svc.store.create()
     try:
         (job_dir / "input").mkdir()
+        model_spec: dict[str, Any] = {}
+        if model_upload is not None:
+            model_spec, name, channels = _save_model(model_upload, job_dir / "input")
+            job = _job_form(form, upload.filename, uploaded=(name, channels))
         dest = job_dir / "input" / f"{OUTPUT_STEM}{job.extension}"
         upload.save(dest)
         size = dest.stat().st_size
@@ -91,7 +89,7 @@ def create_job():
                                           display_name=job.filename)
         except JobFailed as exc:
             raise ApiError(400, str(exc)) from None
-        spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info}
+        spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info, **model_spec}
         state = svc.runner.submit(job_id, spec)
     except QueueFull:
         svc.store.delete(job_id)
@@ -107,6 +105,38 @@ def create_job():
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
+
+
+def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int]] | None = None):
+    svc = services()
+    try:
+        if uploaded is None:
+            return parse_job_form(form, form.getlist, filename=filename, model_names=svc.engine.model_names(),
+                                  conv_layers=svc.engine.conv_layers, max_duration=current_app.config["MAX_DURATION_S"])
+        name, channels = uploaded
+        return parse_job_form(form, form.getlist, filename=filename, model_names=[name],
+                              conv_layers=lambda _: channels, max_duration=current_app.config["MAX_DURATION_S"],
+                              uploaded_model=name)
+    except FormError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _save_model(part, folder) -> tuple[dict[str, Any], str, dict[str, int]]:
+    """Store an uploaded model beside the job's audio and check it; ``(spec fields, model name, conv channels)``."""
+    display = split_filename(part.filename)[0]
+    dest = folder / MODEL_FILE
+    part.save(dest)
+    limit = current_app.config["MAX_MODEL_MB"]
+    if dest.stat().st_size > limit * 1024 * 1024:
+        raise ApiError(413, f"the model file is larger than the limit of {limit:g} MB for uploaded models")
+    try:
+        info = services().engine.check_uploaded_model(dest, display_name=display,
+                                                      max_parameters=current_app.config["MAX_MODEL_PARAMS"])
+    except JobFailed as exc:
+        raise ApiError(400, str(exc)) from None
+    spec = {"model_file": MODEL_FILE, "model_filename": display, "model_sha256": info["model_sha256"],
+            "model_parameters": info["parameters"]}
+    return spec, info["model_name"], info["conv_channels"]
 
 
 @bp.get("/jobs/<job_id>")
@@ -200,7 +230,8 @@ def cli_command(spec: dict, manifest: dict | None) -> str:
     """The command line that reproduces a job with the CLI."""
     magnitudes = spec["magnitudes"]
     seed = manifest.get("seed", spec["seed"]) if manifest else spec["seed"]
-    parts = ["senseflosser", "floss", "-i", spec["filename"], "-m", spec["model"], "-a", spec["action"]]
+    model = spec.get("model_filename") if spec.get("model_file") else spec["model"]
+    parts = ["senseflosser", "floss", "-i", spec["filename"], "-m", model, "-a", spec["action"]]
     if len(magnitudes) == 1:
         parts += ["-g", repr(float(magnitudes[0]))]
     else:
@@ -212,6 +243,8 @@ def cli_command(spec: dict, manifest: dict | None) -> str:
         parts += ["--offset", repr(float(spec["offset"]))]
     if spec.get("duration") is not None:
         parts += ["--duration", repr(float(spec["duration"]))]
+    if spec.get("on_input"):
+        parts.append("--adversarial-on-input")
     if spec.get("save_model"):
         parts.append("--save-model")
     parts.append("--spectrograms")
@@ -243,6 +276,12 @@ def job_view(state: dict) -> dict[str, Any]:
         "cli": cli_command(spec, manifest),
         "outputs": None,
     }
+    if spec.get("model_file"):
+        view["model_upload"] = {
+            "filename": spec.get("model_filename"), "sha256": spec.get("model_sha256"),
+            "parameters": spec.get("model_parameters"),
+            "note": "your own model: supply the same .keras file again to reproduce these outputs",
+        }
     if manifest:
         flossed = []
         for entry in manifest.get("flossed") or []:

@@ -25,6 +25,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "MODELS_DIR": (None, "model registry folder [models/ of this checkout]"),
     "DATA_DIR": (None, "job folders (uploads, results, state) [instance/jobs]"),
     "MAX_UPLOAD_MB": (50.0, "largest accepted upload in MiB"),
+    "MAX_MODEL_MB": (50.0, "largest accepted uploaded model file (model_file) in MiB; larger gets 413"),
+    "MAX_MODEL_PARAMS": (20_000_000, "most parameters an uploaded model may have"),
     "MAX_DURATION_S": (600.0, "longest audio segment a job may process, in seconds"),
     "QUEUE_SIZE": (16, "jobs that may wait per worker process; more get 503"),
     "RESULT_TTL_S": (3600.0, "seconds a finished job's files are kept"),
@@ -99,7 +101,7 @@ def resolve(config: dict[str, Any], instance_path: str) -> None:
     """
     config["MODELS_DIR"] = Path(config.get("MODELS_DIR") or PROJECT_ROOT / "models")
     config["DATA_DIR"] = Path(config.get("DATA_DIR") or Path(instance_path) / "jobs")
-    positive = ("MAX_UPLOAD_MB", "MAX_DURATION_S", "QUEUE_SIZE", "RESULT_TTL_S", "MAX_DATA_MB",
+    positive = ("MAX_UPLOAD_MB", "MAX_MODEL_MB", "MAX_MODEL_PARAMS", "MAX_DURATION_S", "QUEUE_SIZE", "RESULT_TTL_S", "MAX_DATA_MB",
                 "CLEANUP_INTERVAL_S", "MAX_ATTEMPTS", "RETRY_AFTER_S", "POLL_INTERVAL_MS")
     for key in positive:
         value = config[key]
@@ -111,8 +113,9 @@ def resolve(config: dict[str, Any], instance_path: str) -> None:
     if isinstance(origins, str):
         origins = [o.strip() for o in origins.split(",") if o.strip()]
     config["TRUSTED_ORIGINS"] = tuple(o.rstrip("/").lower() for o in origins)
-    # The whole multipart body may exceed the file a little (the other fields).
-    config["MAX_CONTENT_LENGTH"] = int(config["MAX_UPLOAD_MB"] * 1024 * 1024) + 256 * 1024
+    # The whole multipart body may hold the audio, an uploaded model and the other fields; each file's
+    # own limit is checked once it is saved.
+    config["MAX_CONTENT_LENGTH"] = int((config["MAX_UPLOAD_MB"] + config["MAX_MODEL_MB"]) * 1024 * 1024) + 256 * 1024
     # Flask-Limiter's headers would put its own Retry-After on every response (a 503 for a
     # full queue included); the 429 handler sets Retry-After itself.
     config["RATELIMIT_HEADERS_ENABLED"] = False

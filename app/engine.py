@@ -14,11 +14,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from senseflosser import audio, device
+from senseflosser import audio, device, untrusted
 from senseflosser.errors import SenseflosserError
-from senseflosser.models import ModelRegistry
+from senseflosser.models import ModelRegistry, conv_channels, file_sha256
 from senseflosser.pipeline import warm_up
-from senseflosser.render import floss_to_dir
+from senseflosser.render import floss_to_dir, safe_stem
 
 from .jobs import JobFailed, Progress
 
@@ -29,6 +29,9 @@ _registries_lock = threading.Lock()
 
 OUTPUT_STEM = "audio"
 """Stem of every output file on disk; the user's file name is used only for downloads."""
+
+MODEL_FILE = "model.keras"
+"""Name of an uploaded model in its job's input folder."""
 
 MIN_SEGMENT_S = 0.1
 """Shortest segment a job may process: about one STFT window (2048 samples at 22050 Hz)."""
@@ -126,6 +129,31 @@ class Engine:
             self._device = device.describe()
         return self._device
 
+    def check_uploaded_model(self, path: Path, *, display_name: str, max_parameters: int) -> dict:
+        """Check an uploaded model file (archive, config, then a safe load) before its job is accepted.
+
+        Returns
+        -------
+        dict
+            ``model_name`` (from the file name), ``model_sha256``, ``conv_channels``, ``parameters``.
+
+        Raises
+        ------
+        JobFailed
+            Saying why the model is refused.
+        """
+        limits = untrusted.Limits(max_parameters=int(max_parameters))
+        try:
+            model = untrusted.load_untrusted(path, limits=limits, label=display_name)
+        except SenseflosserError as exc:
+            raise JobFailed(str(exc)) from None
+        return {
+            "model_name": safe_stem(display_name, default="uploaded"),
+            "model_sha256": file_sha256(path),
+            "conv_channels": conv_channels(model),
+            "parameters": int(model.count_params()),
+        }
+
     def check_audio(self, path: Path, *, offset: float, duration: float | None, display_name: str) -> dict:
         """Decode the requested segment once, so every problem with the file is reported now.
 
@@ -160,16 +188,26 @@ class Engine:
             shutil.rmtree(out)
         input_path = job_dir / "input" / request["input"]
         try:
+            model: Any = request["model"]
+            if request.get("model_file"):
+                # An uploaded model lives with its job; it is checked again before Keras opens it here.
+                path = job_dir / "input" / request["model_file"]
+                if not path.is_file():
+                    raise JobFailed("the uploaded model file is missing from the job's folder; if the workers run "
+                                    "on other machines, they must mount the same data directory")
+                net = untrusted.load_untrusted(path, label=request.get("model_filename") or path.name)
+                model = (request["model"], net, file_sha256(path))
             manifest = floss_to_dir(
                 input_path,
                 registry=self.registry,
-                model=request["model"],
+                model=model,
                 action=request["action"],
                 magnitudes=request["magnitudes"],
                 seed=request["seed"],
                 layers=request["layers"],
                 offset=request["offset"],
                 duration=request["duration"],
+                on_input=bool(request.get("on_input")),
                 output_dir=out,
                 stem=OUTPUT_STEM,
                 save_model=request["save_model"],

@@ -44,6 +44,7 @@ class JobRequest:
     filename: str
     stem: str
     extension: str
+    on_input: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -111,6 +112,7 @@ def parse_job_form(
     model_names: list[str],
     conv_layers: Callable[[str], Mapping[str, int] | None],
     max_duration: float | None = None,
+    uploaded_model: str | None = None,
 ) -> JobRequest:
     """Check the fields of a job submission.
 
@@ -128,12 +130,19 @@ def parse_job_form(
         ``conv_layers(model)``: the model's conv layer names -> channel counts, or ``None`` if unknown.
     max_duration : float or None
         Longest segment (seconds) the server processes; a longer ``duration`` is refused.
+    uploaded_model : str or None
+        The name of a model uploaded with the job (``model_file``), checked
+        already; the form must then not also name a registry model.
 
     Raises
     ------
     FormError
     """
     model = _text(form, "model")
+    if uploaded_model is not None:
+        if model:
+            raise FormError("send either model (a name from /api/models) or model_file (your own .keras), not both")
+        model, model_names = uploaded_model, [uploaded_model]
     if not model:
         raise FormError(f"choose a model: {', '.join(model_names) or 'none is installed'}")
     if model not in model_names:
@@ -161,6 +170,7 @@ def parse_job_form(
         recipes = build_recipes(
             model=model, action=action, magnitudes=magnitudes, titrate=titrate, seed=_text(form, "seed") or None,
             layers=layers, conv_layers=conv_layers(model), offset=offset, duration=duration,
+            on_input=_flag(form, "adversarial_on_input"),
         )
     except RecipeError as exc:
         raise FormError(str(exc)) from None
@@ -171,5 +181,5 @@ def parse_job_form(
     return JobRequest(
         model=model, action=action, magnitudes=magnitudes, seed=seed, layers=layers,
         offset=offset, duration=duration, save_model=save_model,
-        filename=display, stem=stem, extension=ext,
+        filename=display, stem=stem, extension=ext, on_input=recipes[0].on_input,
     )

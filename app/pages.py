@@ -16,6 +16,7 @@ def index():
         "index.html",
         actions=[spec.to_dict() for spec in ACTIONS.values()],
         max_upload_mb=cfg["MAX_UPLOAD_MB"],
+        max_model_mb=cfg["MAX_MODEL_MB"],
         max_duration_s=cfg["MAX_DURATION_S"],
         poll_interval_ms=cfg["POLL_INTERVAL_MS"],
         result_ttl_min=cfg["RESULT_TTL_S"] / 60,

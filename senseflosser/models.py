@@ -112,7 +112,7 @@ def time_receptive_field(model: keras.Model) -> int | None:
     return reach
 
 
-def load_model_file(path: str | os.PathLike) -> keras.Model:
+def load_model_file(path: str | os.PathLike, *, label: str | None = None) -> keras.Model:
     """Load a model file and check that it maps ``(frames, 1025, 2)`` to the same shape.
 
     ``.keras`` files load in Keras' safe mode (no arbitrary code is run);
@@ -121,6 +121,8 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
     Parameters
     ----------
     path : str or os.PathLike
+    label : str or None, keyword-only
+        Name used in messages (default: the file's name).
 
     Returns
     -------
@@ -132,16 +134,17 @@ def load_model_file(path: str | os.PathLike) -> keras.Model:
         If the file is missing, unreadable, or the model has the wrong shape.
     """
     p = Path(path)
+    label = label or p.name
     if p.suffix not in MODEL_SUFFIXES:
-        raise ModelError(f"{p.name}: not a model file (expected .keras or .h5)")
+        raise ModelError(f"{label}: not a model file (expected .keras or .h5)")
     if not p.is_file():
         raise ModelError(f"model file {str(p)!r} does not exist")
     try:
         model = keras.models.load_model(p, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types for a corrupt file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{p.name}: the model file could not be loaded ({first[:200]})") from None
-    check_model(model, p.name)
+        raise ModelError(f"{label}: the model file could not be loaded ({first[:200]})") from None
+    check_model(model, label)
     return model
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from . import audio as audio_io
@@ -106,7 +107,7 @@ def floss_to_dir(
     input_path: str | os.PathLike,
     *,
     registry: ModelRegistry,
-    model: str,
+    model: str | tuple[str, keras.Model, str],
     action: str,
     magnitudes: Sequence[float] | str | None = None,
     output_dir: str | os.PathLike,
@@ -132,8 +133,10 @@ def floss_to_dir(
         Audio file (anything :func:`senseflosser.audio.load` reads).
     registry : ModelRegistry, keyword-only
         Where ``model`` is looked up.
-    model : str, keyword-only
-        Registry name (or a file path when ``allow_model_paths``).
+    model : str or tuple, keyword-only
+        Registry name (or a file path when ``allow_model_paths``), or an
+        already loaded model as ``(name, model, sha256)`` (an uploaded one,
+        which never enters the registry).
     action : str, keyword-only
         A name from the action registry.
     magnitudes : sequence of float or str, keyword-only
@@ -170,7 +173,12 @@ def floss_to_dir(
         The manifest (also written as ``manifest.json``): file names relative
         to ``output_dir``, recipes and metrics.
     """
-    name, net, sha = registry.resolve(model, allow_paths=allow_model_paths)
+    note = None
+    if isinstance(model, tuple):
+        name, net, sha = model
+        note = f"model {name!r} is not in the registry: supply the same file (SHA-256 {sha}) with --model to reproduce"
+    else:
+        name, net, sha = registry.resolve(model, allow_paths=allow_model_paths)
     recipes = build_recipes(
         model=name, model_sha256=sha, action=action, magnitudes=magnitudes, titrate=titrate, seed=seed,
         layers=layers, conv_layers=conv_channels(net), offset=offset, duration=duration,
@@ -179,7 +187,7 @@ def floss_to_dir(
     base, mags, seed = recipes[0], [r.magnitude for r in recipes], recipes[0].seed
     direction_sha = None
     if base.action == "adversarial" and not base.on_input:
-        if worst_case.attached(net) is None:
+        if worst_case.attached(net) is None and isinstance(model, str):
             source = Path(model) if allow_model_paths and Path(model).is_file() else registry.path(name)
             worst_case.attach_from_file(net, source)
         found = worst_case.attached(net)
@@ -208,7 +216,7 @@ def floss_to_dir(
         "input": Path(input_path).name,
         "stem": stem,
         "seed": seed,
-        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags},
+        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {})},
         "adversarial_direction_sha256": direction_sha,
         "device": device.describe(),
         "seconds": None,
@@ -225,7 +233,8 @@ def floss_to_dir(
                  "recipe": out.recipe.to_dict(), "model": None}
         recipe_file = out_dir / f"{stem}_{out.recipe.slug}.json"
         write_json(recipe_file, {"recipe": out.recipe.to_dict(), "metrics": out.metrics,
-                                 "output": entry["file"], "device": manifest["device"]})
+                                 "output": entry["file"], "device": manifest["device"],
+                                 **({"model_note": note} if note else {})})
         entry["recipe_file"] = recipe_file.name
         if save_model and out.model is not None:
             model_file = out_dir / f"{safe_stem(name, default='model')}_{out.recipe.slug}.keras"

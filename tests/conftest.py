@@ -51,6 +51,71 @@ def tone(seconds: float = 2.0, sr: int = SR, *, freqs=(220.0, 440.0, 1330.0), am
     return y
 
 
+def hostile_model_files(folder: Path, marker: Path) -> dict[str, tuple[Path, str]]:
+    """Model files an attacker or a careless user might upload: name -> (file, what the refusal says).
+
+    The Lambda model's function would write ``marker`` if it ever ran.
+    """
+    import io
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, tuple[Path, str]] = {}
+    good = folder / "good.keras"
+    make_tiny_model(name="good").save(good)
+
+    inp = keras.Input(shape=(None, N_BINS, 2))
+    path_text = str(marker)
+    x = keras.layers.Lambda(lambda t: t + 0.0 * len(open(path_text, "w").write("pwned") and "x"))(inp)
+    x = keras.layers.Conv2D(2, 3, padding="same")(x)
+    keras.Model(inp, x).save(folder / "lambda.keras")
+    marker.unlink(missing_ok=True)  # building the model traced the function once; the file must not come back
+    files["lambda"] = (folder / "lambda.keras", "Lambda")
+
+    @keras.saving.register_keras_serializable(package="evil")
+    class Custom(keras.layers.Layer):
+        def call(self, t):
+            return t
+
+    inp = keras.Input(shape=(None, N_BINS, 2))
+    keras.Model(inp, keras.layers.Conv2D(2, 3, padding="same")(Custom()(inp))).save(folder / "custom.keras")
+    files["custom"] = (folder / "custom.keras", "custom object 'evil>Custom'")
+
+    with zipfile.ZipFile(good) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    bomb = folder / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        for n, data in members.items():
+            z.writestr(n, data if n != "model.weights.h5" else data + b"\0" * (300 * 2**20))
+    files["bomb"] = (bomb, "unpacks to")
+    traversal = folder / "traversal.keras"
+    with zipfile.ZipFile(traversal, "w") as z:
+        for n, data in members.items():
+            z.writestr(n, data)
+        z.writestr("../../evil.json", b"{}")
+    files["traversal"] = (traversal, "unsafe path")
+    truncated = folder / "truncated.keras"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    files["truncated"] = (truncated, "not a .keras file")
+    h5 = folder / "h5.keras"
+    make_tiny_model(name="h5").save(folder / "real.h5")
+    (folder / "real.h5").rename(h5)
+    files["h5"] = (h5, "HDF5")
+    inp = keras.Input(shape=(None, 513, 2))
+    keras.Model(inp, keras.layers.Conv2D(2, 3, padding="same")(inp)).save(folder / "shape.keras")
+    files["shape"] = (folder / "shape.keras", "input shape (None, None, 513, 2)")
+    inp = keras.Input(shape=(None, N_BINS, 2))
+    keras.Model(inp, SpectralExpand(0.3)(SpectralCompress(0.3)(inp))).save(folder / "noconv.keras")
+    files["noconv"] = (folder / "noconv.keras", "no Conv1D, Conv2D")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("config.json", b"{not json")
+        z.writestr("model.weights.h5", b"")
+    (folder / "badjson.keras").write_bytes(buf.getvalue())
+    files["badjson"] = (folder / "badjson.keras", "not valid JSON")
+    return files
+
+
 def give_direction(model: keras.Model, path: Path | None = None) -> None:
     """Find a (quick) universal adversarial direction for a test model, attach it and optionally save it."""
     from senseflosser import actions

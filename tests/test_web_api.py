@@ -539,3 +539,13 @@ def test_every_action_runs_as_a_web_job_with_channels(web_client, web_submit, we
     assert view["recipe"]["layers"] == ["conv_a:0,2"]
     assert "--layers conv_a:0,2" in view["cli"]
     assert view["outputs"]["flossed"][0]["model"]
+
+
+def test_adversarial_on_input_through_the_api(web_client, web_submit, web_wait):
+    r = web_submit(web_client, action="adversarial", magnitude="0.01", adversarial_on_input="1", seed="5")
+    assert r.status_code == 202, r.get_json()
+    view = web_wait(web_client, r.get_json()["id"])
+    assert view["state"] == "done", view
+    assert view["recipe"]["on_input"] is True and "--adversarial-on-input" in view["cli"]
+    r = web_submit(web_client, action="fog", adversarial_on_input="1")
+    assert r.status_code == 400 and "on_input" in r.get_json()["error"]

@@ -108,14 +108,14 @@ def test_upload_floss_listen_download(page, tmp_path):
     slider.focus()
     for _ in range(3):
         page.keyboard.press("ArrowRight")
-    assert page.inner_text("#magnitude-value") == "0.065"
+    assert page.inner_text("#magnitude-value") == "0.053"
     page.check("#save_model")
     page.click("#submit")
 
     page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
     assert page.inner_text("#status-text") == "Done."
-    assert page.locator("#players .player").count() == 3  # original, normal, fog 0.065
-    assert "fog 0.065" in page.inner_text("#players .player:nth-child(3) h3").lower()
+    assert page.locator("#players .player").count() == 3  # original, normal, fog 0.053
+    assert "fog 0.053" in page.inner_text("#players .player:nth-child(3) h3").lower()
     wait_until(
         page, "() => { const a = document.querySelectorAll('#players audio'); const x = a[a.length - 1];"
         " return x && x.readyState >= 1 && x.duration > 0; }")
@@ -124,24 +124,24 @@ def test_upload_floss_listen_download(page, tmp_path):
     assert duration == pytest.approx(2.0, abs=0.1)
     assert page.evaluate("() => document.querySelector('#players .player:nth-child(3) img').naturalWidth") > 0
     assert "SNR" in page.inner_text("#players .player:nth-child(3) .metrics")
-    assert page.input_value("#cli").startswith("senseflosser floss -i browser_song.wav -m tiny -a fog -g 0.065")
+    assert page.input_value("#cli").startswith("senseflosser floss -i browser_song.wav -m tiny -a fog -g 0.053")
 
     flossed = page.locator("#players .player:nth-child(3)")
     with page.expect_download() as wav_download:
         flossed.locator(".download-wav").click()
     wav = wav_download.value
-    assert wav.suggested_filename == "browser_song_fog_0.065.wav"
+    assert wav.suggested_filename == "browser_song_fog_0.053.wav"
     wav_path = Path(wav.path())
     assert wav_path.stat().st_size > 44 and wav_path.read_bytes()[:4] == b"RIFF"
 
     with page.expect_download() as model_download:
         flossed.locator(".download-model").click()
     model = model_download.value
-    assert model.suggested_filename == "browser_song_tiny_fog_0.065.keras"
+    assert model.suggested_filename == "browser_song_tiny_fog_0.053.keras"
     assert Path(model.path()).read_bytes()[:2] == b"PK"
 
     # the form kept its values for the next run
-    assert page.input_value("#magnitude") == "0.065"
+    assert page.input_value("#magnitude") == "0.053"
     assert page.is_checked("#save_model")
 
 
@@ -176,3 +176,36 @@ def test_titrate_and_queue_position_survive_a_reload(page, live_server, tmp_path
     page.reload()
     page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
     assert page.locator("#players .player").count() == 2 + 5
+
+
+def test_own_model_through_the_page(page, tmp_path):
+    import keras
+
+    from conftest import make_tiny_model
+
+    song = tmp_path / "mine.wav"
+    song.write_bytes(web_wav_bytes(1.5))
+    own = tmp_path / "my autoencoder.keras"
+    make_tiny_model(seed=5, name="mine").save(own)
+    page.set_input_files("#audio", str(song))
+    page.set_input_files("#model-file", str(own))
+    assert page.is_disabled("#model")
+    assert "my autoencoder.keras" in page.inner_text("#model-summary")
+    page.check("#action-ablate")
+    page.check("#save_model")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    assert page.locator("#players .player").count() == 3
+    assert "-m 'my autoencoder.keras'" in page.input_value("#cli")
+    with page.expect_download() as model_download:
+        page.locator("#players .player:nth-child(3) .download-model").click()
+    flossed = keras.models.load_model(model_download.value.path())
+    assert flossed.count_params() > 0
+    # a refused model is explained in the page
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    page.set_input_files("#model-file", str(bad))
+    page.click("#submit")
+    error = page.locator("#error")
+    error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert "bad.keras" in error.inner_text() and "not a .keras file" in error.inner_text()

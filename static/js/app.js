@@ -7,6 +7,7 @@
     modelsUrl: main.dataset.modelsUrl,
     jobsUrl: main.dataset.jobsUrl,
     maxUploadBytes: parseFloat(main.dataset.maxUploadMb) * 1024 * 1024,
+    maxModelBytes: parseFloat(main.dataset.maxModelMb) * 1024 * 1024,
     maxDuration: parseFloat(main.dataset.maxDuration),
     pollMs: parseInt(main.dataset.pollMs, 10) || 1000,
   };
@@ -19,6 +20,7 @@
   const durationInput = $("duration");
   const modelSelect = $("model");
   const modelSummary = $("model-summary");
+  const modelFile = $("model-file");
   const magnitude = $("magnitude");
   const magnitudeValue = $("magnitude-value");
   const magnitudeHint = $("magnitude-hint");
@@ -102,6 +104,15 @@
   }
 
   function showModel() {
+    if (modelFile.files.length > 0) {
+      // Your own model: its layers are unknown to the page (the server checks a typed selection).
+      modelSelect.disabled = true;
+      modelSummary.textContent = `Using your model ${modelFile.files[0].name}; it is checked when you start.`;
+      layersBox.replaceChildren();
+      layersFieldset.hidden = true;
+      return;
+    }
+    modelSelect.disabled = false;
     const card = cards[modelSelect.value];
     modelSummary.textContent = card ? describeCard(card) : "";
     layersBox.replaceChildren();
@@ -271,6 +282,14 @@
     if (card) modelSummary.textContent = describeCard(card);
   }));
   modelSelect.addEventListener("change", showModel);
+  modelFile.addEventListener("change", () => {
+    const file = modelFile.files[0];
+    if (file && file.size > cfg.maxModelBytes) {
+      showError(`${file.name} is larger than the limit of ${formatBytes(cfg.maxModelBytes)} for your own models.`);
+      modelFile.value = "";
+    }
+    showModel();
+  });
 
   /* ---------------------------------------------------------------- submitting */
 
@@ -280,7 +299,7 @@
     if (file.size > cfg.maxUploadBytes) {
       return [`${file.name} is larger than the limit of ${formatBytes(cfg.maxUploadBytes)}.`, fileInput];
     }
-    if (!modelSelect.value) return ["Choose a model.", modelSelect];
+    if (!modelSelect.value && modelFile.files.length === 0) return ["Choose a model.", modelSelect];
     const offset = offsetInput.value === "" ? 0 : Number(offsetInput.value);
     if (!Number.isFinite(offset) || offset < 0) return ["The start must be 0 seconds or more.", offsetInput];
     if (offsetInput.max && offset >= Number(offsetInput.max)) {
@@ -347,6 +366,8 @@
     }
     const data = new FormData(form);
     if (titrate.checked) data.delete("magnitude");
+    if (modelFile.files.length > 0) data.delete("model");
+    else data.delete("model_file");
     data.delete("layers");
     form.querySelectorAll('input[name="layers"]:checked').forEach((box) => {
       const pick = $(`${box.id}-channels`);
