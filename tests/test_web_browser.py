@@ -199,7 +199,10 @@ def test_own_model_through_the_page(page, tmp_path):
     assert "-m my_autoencoder.keras" in page.input_value("#cli")
     with page.expect_download() as model_download:
         page.locator("#players .player:nth-child(3) .download-model").click()
-    flossed = keras.models.load_model(model_download.value.path())
+    saved = tmp_path / model_download.value.suggested_filename
+    model_download.value.save_as(saved)
+    assert saved.suffix == ".keras"
+    flossed = keras.models.load_model(saved)
     assert flossed.count_params() > 0
     # a refused model is explained in the page
     bad = tmp_path / "bad.keras"
