@@ -211,4 +211,4 @@ def test_own_model_through_the_page(page, tmp_path):
     page.click("#submit")
     error = page.locator("#error")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
-    assert "bad.keras" in error.inner_text() and "not a .keras file" in error.inner_text()
+    assert "bad.keras" in error.inner_text().lower() and "not a .keras file" in error.inner_text()
