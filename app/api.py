@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from senseflosser.actions import ACTIONS
+from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
 from . import services
 from .config import parse_bool
@@ -55,6 +56,16 @@ def list_actions():
 
 @bp.post("/jobs")
 def create_job():
+    return _create("job")
+
+
+@bp.post("/maps")
+def create_map():
+    """A sensitivity map of the uploaded clip: each conv layer damaged alone (queued like a job)."""
+    return _create("map")
+
+
+def _create(kind: str):
     svc = services()
     upload = request.files.get("audio")  # a body over MAX_CONTENT_LENGTH raises 413 here
     form = request.form
@@ -67,6 +78,8 @@ def create_job():
     model_upload = request.files.get("model_file")
     if model_upload is not None and not model_upload.filename:
         model_upload = None  # a browser's empty file field
+    if kind == "map":
+        form = _map_form(form)
     if model_upload is None:
         job = _job_form(form, upload.filename)
     if not svc.runner.has_room():
@@ -90,6 +103,8 @@ def create_job():
         except JobFailed as exc:
             raise ApiError(400, str(exc)) from None
         spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info, **model_spec}
+        if kind == "map":
+            spec.update(kind="map", seeds=_map_seeds(form), layers=None, save_model=False)
         state = svc.runner.submit(job_id, spec)
     except QueueFull:
         svc.store.delete(job_id)
@@ -100,11 +115,42 @@ def create_job():
     except BaseException:
         svc.store.delete(job_id)
         raise
-    status_url = url_for("api.job_status", job_id=job_id)
+    status_url = url_for("api.map_status" if kind == "map" else "api.job_status", job_id=job_id)
     response = jsonify(id=job_id, status_url=status_url, state=state["state"], position=state["position"])
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
+
+
+MAP_MAX_SECONDS = 30.0
+"""Longest excerpt a map job measures (each cell is one pass over it)."""
+MAP_MAX_SEEDS = 5
+
+
+def _map_form(form):
+    """A map's form is a job's, with the action's titration and a 10 s excerpt unless told otherwise."""
+    from werkzeug.datastructures import MultiDict
+
+    fields = MultiDict(form)
+    if not (form.get("magnitude") or form.get("magnitudes")):
+        fields["titrate"] = "1"
+    if not form.get("duration"):
+        fields["duration"] = str(DEFAULT_DURATION)
+    try:
+        seconds = float(fields["duration"])
+    except ValueError:
+        seconds = None  # the job form says what is wrong
+    if seconds is not None and seconds > MAP_MAX_SECONDS:
+        raise ApiError(400, f"a map measures at most {MAP_MAX_SECONDS:g} seconds of audio; got duration {seconds:g}")
+    fields.setlist("layers", [])
+    return fields
+
+
+def _map_seeds(form) -> int:
+    text = (form.get("seeds") or "").strip() or str(DEFAULT_SEEDS)
+    if not text.isdigit() or not 1 <= int(text) <= MAP_MAX_SEEDS:
+        raise ApiError(400, f"seeds must be a whole number from 1 to {MAP_MAX_SEEDS}, got {text[:20]!r}")
+    return int(text)
 
 
 def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int]] | None = None):
@@ -146,9 +192,41 @@ def job_status(job_id: str):
     state = services().runner.get(job_id)
     if state is None:
         raise _no_job(job_id)
-    response = jsonify(job_view(state))
+    response = jsonify(map_view(state) if state["request"].get("kind") == "map" else job_view(state))
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/maps/<job_id>")
+def map_status(job_id: str):
+    if not valid_job_id(job_id):
+        raise _no_job(job_id)
+    state = services().runner.get(job_id)
+    if state is None or state["request"].get("kind") != "map":
+        raise _no_job(job_id)
+    response = jsonify(map_view(state))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def map_view(state: dict) -> dict[str, Any]:
+    """The public form of a map job (``GET /api/maps/<id>``): its state and, once done, the map."""
+    job_id = state["id"]
+    spec = state["request"]
+    manifest = state.get("manifest") if state["state"] == "done" else None
+    view: dict[str, Any] = {
+        "id": job_id, "state": state["state"],
+        "position": state.get("position") if state["state"] == "queued" else None,
+        "progress": state.get("progress", 0.0), "message": state.get("message"), "error": state.get("error"),
+        "filename": spec.get("filename"), "model": spec.get("model"), "action": spec.get("action"),
+        "seeds": spec.get("seeds"), "map": None, "files": None,
+    }
+    if manifest and isinstance(manifest.get("map"), dict):
+        report = dict(manifest["map"])
+        files = report.pop("files", {}) or {}
+        view["map"] = report
+        view["files"] = {kind: (_file_urls(job_id, name) or {}).get("url") for kind, name in files.items()}
+    return view
 
 
 def _manifest_files(manifest: dict | None) -> set[str]:
@@ -164,6 +242,9 @@ def _manifest_files(manifest: dict | None) -> set[str]:
                     names.add(entry[key])
     if isinstance(manifest.get("recipe_file"), str):
         names.add(manifest["recipe_file"])
+    report = manifest.get("map")
+    if isinstance(report, dict) and isinstance(report.get("files"), dict):
+        names.update(n for n in report["files"].values() if isinstance(n, str))
     return {n for n in names if n == PurePosixPath(n).name and not n.startswith(".") and "\\" not in n}
 
 

@@ -19,6 +19,7 @@ from senseflosser.errors import SenseflosserError
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
 from senseflosser.pipeline import warm_up
 from senseflosser.render import floss_to_dir, safe_stem
+from senseflosser.sensitivity import DEFAULT_SEEDS, map_to_dir
 
 from .jobs import JobFailed, Progress
 
@@ -181,22 +182,37 @@ class Engine:
                             f"at least {MIN_SEGMENT_S:g} s is needed")
         return {"file_duration": info.duration, "segment_duration": seconds}
 
+    def _model(self, job_dir: Path, request: dict) -> Any:
+        """A job's model: its registry name, or its uploaded file checked again and loaded."""
+        if not request.get("model_file"):
+            return request["model"]
+        # An uploaded model lives with its job; it is checked again before Keras opens it here.
+        path = job_dir / "input" / request["model_file"]
+        if not path.is_file():
+            raise JobFailed("the uploaded model file is missing from the job's folder; if the workers run "
+                            "on other machines, they must mount the same data directory")
+        net = untrusted.load_untrusted(path, label=request.get("model_filename") or path.name)
+        return (request["model"], net, file_sha256(path))
+
     def render(self, job_dir: Path, request: dict, progress: Progress) -> dict:
-        """Run one job: floss the stored input into ``job_dir/out`` and return the manifest."""
+        """Run one job: floss (or map, for ``kind="map"``) the stored input into ``job_dir/out``.
+
+        Returns the manifest: the outputs of a flossing job, ``{"kind": "map", "map": ...}`` of a map.
+        """
         out = job_dir / "out"
         if out.exists():  # a run interrupted by a crash left partial files
             shutil.rmtree(out)
         input_path = job_dir / "input" / request["input"]
         try:
-            model: Any = request["model"]
-            if request.get("model_file"):
-                # An uploaded model lives with its job; it is checked again before Keras opens it here.
-                path = job_dir / "input" / request["model_file"]
-                if not path.is_file():
-                    raise JobFailed("the uploaded model file is missing from the job's folder; if the workers run "
-                                    "on other machines, they must mount the same data directory")
-                net = untrusted.load_untrusted(path, label=request.get("model_filename") or path.name)
-                model = (request["model"], net, file_sha256(path))
+            model = self._model(job_dir, request)
+            if request.get("kind") == "map":
+                report = map_to_dir(
+                    input_path, registry=self.registry, model=model, output_dir=out, action=request["action"],
+                    magnitudes=request["magnitudes"], seeds=request.get("seeds", DEFAULT_SEEDS),
+                    seed=request["seed"], offset=request["offset"], duration=request["duration"],
+                    max_duration=self.max_duration, progress=progress,
+                )
+                return json_safe({"kind": "map", "map": report})
             manifest = floss_to_dir(
                 input_path,
                 registry=self.registry,

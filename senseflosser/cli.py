@@ -101,6 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
+    p = sub.add_parser("map", help="sensitivity map: each conv layer damaged alone at each magnitude")
+    p.add_argument("--input", "-i", required=True, help="audio file")
+    p.add_argument("--model", "-m", required=True, help="registry model name or a .keras file")
+    p.add_argument("--action", "-a", default="fog", choices=ACTION_NAMES, metavar="{" + ",".join(ACTION_NAMES) + "}",
+                   help="action (default fog)")
+    p.add_argument("--magnitudes", help="comma-separated magnitudes (default: the action's titration)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    p.add_argument("--offset", type=_seconds, default=0.0, help="start of the excerpt in seconds")
+    p.add_argument("--duration", "-d", type=_seconds, default=10.0, help="length of the excerpt (default 10 s)")
+    p.add_argument("--output-dir", "-o", default="map", help="where map.json, map.csv and map.png go (default ./map)")
+    p.add_argument("--models-dir", help="model registry folder (default ./models)")
+    p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+
     p = sub.add_parser("actions", help="list the damage actions (the action registry)")
     p.add_argument("--json", action="store_true", help="print them as JSON (as GET /api/actions does)")
     p.add_argument("--markdown", action="store_true", help="print the README's table")
@@ -212,6 +226,22 @@ def _cmd_floss(args) -> int:
     return 0
 
 
+def _cmd_map(args) -> int:
+    from .sensitivity import map_to_dir
+
+    report = map_to_dir(args.input, registry=_registry(args), model=args.model, output_dir=args.output_dir,
+                        action=args.action, magnitudes=args.magnitudes, seeds=args.seeds, seed=args.seed,
+                        offset=args.offset, duration=args.duration, allow_model_paths=True,
+                        progress=ProgressBar("mapping"))
+    files = report["files"]
+    out = Path(args.output_dir)
+    print(f"{len(report['layers'])} layers x {len(report['magnitudes'])} magnitudes x {report['seeds']} seeds in "
+          f"{report['seconds']:.1f} s ({report['passes_equivalent']} forward passes of the excerpt)")
+    print(f"most sensitive first: {', '.join(report['most_sensitive'])}")
+    print("wrote " + ", ".join(str(out / f) for f in files.values()))
+    return 0
+
+
 def _cmd_actions(args) -> int:
     from .actions import ACTIONS, markdown_table
 
@@ -299,7 +329,7 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"floss": _cmd_floss, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
+COMMANDS = {"floss": _cmd_floss, "map": _cmd_map, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
             "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate}
 
 

@@ -103,6 +103,35 @@ def save_spectrogram(y: np.ndarray, path: Path, *, width: int = 800, height: int
     return path
 
 
+def resolve_model(
+    registry: ModelRegistry,
+    model: str | tuple[str, keras.Model, str],
+    *,
+    allow_paths: bool = False,
+    action: str | None = None,
+) -> tuple[str, keras.Model, str, str | None]:
+    """A model by registry name, path or as ``(name, model, sha256)``, ready for ``action``.
+
+    For ``adversarial``, the universal direction stored beside the model's file
+    is attached (see :mod:`senseflosser.actions.worst_case`).
+
+    Returns
+    -------
+    name, model, sha256, note
+        ``note`` says how to reproduce with a model that is not in the registry.
+    """
+    note = None
+    if isinstance(model, tuple):
+        name, net, sha = model
+        note = f"model {name!r} is not in the registry: supply the same file (SHA-256 {sha}) with --model to reproduce"
+        return name, net, sha, note
+    name, net, sha = registry.resolve(model, allow_paths=allow_paths)
+    if action == "adversarial" and worst_case.attached(net) is None:
+        source = Path(model) if allow_paths and Path(model).is_file() else registry.path(name)
+        worst_case.attach_from_file(net, source)
+    return name, net, sha, note
+
+
 def floss_to_dir(
     input_path: str | os.PathLike,
     *,
@@ -173,25 +202,15 @@ def floss_to_dir(
         The manifest (also written as ``manifest.json``): file names relative
         to ``output_dir``, recipes and metrics.
     """
-    note = None
-    if isinstance(model, tuple):
-        name, net, sha = model
-        note = f"model {name!r} is not in the registry: supply the same file (SHA-256 {sha}) with --model to reproduce"
-    else:
-        name, net, sha = registry.resolve(model, allow_paths=allow_model_paths)
+    name, net, sha, note = resolve_model(registry, model, allow_paths=allow_model_paths, action=action)
     recipes = build_recipes(
         model=name, model_sha256=sha, action=action, magnitudes=magnitudes, titrate=titrate, seed=seed,
         layers=layers, conv_layers=conv_channels(net), offset=offset, duration=duration,
         max_duration=max_duration, on_input=on_input,
     )
     base, mags, seed = recipes[0], [r.magnitude for r in recipes], recipes[0].seed
-    direction_sha = None
-    if base.action == "adversarial" and not base.on_input:
-        if worst_case.attached(net) is None and isinstance(model, str):
-            source = Path(model) if allow_model_paths and Path(model).is_file() else registry.path(name)
-            worst_case.attach_from_file(net, source)
-        found = worst_case.attached(net)
-        direction_sha = found[1] if found else None
+    found = worst_case.attached(net) if base.action == "adversarial" and not base.on_input else None
+    direction_sha = found[1] if found else None
     y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

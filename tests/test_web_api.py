@@ -549,3 +549,24 @@ def test_adversarial_on_input_through_the_api(web_client, web_submit, web_wait):
     assert view["recipe"]["on_input"] is True and "--adversarial-on-input" in view["cli"]
     r = web_submit(web_client, action="fog", adversarial_on_input="1")
     assert r.status_code == 400 and "on_input" in r.get_json()["error"]
+
+
+def test_map_through_the_api(web_client, web_wait):
+    import io
+
+    r = web_client.post("/api/maps", data={"audio": (io.BytesIO(web_wav_bytes(1.5)), "song.wav"), "model": "tiny",
+                                            "action": "ablate", "seeds": "2"}, content_type="multipart/form-data")
+    assert r.status_code == 202, r.get_json()
+    assert r.get_json()["status_url"].startswith("/api/maps/")
+    job_id = r.get_json()["id"]
+    web_wait(web_client, job_id)
+    view = web_client.get(f"/api/maps/{job_id}").get_json()
+    assert view["state"] == "done", view
+    assert view["map"]["layers"] == ["conv_a", "conv_b", "conv_out"] and view["map"]["seeds"] == 2
+    assert view["map"]["magnitudes"] == list(actions.get("ablate").magnitude.titration)
+    png = web_client.get(view["files"]["png"])
+    assert png.status_code == 200 and png.data[:4] == b"\x89PNG"
+    assert web_client.get(f"/api/maps/{job_id}").status_code == 200
+    r = web_client.post("/api/maps", data={"audio": (io.BytesIO(web_wav_bytes(1.5)), "song.wav"), "model": "tiny",
+                                            "action": "fog", "seeds": "9"}, content_type="multipart/form-data")
+    assert r.status_code == 400 and "seeds" in r.get_json()["error"]
