@@ -10,7 +10,9 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from senseflosser import envelope
 from senseflosser.actions import ACTIONS
+from senseflosser.errors import RecipeError
 from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
 from . import services
@@ -103,6 +105,13 @@ def _create(kind: str):
         except JobFailed as exc:
             raise ApiError(400, str(exc)) from None
         spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info, **model_spec}
+        if job.envelope:
+            try:
+                points = envelope.resolve(job.envelope, info["segment_duration"])
+                envelope.check_within(points, info["segment_duration"])
+            except RecipeError as exc:
+                raise ApiError(400, str(exc)) from None
+            spec["envelope"] = [list(p) for p in points]
         if kind == "map":
             spec.update(kind="map", seeds=_map_seeds(form), layers=None, save_model=False)
         state = svc.runner.submit(job_id, spec)
@@ -313,7 +322,9 @@ def cli_command(spec: dict, manifest: dict | None) -> str:
     seed = manifest.get("seed", spec["seed"]) if manifest else spec["seed"]
     model = spec.get("model_filename") if spec.get("model_file") else spec["model"]
     parts = ["senseflosser", "floss", "-i", spec["filename"], "-m", model, "-a", spec["action"]]
-    if len(magnitudes) == 1:
+    if spec.get("envelope"):
+        parts += ["--envelope", envelope.to_text(tuple(tuple(p) for p in spec["envelope"]))]
+    elif len(magnitudes) == 1:
         parts += ["-g", repr(float(magnitudes[0]))]
     else:
         parts += ["--magnitudes", ",".join(repr(float(m)) for m in magnitudes)]

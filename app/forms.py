@@ -14,6 +14,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from senseflosser.errors import RecipeError
+from senseflosser import envelope as envelope_mod
 from senseflosser.actions import ACTION_NAMES, parse_layers
 from senseflosser.recipe import build_recipes
 from senseflosser.render import safe_stem
@@ -45,6 +46,7 @@ class JobRequest:
     stem: str
     extension: str
     on_input: bool = False
+    envelope: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -155,6 +157,7 @@ def parse_job_form(
         raise FormError(f"unknown action {_show(action)}; choose one of: {', '.join(ACTION_NAMES)}")
     titrate = _flag(form, "titrate")
     magnitudes = _text(form, "magnitudes") or _text(form, "magnitude") or None
+    envelope_text = _text(form, "envelope") or None
     layer_values = [v for v in getlist("layers") if v is not None]
     if sum(len(v) for v in layer_values) > MAX_FIELD_CHARS * 4:
         raise FormError("layers is too long")
@@ -171,6 +174,8 @@ def parse_job_form(
             model=model, action=action, magnitudes=magnitudes, titrate=titrate, seed=_text(form, "seed") or None,
             layers=layers, conv_layers=conv_layers(model), offset=offset, duration=duration,
             on_input=_flag(form, "adversarial_on_input"),
+            # Checked here; its points are fixed once the audio's length is known (see the API).
+            envelope=envelope_mod.resolve(envelope_text, duration or 3600.0) if envelope_text else None,
         )
     except RecipeError as exc:
         raise FormError(str(exc)) from None
@@ -181,5 +186,5 @@ def parse_job_form(
     return JobRequest(
         model=model, action=action, magnitudes=magnitudes, seed=seed, layers=layers,
         offset=offset, duration=duration, save_model=save_model,
-        filename=display, stem=stem, extension=ext, on_input=recipes[0].on_input,
+        filename=display, stem=stem, extension=ext, on_input=recipes[0].on_input, envelope=envelope_text,
     )

@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", "-l",
                    help="conv layers to damage, optionally with channels: 'down:0,5,9,mid' "
                         "(channels 0, 5, 9 of down; all of mid). Default: the action's")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--envelope", help="magnitude over the output's time, seconds:magnitude points, linear "
+                                          "between them, held after the last: '0:0,30:0.1,60:0'")
+    shape.add_argument("--ramp", metavar="A,B", help="envelope from magnitude A at the start to B at the end")
+    shape.add_argument("--lfo", metavar="LOW,HIGH,PERIOD_S", help="envelope: a sine between LOW and HIGH")
     p.add_argument("--adversarial-on-input", action="store_true",
                    help="adversarial: find the worst-case direction on this audio (a few seconds of search) "
                         "instead of the model's stored universal one")
@@ -181,9 +186,11 @@ def _cmd_floss(args) -> int:
     from .recipe import recipes_from_json
     from .render import floss_to_dir
 
+    envelope = (args.envelope or (f"ramp:{args.ramp}" if args.ramp else None)
+                or (f"lfo:{args.lfo}" if args.lfo else None))
     opts = dict(
         model=args.model, action=args.action, seed=args.seed, layers=args.layers,
-        offset=args.offset, duration=args.duration, on_input=args.adversarial_on_input,
+        offset=args.offset, duration=args.duration, on_input=args.adversarial_on_input, envelope=envelope,
     )
     if args.recipe:
         try:
@@ -193,8 +200,9 @@ def _cmd_floss(args) -> int:
         recipe = recipes[0]
         opts.update(model=args.model or recipe.model, action=recipe.action, seed=recipe.seed,
                     layers=list(recipe.layers) if recipe.layers else None,
-                    offset=recipe.offset, duration=recipe.duration, on_input=recipe.on_input)
-        mags = [r.magnitude for r in recipes]
+                    offset=recipe.offset, duration=recipe.duration, on_input=recipe.on_input,
+                    envelope=recipe.envelope)
+        mags = None if recipe.envelope is not None else [r.magnitude for r in recipes]
     elif args.magnitudes:
         mags = args.magnitudes
     elif args.magnitude is not None:
@@ -207,7 +215,7 @@ def _cmd_floss(args) -> int:
         from .actions import ACTION_NAMES
 
         raise SenseflosserError(f"--action is required ({', '.join(ACTION_NAMES)})")
-    if mags is None and not args.titrate:
+    if mags is None and not args.titrate and opts["envelope"] is None:
         mags = [get(opts["action"]).magnitude.default]
     manifest = floss_to_dir(
         args.input, registry=_registry(args), magnitudes=mags, titrate=args.titrate and not args.recipe,

@@ -15,7 +15,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
@@ -26,7 +26,9 @@ from .actions.base import with_weights
 from .errors import AudioError, ModelError
 from .models import check_model, input_frames, time_receptive_field
 from .recipe import Recipe
-from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, N_BINS, process
+from . import envelope as envelope_mod
+from .audio import SAMPLE_RATE
+from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, HOP, N_BINS, Chunk, n_frames, process
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +183,21 @@ class _Runner:
 
         self._weights = values(model.trainable_variables)
         self._state = values(model.non_trainable_variables)
+        # Random seed generators' states (a lapse layer's masks), for reseed().
+        self._seeds = [i for i, v in enumerate(model.non_trainable_variables) if v.name == "seed_generator_state"]
+        self._seed_starts = [keras.ops.convert_to_numpy(self._state[i]) for i in self._seeds]
+
+    def reseed(self, counter: int) -> None:
+        """Point every seed generator at draw ``counter`` of its seed's stream (its seed kept).
+
+        Renders of one chunk at several magnitudes then draw the same random
+        numbers (a lapse mask only thresholded differently), while each chunk
+        draws its own.
+        """
+        for i, start in zip(self._seeds, self._seed_starts):
+            value = np.array(start, copy=True)
+            value[1] = counter
+            self._state[i] = keras.ops.convert_to_tensor(value)
 
     def __call__(self, tensor: np.ndarray, index: int) -> np.ndarray:
         n = tensor.shape[0]
@@ -232,6 +249,107 @@ def _scratch_model(model: keras.Model, recipe: Recipe) -> keras.Model | None:
         while len(_scratch) > _SCRATCH_MAX:
             _scratch.popitem(last=False)
     return damaged
+
+
+def _damaged(model: keras.Model, recipe: Recipe, directions: dict, *, keep: bool = False):
+    """``(runner, kept model or None)`` for one recipe at its (single) magnitude.
+
+    A weight-only action (fog) runs the pristine architecture with new weights;
+    one that changes the architecture (lapse) runs a shared damaged copy with
+    the recipe's state. A model of its own is built only when it is to be kept.
+    """
+    recipe = replace(recipe, envelope=None)
+    if recipe.on_input:
+        weights = worst_case.apply_direction(
+            model, actions.targets(model, recipe.action, recipe.layers),
+            directions[(recipe.layers or (), recipe.seed)], magnitude=recipe.magnitude)
+        if keep:
+            kept = with_weights(model, weights)
+            return _Runner(kept), kept
+        return _Runner(model, weights), None
+    if keep:
+        kept = actions.apply(model, recipe)
+        return _Runner(kept), kept
+    scratch = _scratch_model(model, recipe)
+    if scratch is None:
+        return _Runner(model, actions.damaged_weights(model, recipe)), None
+    return _Runner(scratch, state=actions.damaged_state(scratch, recipe)), None
+
+
+KNOT_FRAMES = 16
+"""Frames between an envelope's knots (about 0.74 s): the damage is rendered at the envelope's value at
+each knot, and every frame between two knots blends the two renders in proportion to its place."""
+
+
+def envelope_plan(n: int, *, context: int, fixed: int | None) -> tuple[list[Chunk], int]:
+    """Chunks whose kept frames run from one envelope knot to the next: ``(chunks, knot spacing)``.
+
+    Each chunk carries ``context`` frames on both sides, so its kept frames
+    are what a single pass would give. A fixed-length model gets chunks of
+    its input length, and knots as far apart as its length allows.
+    """
+    knot = KNOT_FRAMES if fixed is None else max(1, min(fixed - 2 * context, fixed))
+    chunks = []
+    for k0 in range(0, n, knot):
+        k1 = min(n, k0 + knot)
+        if fixed is None:
+            start, stop = max(0, k0 - context), min(n, k1 + context)
+        else:
+            start = max(0, min(k0 - context, n - fixed))
+            stop = min(n, start + fixed)
+        chunks.append(Chunk(start, stop, k0, k1))
+    return chunks, knot
+
+
+class _EnvelopeRunner:
+    """Renders a recipe whose magnitude follows an envelope, chunk by chunk.
+
+    For the kept frames ``[k*h, (k+1)*h)`` of chunk ``k`` it runs the damaged
+    model at the envelope's value at knots ``k`` and ``k + 1`` (the damage
+    pattern fixed by the seed, only its size changing) and blends the two
+    outputs frame by frame, linearly by the frame's place between the knots.
+    The output therefore follows the envelope continuously, also within a
+    chunk, and meets itself exactly at every knot: no seams.
+    """
+
+    def __init__(self, model: keras.Model, recipe: Recipe, directions: dict, plan: list[Chunk], knot: int) -> None:
+        self.model, self.recipe, self.directions = model, recipe, directions
+        self.plan, self.knot = plan, knot
+        self.nonfinite = 0
+        times = np.arange(0, plan[-1].keep_stop + knot + 1, knot) * HOP / SAMPLE_RATE
+        self.knots = envelope_mod.values_at(recipe.envelope, times)
+        self._runners: OrderedDict[float, _Runner] = OrderedDict()
+
+    def _at(self, magnitude: float) -> _Runner:
+        magnitude = float(magnitude)
+        runner = self._runners.get(magnitude)
+        if runner is None:
+            runner = _damaged(self.model, replace(self.recipe, magnitude=magnitude), self.directions)[0]
+            self._runners[magnitude] = runner
+            while len(self._runners) > 4:
+                self._runners.popitem(last=False)
+        self._runners.move_to_end(magnitude)
+        return runner
+
+    def __call__(self, tensor: np.ndarray, index: int) -> np.ndarray:
+        chunk = self.plan[index]
+        k = chunk.keep_start // self.knot
+        a_runner = self._at(self.knots[k])
+        a_runner.reseed(index)
+        a = a_runner(tensor, index)
+        if self.knots[k + 1] == self.knots[k]:
+            b = a
+        else:
+            b_runner = self._at(self.knots[k + 1])
+            b_runner.reseed(index)
+            b = b_runner(tensor, index)
+        frames = np.arange(chunk.start, chunk.stop, dtype=np.float32)
+        alpha = np.clip((frames - k * self.knot) / self.knot, 0.0, 1.0)[:, None, None]
+        self.nonfinite = sum(r.nonfinite for r in self._runners.values())
+        return ((1.0 - alpha) * a + alpha * b).astype(np.float32)
+
+    def finish(self) -> None:
+        """Nothing to leave behind: every render ran on borrowed weights or state."""
 
 
 def warm_up(model: keras.Model) -> None:
@@ -334,35 +452,28 @@ def floss(
         )
     start = 0.3 if searches else 0.0
     damaged: list[keras.Model | None] = []
-    runners = [_Runner(model)]
+    runners: list = [_Runner(model)]
+    enveloped = any(r.envelope is not None for r in recipes)
+    plan = None
+    if enveloped:
+        n = n_frames(len(y))
+        plan, knot = envelope_plan(n, context=context, fixed=fixed)
     for i, recipe in enumerate(recipes):
-        if recipe.on_input:
-            weights = worst_case.apply_direction(
-                model, actions.targets(model, recipe.action, recipe.layers),
-                directions[(recipe.layers or (), recipe.seed)], magnitude=recipe.magnitude)
-            damaged.append(with_weights(model, weights) if keep_models else None)
-            runners.append(_Runner(damaged[-1]) if keep_models else _Runner(model, weights))
-            continue
-        # A weight-only action (fog) runs the pristine architecture with new weights; one that
-        # changes the architecture (lapse) runs a shared damaged copy with the recipe's state. A
-        # model of its own is built only when it is to be kept.
-        if keep_models:
-            damaged.append(actions.apply(model, recipe))
-            runners.append(_Runner(damaged[-1]))
+        if recipe.envelope is not None:
+            damaged.append(_damaged(model, recipe, directions)[1] if keep_models else None)
+            runners.append(_EnvelopeRunner(model, recipe, directions, plan, knot))
         else:
-            damaged.append(None)
-            scratch = _scratch_model(model, recipe)
-            if scratch is None:
-                runners.append(_Runner(model, actions.damaged_weights(model, recipe)))
-            else:
-                runners.append(_Runner(scratch, state=actions.damaged_state(scratch, recipe)))
+            runner, dmg = _damaged(model, recipe, directions, keep=keep_models)
+            runners.append(runner)
+            damaged.append(dmg)
         report(start + 0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
 
     def on_chunk(done: int, total: int) -> None:
         report(start + 0.05 + (0.9 - start) * done / total, f"processed chunk {done} of {total}")
 
     outputs = process(
-        y, runners, chunk_frames=chunk_frames, context=context, exact=fixed is not None, on_chunk=on_chunk
+        y, runners, chunk_frames=chunk_frames, context=context, exact=fixed is not None, on_chunk=on_chunk,
+        chunks=plan,
     )
     for runner in runners:
         runner.finish()

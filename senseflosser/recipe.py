@@ -23,6 +23,7 @@ from .actions import (
     validate_magnitude,
     validate_seed,
 )
+from . import envelope as envelope_mod
 from .errors import RecipeError
 
 ACTIONS = ACTION_NAMES
@@ -95,6 +96,9 @@ class Recipe:
     on_input : bool
         ``adversarial`` only: the direction is found on the input audio
         (seeded) instead of the model's stored universal one.
+    envelope : tuple of (seconds, magnitude) or None
+        The magnitude over the output's time (see :mod:`senseflosser.envelope`);
+        ``magnitude`` then records the envelope's peak.
     """
 
     model: str
@@ -106,6 +110,7 @@ class Recipe:
     offset: float = 0.0
     duration: float | None = None
     on_input: bool = False
+    envelope: tuple[tuple[float, float], ...] | None = None
 
     def __post_init__(self) -> None:
         validate_action(self.action)
@@ -114,6 +119,9 @@ class Recipe:
         object.__setattr__(self, "layers", parse_layers(self.layers))
         if not isinstance(self.on_input, bool):
             raise RecipeError(f"on_input must be true or false, got {self.on_input!r}")
+        if self.envelope is not None:
+            points = envelope_mod.parse_points(self.envelope)
+            object.__setattr__(self, "envelope", tuple((t, validate_magnitude(m, self.action)) for t, m in points))
         if self.on_input and self.action != "adversarial":
             raise RecipeError(f"on_input (a direction found on the input audio) is for adversarial, not {self.action}")
         if not isinstance(self.model, str) or not self.model:
@@ -131,7 +139,10 @@ class Recipe:
 
     @property
     def slug(self) -> str:
-        """``<action>_<magnitude>`` as used in output file names (``adversarial-input_...`` on input)."""
+        """``<action>_<magnitude>`` as used in output file names (``adversarial-input_...`` on input,
+        ``<action>_envelope`` with an envelope)."""
+        if self.envelope is not None:
+            return f"{self.action}{'-input' if self.on_input else ''}_envelope"
         return f"{self.action}{'-input' if self.on_input else ''}_{self.magnitude:g}"
 
     def with_magnitude(self, magnitude: float) -> Recipe:
@@ -141,6 +152,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = list(self.layers) if self.layers is not None else None
+        d["envelope"] = [list(p) for p in self.envelope] if self.envelope is not None else None
         return d
 
     def to_json(self) -> str:
@@ -164,6 +176,7 @@ class Recipe:
             offset=data.get("offset", 0.0) or 0.0,
             duration=data.get("duration"),
             on_input=data.get("on_input") or False,
+            envelope=data.get("envelope"),
         )
 
     @classmethod
@@ -213,6 +226,7 @@ def build_recipes(
     duration: Any = None,
     max_duration: float | None = None,
     on_input: bool = False,
+    envelope: Any = None,
 ) -> list[Recipe]:
     """The recipes of one job: every rule of a job's settings, in one place.
 
@@ -244,6 +258,10 @@ def build_recipes(
         Refuse a longer ``duration``.
     on_input : bool, keyword-only
         ``adversarial`` only: find the direction on the input audio.
+    envelope : points or str or None, keyword-only
+        The magnitude over time, as points (``"0:0,30:0.1"`` or pairs); the
+        ``ramp:``/``lfo:`` shortcuts must be resolved first
+        (:func:`senseflosser.envelope.resolve`). Replaces ``magnitudes``.
 
     Returns
     -------
@@ -255,6 +273,12 @@ def build_recipes(
     RecipeError
     """
     action = validate_action(action)
+    if envelope is not None:
+        if titrate or (magnitudes is not None and not (isinstance(magnitudes, str) and not magnitudes.strip())):
+            raise RecipeError("an envelope sets the magnitude over time: give either an envelope or magnitudes "
+                              "(or titrate), not both")
+        points = tuple((t, validate_magnitude(m, action)) for t, m in envelope_mod.parse_points(envelope))
+        magnitudes = [max(m for _, m in points)]
     if titrate:
         mags = get(action).magnitude.titration
     elif magnitudes is None or (isinstance(magnitudes, str) and not magnitudes.strip()):
@@ -270,7 +294,7 @@ def build_recipes(
         check(entries, conv_layers, default=(), model_name=model)
     base = Recipe(model=model, model_sha256=model_sha256, action=action, magnitude=mags[0], seed=seed,
                   layers=entries, offset=0.0 if offset is None else offset, duration=duration,
-                  on_input=bool(on_input))
+                  on_input=bool(on_input), envelope=points if envelope is not None else None)
     if max_duration is not None and base.duration is not None and base.duration > max_duration:
         raise RecipeError(f"duration may be at most {max_duration:g} seconds here; got {base.duration:g}")
     return [base.with_magnitude(m) for m in mags]

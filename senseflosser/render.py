@@ -22,6 +22,7 @@ import numpy as np
 
 from . import audio as audio_io
 from . import device
+from . import envelope as envelope_mod
 from .actions import conv_channels, worst_case
 from .models import ModelRegistry
 from .pipeline import Progress, floss
@@ -152,6 +153,7 @@ def floss_to_dir(
     max_duration: float | None = None,
     allow_model_paths: bool = False,
     on_input: bool = False,
+    envelope: str | Sequence | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Floss one audio file and write the results into a folder.
@@ -193,6 +195,10 @@ def floss_to_dir(
     on_input : bool, keyword-only
         ``adversarial`` only: find the direction on this audio instead of
         using the model's stored universal one.
+    envelope : str or sequence or None, keyword-only
+        The magnitude over the output's time instead of ``magnitudes``: points
+        (``"0:0,30:0.1,60:0"``) or ``"ramp:A,B"`` / ``"lfo:LOW,HIGH,PERIOD"``
+        (see :mod:`senseflosser.envelope`); the recipe records the points.
     progress : callable or None, keyword-only
         ``progress(fraction, message)``.
 
@@ -203,15 +209,23 @@ def floss_to_dir(
         to ``output_dir``, recipes and metrics.
     """
     name, net, sha, note = resolve_model(registry, model, allow_paths=allow_model_paths, action=action)
-    recipes = build_recipes(
+    settings = dict(
         model=name, model_sha256=sha, action=action, magnitudes=magnitudes, titrate=titrate, seed=seed,
         layers=layers, conv_layers=conv_channels(net), offset=offset, duration=duration,
         max_duration=max_duration, on_input=on_input,
     )
+    if envelope is not None:  # checked now; its points are fixed once the audio's length is known
+        build_recipes(**settings, envelope=envelope_mod.resolve(envelope, duration or 3600.0))
+    else:
+        recipes = build_recipes(**settings)
+    y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
+    if envelope is not None:
+        points = envelope_mod.resolve(envelope, len(y) / audio_io.SAMPLE_RATE)
+        envelope_mod.check_within(points, len(y) / audio_io.SAMPLE_RATE)
+        recipes = build_recipes(**settings, envelope=points)
     base, mags, seed = recipes[0], [r.magnitude for r in recipes], recipes[0].seed
     found = worst_case.attached(net) if base.action == "adversarial" and not base.on_input else None
     direction_sha = found[1] if found else None
-    y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = safe_stem(stem or Path(input_path).name)

@@ -272,6 +272,7 @@ def process(
     context: int = DEFAULT_CONTEXT_FRAMES,
     exact: bool = False,
     on_chunk: Callable[[int, int], None] | None = None,
+    chunks: Sequence[Chunk] | None = None,
 ) -> list[np.ndarray]:
     """Run several spectral transforms over a waveform, chunk by chunk.
 
@@ -291,6 +292,9 @@ def process(
         Chunks of exactly ``chunk_frames`` frames (see :func:`plan_chunks`).
     on_chunk : callable or None, keyword-only
         Called as ``on_chunk(done, total)`` after each chunk.
+    chunks : sequence of Chunk or None, keyword-only
+        A plan of one's own (kept ranges tiling ``[0, n)`` in order) instead
+        of :func:`plan_chunks`'s; the transforms get indices into it.
 
     Returns
     -------
@@ -301,7 +305,8 @@ def process(
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"expected a non-empty mono waveform, got shape {y.shape}")
     n = n_frames(len(y))
-    chunks = plan_chunks(n, chunk_frames=chunk_frames, context=context, exact=exact)
+    if chunks is None:
+        chunks = plan_chunks(n, chunk_frames=chunk_frames, context=context, exact=exact)
     outs = [_Synthesis(n, len(y)) for _ in transforms]
     for i, c in enumerate(chunks):
         tensor = _to_tensor(np.fft.rfft(_frames_of(y, c.start, c.stop), axis=1))

@@ -570,3 +570,17 @@ def test_map_through_the_api(web_client, web_wait):
     r = web_client.post("/api/maps", data={"audio": (io.BytesIO(web_wav_bytes(1.5)), "song.wav"), "model": "tiny",
                                             "action": "fog", "seeds": "9"}, content_type="multipart/form-data")
     assert r.status_code == 400 and "seeds" in r.get_json()["error"]
+
+
+def test_envelope_through_the_api(web_client, web_submit, web_wait):
+    r = web_submit(web_client, magnitude=None, envelope="ramp:0,0.2", seed="3")
+    assert r.status_code == 202, r.get_json()
+    view = web_wait(web_client, r.get_json()["id"])
+    assert view["state"] == "done", view
+    assert view["recipe"]["envelope"][0] == [0.0, 0.0] and view["recipe"]["envelope"][-1][1] == 0.2
+    assert "--envelope 0.0:0.0," in view["cli"] and "-g " not in view["cli"]
+    assert view["outputs"]["flossed"][0]["url"].endswith("fog_envelope.wav")
+    r = web_submit(web_client, magnitude=None, envelope="0:0,90:0.1")
+    assert r.status_code == 400 and "beyond the end of the audio" in r.get_json()["error"]
+    r = web_submit(web_client, magnitude=None, envelope="5:0,1:0.1")
+    assert r.status_code == 400 and "must increase" in r.get_json()["error"]

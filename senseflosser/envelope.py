@@ -1,0 +1,116 @@
+"""Envelopes: the magnitude of damage over the output's time.
+
+An envelope is a list of ``(seconds, magnitude)`` points, linear between them
+and held before the first and after the last. Text forms (CLI ``--envelope``,
+the web form's ``envelope`` field):
+
+- ``"0:0,30:0.1,60:0"``: the points themselves;
+- ``"ramp:A,B"``: from A at the start to B at the end of the audio;
+- ``"lfo:LOW,HIGH,PERIOD"``: a sine between LOW and HIGH with PERIOD seconds,
+  starting at LOW, drawn with :data:`LFO_POINTS_PER_PERIOD` points a period.
+
+The shortcuts become points once the audio's length is known, and the points
+are what a recipe records, so an envelope reproduces bit for bit.
+
+How it is rendered is :func:`senseflosser.pipeline.floss`'s business: the
+damage pattern is fixed by the seed and only its size follows the envelope.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import RecipeError
+
+MAX_POINTS = 512
+LFO_POINTS_PER_PERIOD = 16
+
+Points = tuple[tuple[float, float], ...]
+
+
+def parse_points(spec: Any) -> Points:
+    """Points from ``"t:m,t:m,..."`` text or a sequence of pairs; times strictly increasing, from 0.
+
+    Raises
+    ------
+    RecipeError
+        For a malformed point, unsorted or negative times, non-finite values or too many points.
+    """
+    if isinstance(spec, str):
+        pairs = []
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            t, colon, m = part.partition(":")
+            if not colon:
+                raise RecipeError(f"envelope point {part[:40]!r} is not 'seconds:magnitude' (e.g. 0:0,30:0.1,60:0)")
+            pairs.append((t, m))
+    elif isinstance(spec, Sequence):
+        pairs = list(spec)
+    else:
+        raise RecipeError(f"an envelope is 'seconds:magnitude' points, got {spec!r}")
+    if not pairs:
+        raise RecipeError("the envelope has no points; give 'seconds:magnitude' pairs such as 0:0,30:0.1")
+    if len(pairs) > MAX_POINTS:
+        raise RecipeError(f"the envelope has {len(pairs)} points; at most {MAX_POINTS}")
+    points = []
+    for pair in pairs:
+        try:
+            t, m = (float(v) for v in pair)
+        except (TypeError, ValueError):
+            raise RecipeError(f"envelope point {pair!r} is not two numbers (seconds:magnitude)") from None
+        if not (math.isfinite(t) and math.isfinite(m)):
+            raise RecipeError(f"envelope point {t:g}:{m:g} is not finite")
+        if t < 0:
+            raise RecipeError(f"envelope time {t:g} s is negative; times count from the start of the output")
+        if points and t <= points[-1][0]:
+            raise RecipeError(f"envelope times must increase: {t:g} s comes after {points[-1][0]:g} s")
+        points.append((t, m))
+    return tuple(points)
+
+
+def resolve(spec: Any, duration: float) -> Points:
+    """Points of any envelope form, given the audio's length in seconds (for ``ramp:`` and ``lfo:``)."""
+    if isinstance(spec, str) and spec.strip().lower().startswith(("ramp:", "lfo:")):
+        kind, _, rest = spec.strip().partition(":")
+        try:
+            values = [float(v) for v in rest.split(",")]
+        except ValueError:
+            raise RecipeError(f"{kind.lower()} takes numbers: {rest[:60]!r}") from None
+        if kind.lower() == "ramp":
+            if len(values) != 2:
+                raise RecipeError(f"ramp takes two magnitudes, from start to end (ramp:A,B), got {rest[:60]!r}")
+            return parse_points([(0.0, values[0]), (max(duration, 1e-3), values[1])])
+        if len(values) != 3:
+            raise RecipeError(f"lfo takes LOW,HIGH,PERIOD_S (lfo:0,0.1,8), got {rest[:60]!r}")
+        low, high, period = values
+        if not period > 0:
+            raise RecipeError(f"the lfo period must be more than 0 seconds, got {period:g}")
+        n = min(MAX_POINTS, max(2, int(math.ceil(duration / period * LFO_POINTS_PER_PERIOD)) + 1))
+        times = np.linspace(0.0, max(duration, 1e-3), n)
+        mags = low + (high - low) * 0.5 * (1 - np.cos(2 * np.pi * times / period))
+        return parse_points([(float(t), float(f"{m:.6g}")) for t, m in zip(times, mags)])
+    return parse_points(spec)
+
+
+def values_at(points: Points, times: np.ndarray) -> np.ndarray:
+    """The envelope at ``times`` (seconds): linear between points, held outside them."""
+    t = np.array([p[0] for p in points])
+    m = np.array([p[1] for p in points])
+    return np.interp(np.asarray(times, dtype=np.float64), t, m)
+
+
+def check_within(points: Points, duration: float) -> None:
+    """Refuse points beyond the end of the audio (``duration`` seconds, a frame's worth of slack)."""
+    last = points[-1][0]
+    if last > duration + 0.05:
+        raise RecipeError(f"envelope point at {last:g} s is beyond the end of the audio ({duration:.1f} s)")
+
+
+def to_text(points: Points) -> str:
+    """The ``t:m,...`` text of points (for the command line that reproduces a job)."""
+    return ",".join(f"{t!r}:{m!r}" for t, m in points)
