@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=_seconds, default=0.0, help="start of the excerpt in seconds")
     p.add_argument("--duration", "-d", type=_seconds, default=10.0, help="length of the excerpt (default 10 s)")
     p.add_argument("--output-dir", "-o", default="map", help="where map.json, map.csv and map.png go (default ./map)")
+    p.add_argument("--update-card", action="store_true",
+                   help="also record the map in the model's card and keep its heat map as models/<name>.map.png")
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
@@ -243,6 +245,10 @@ def _cmd_map(args) -> int:
                         progress=ProgressBar("mapping"))
     files = report["files"]
     out = Path(args.output_dir)
+    if args.update_card:
+        from .sensitivity import record_in_card
+
+        print(f"updated {record_in_card(_registry(args), report, out / files['png'])}")
     print(f"{len(report['layers'])} layers x {len(report['magnitudes'])} magnitudes x {report['seeds']} seeds in "
           f"{report['seconds']:.1f} s ({report['passes_equivalent']} forward passes of the excerpt)")
     print(f"most sensitive first: {', '.join(report['most_sensitive'])}")

@@ -229,3 +229,21 @@ def map_to_dir(
         report["model_note"] = note
     report["files"] = write_map(report, output_dir)
     return report
+
+
+def record_in_card(registry: ModelRegistry, report: dict[str, Any], png: str | os.PathLike) -> Path:
+    """Store a map in its registry model's card (``sensitivity``) and its heat map as ``<name>.map.png``."""
+    import shutil
+
+    from .training import write_card
+
+    name = report["model"]
+    model_path = registry.path(name)
+    card_path = model_path.with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {"name": name}
+    target = model_path.with_name(f"{name}.map.png")
+    shutil.copyfile(png, target)
+    card["sensitivity"] = {k: report[k] for k in ("action", "magnitudes", "seeds", "seed", "layers", "cells",
+                                                 "most_sensitive", "duration", "input")} | {"plot": target.name}
+    write_card(card_path, card)
+    return card_path

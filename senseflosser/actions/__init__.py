@@ -70,8 +70,8 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec(
             name="ablate",
             description="silences a share of each conv layer's channels (neurons): whole features go missing",
-            magnitude=MagnitudeSpec("share of output channels silenced", 0.0, 1.0, 0.1,
-                                    (0.02, 0.05, 0.1, 0.2, 0.5)),
+            magnitude=MagnitudeSpec("share of output channels silenced", 0.0, 1.0, 0.05,
+                                    (0.01, 0.02, 0.05, 0.1, 0.2)),
             changes="weights", default_layers="all but output", weights=ablate_weights,
         ),
         ActionSpec(
@@ -84,8 +84,8 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec(
             name="bitflip",
             description="flips one random bit in a share of the float32 weights: a hardware fault",
-            magnitude=MagnitudeSpec("share of weights with one random bit flipped", 0.0, 1.0, 0.001,
-                                    (0.0001, 0.0003, 0.001, 0.003, 0.01)),
+            magnitude=MagnitudeSpec("share of weights with one random bit flipped", 0.0, 1.0, 0.01,
+                                    (0.0003, 0.001, 0.01, 0.03, 0.1)),
             changes="weights", default_layers="all", weights=bitflip_weights,
         ),
     )

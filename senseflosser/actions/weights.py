@@ -84,9 +84,11 @@ def bitflip_weights(model: keras.Model, targets: Resolved, *, magnitude: float, 
 
     Every bit position 0-31 is equally likely, as for a random single-event
     upset: mantissa flips are tiny, sign flips invert a weight, exponent flips
-    can make it huge, infinite or NaN. Nothing is clamped here; the pipeline
-    replaces non-finite output bins by zero and counts them (``nonfinite`` in
-    the metrics), as it does for every action.
+    scale it by a power of two. A flip that would take a weight outside its
+    array's original range (or to infinity or NaN; one high exponent bit does
+    that to almost any weight) saturates at the range's edge, as a number
+    format of bounded range does: otherwise one such flip in a few thousand
+    would silence the whole output, and damage could not grow by degrees.
     """
     order = {name: i for i, name in enumerate(conv_layer_names(model))}
     out: dict[str, list[np.ndarray]] = {}
@@ -101,8 +103,13 @@ def bitflip_weights(model: keras.Model, targets: Resolved, *, magnitude: float, 
             ranked = pool[rng.permutation(pool.size)]
             bits = rng.integers(0, 32, size=pool.size, dtype=np.uint32)
             k = int(round(magnitude * pool.size))
+            original = w.copy()
             bitsview = w.reshape(-1).view(np.uint32)
             bitsview[ranked[:k]] ^= np.left_shift(np.uint32(1), bits[:k])
+            bound = float(np.max(np.abs(original))) if original.size else 0.0
+            with np.errstate(invalid="ignore"):
+                wild = ~np.isfinite(w) | (np.abs(w) > bound)
+            w[wild] = np.copysign(bound, np.where(np.isnan(w[wild]), original[wild], w[wild]))
             arrays.append(w)
         out[name] = arrays
     return out
