@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=_seconds, default=0.0, help="start of the excerpt in seconds")
     p.add_argument("--duration", "-d", type=_seconds, default=10.0, help="length of the excerpt (default 10 s)")
     p.add_argument("--output-dir", "-o", default="map", help="where map.json, map.csv and map.png go (default ./map)")
+    p.add_argument("--channels", action="store_true",
+                   help="also rank each layer's channels (neurons) by how much silencing each alone hurts "
+                        "(first-order estimate, top ranks checked by real ablation)")
     p.add_argument("--update-card", action="store_true",
                    help="also record the map in the model's card and keep its heat map as models/<name>.map.png")
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
@@ -242,7 +245,7 @@ def _cmd_map(args) -> int:
     report = map_to_dir(args.input, registry=_registry(args), model=args.model, output_dir=args.output_dir,
                         action=args.action, magnitudes=args.magnitudes, seeds=args.seeds, seed=args.seed,
                         offset=args.offset, duration=args.duration, allow_model_paths=True,
-                        progress=ProgressBar("mapping"))
+                        channels=args.channels, progress=ProgressBar("mapping"))
     files = report["files"]
     out = Path(args.output_dir)
     if args.update_card:
@@ -252,6 +255,10 @@ def _cmd_map(args) -> int:
     print(f"{len(report['layers'])} layers x {len(report['magnitudes'])} magnitudes x {report['seeds']} seeds in "
           f"{report['seconds']:.1f} s ({report['passes_equivalent']} forward passes of the excerpt)")
     print(f"most sensitive first: {', '.join(report['most_sensitive'])}")
+    for layer, ranked in (report.get("channels") or {}).items():
+        top = ", ".join(str(c) for c in ranked["ranking"][:5])
+        print(f"  {layer}: channels {top} matter most"
+              f"{'' if ranked['confirmed'] else ' (not confirmed by real ablation)'}")
     print("wrote " + ", ".join(str(out / f) for f in files.values()))
     return 0
 

@@ -171,3 +171,27 @@ def seed_state(seed: int, dtype: str) -> np.ndarray:
     ``dtype``: the generator's state variable's (the backend's seed dtype).
     """
     return np.array([int(seed), 0], dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ChannelGate(keras.layers.Layer):
+    """A trainable factor per channel (last axis), 1 at the start.
+
+    Put after a conv layer, the gradient of a loss with respect to a gate is
+    how much that channel's output matters to it (see
+    :func:`senseflosser.sensitivity.channel_ranking`). Input and output shape: any.
+    """
+
+    def __init__(self, channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.channels = int(channels)
+        self.gate = self.add_weight(shape=(self.channels,), initializer="ones", name="gate")
+
+    def call(self, x):
+        return x * ops.cast(self.gate, x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "channels": self.channels}

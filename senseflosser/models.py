@@ -77,6 +77,7 @@ _TIME_NEUTRAL_LAYERS = (
     _layers.SpectralCompress,
     _layers.SpectralExpand,
     _layers.Lapse,
+    _layers.ChannelGate,
 )
 """Layers that act on each frame on its own (at inference)."""
 

@@ -49,7 +49,7 @@ ALLOWED_LAYERS = frozenset({
 """Keras built-in layers an uploaded model may use (no Lambda, no wrappers of foreign code)."""
 
 MODEL_CLASSES = frozenset({"Functional", "Sequential", "Model"})
-OUR_LAYERS = frozenset({"SpectralCompress", "SpectralExpand", "Lapse"})
+OUR_LAYERS = frozenset({"SpectralCompress", "SpectralExpand", "Lapse", "ChannelGate"})
 SUPPORT_MODULES = ("keras", "keras.initializers", "keras.regularizers", "keras.constraints")
 """Modules whose objects (dtype policies, initializers, ...) carry settings, not code."""
 _STRUCTURAL = frozenset({"__keras_tensor__", "__tuple__"})

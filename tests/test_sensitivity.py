@@ -55,3 +55,18 @@ def test_map_cli(capsys, models_dir, wav_file, tmp_path):
     out = capsys.readouterr().out
     assert code == 0 and "3 layers x 2 magnitudes x 1 seeds" in out and "most sensitive first" in out
     assert {p.name for p in (tmp_path / "m").iterdir()} == {"map.json", "map.csv", "map.png"}
+
+
+def test_channel_ranking_is_checked_by_real_ablation(tiny_model):
+    from senseflosser.sensitivity import channel_ranking
+
+    ranked = channel_ranking(tone(1.5), tiny_model, model_name="tiny", check=1)
+    assert set(ranked) == {"conv_a", "conv_b", "conv_out"}
+    for layer, entry in ranked.items():
+        assert sorted(entry["ranking"]) == list(range(tiny_model.get_layer(layer).filters))
+        assert entry["estimate"] == sorted(entry["estimate"], reverse=True)
+        assert entry["checked"][0]["rank"] == 0 and len(entry["checked"]) == 2
+        silenced = floss(tone(1.5), tiny_model, [Recipe("tiny", "", "ablate", 1.0, 0,
+                                                         layers=(f"{layer}:{entry['ranking'][0]}",))])
+        assert entry["checked"][0]["snr_db"] == pytest.approx(silenced.flossed[0].metrics["snr_db"], abs=0.01)
+    assert ranked["conv_a"]["confirmed"] and ranked["conv_b"]["confirmed"]
