@@ -25,9 +25,9 @@ from .actions import worst_case
 from .actions.base import with_weights
 from .errors import AudioError, ModelError
 from .models import check_model, input_frames, time_receptive_field
-from .recipe import Recipe
 from . import envelope as envelope_mod
 from .audio import SAMPLE_RATE
+from .recipe import Recipe
 from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, HOP, N_BINS, Chunk, n_frames, process
 
 log = logging.getLogger(__name__)
@@ -334,19 +334,19 @@ class _EnvelopeRunner:
     def __call__(self, tensor: np.ndarray, index: int) -> np.ndarray:
         chunk = self.plan[index]
         k = chunk.keep_start // self.knot
-        a_runner = self._at(self.knots[k])
-        a_runner.reseed(index)
-        a = a_runner(tensor, index)
-        if self.knots[k + 1] == self.knots[k]:
-            b = a
-        else:
-            b_runner = self._at(self.knots[k + 1])
-            b_runner.reseed(index)
-            b = b_runner(tensor, index)
+        a = self._render(self.knots[k], tensor, index)
+        b = a if self.knots[k + 1] == self.knots[k] else self._render(self.knots[k + 1], tensor, index)
         frames = np.arange(chunk.start, chunk.stop, dtype=np.float32)
         alpha = np.clip((frames - k * self.knot) / self.knot, 0.0, 1.0)[:, None, None]
-        self.nonfinite = sum(r.nonfinite for r in self._runners.values())
         return ((1.0 - alpha) * a + alpha * b).astype(np.float32)
+
+    def _render(self, magnitude: float, tensor: np.ndarray, index: int) -> np.ndarray:
+        runner = self._at(magnitude)
+        runner.reseed(index)
+        before = runner.nonfinite
+        out = runner(tensor, index)
+        self.nonfinite += runner.nonfinite - before
+        return out
 
     def finish(self) -> None:
         """Nothing to leave behind: every render ran on borrowed weights or state."""
@@ -392,6 +392,10 @@ def floss(
         The pristine model, ``(batch, frames, 1025, 2)`` in and out. Never mutated.
     recipes : sequence of Recipe
         What to do to each copy (titrating = several magnitudes). May be empty.
+        A recipe with ``on_input`` first searches its adversarial direction on
+        this audio (once per layer selection and seed); one with an
+        ``envelope`` is rendered knot by knot (see :class:`_EnvelopeRunner`),
+        and then every output is computed on that plan.
     progress : callable or None, keyword-only
         Called as ``progress(fraction, message)`` while the work advances.
     keep_models : bool, keyword-only
