@@ -16,7 +16,7 @@ from senseflosser.architectures import build
 from senseflosser.cli import main
 from senseflosser.errors import TrainingError
 from senseflosser.evaluation import evaluate, find_universal_direction, update_card
-from senseflosser.models import ModelRegistry, default_models_dir
+from senseflosser.models import ModelRegistry, default_models_dir, file_sha256
 from senseflosser.pipeline import floss
 from senseflosser.training import TrainConfig, find_audio, read_history, split_files, train
 from conftest import SR, tone
@@ -141,9 +141,13 @@ def test_at_least_two_models_are_shipped_with_cards():
         card = SHIPPED.card(name)
         ev = card["evaluation"]
         assert ev["normal"]["si_snr_db_median"] >= 15 and ev["normal"]["lsd_db_median"] <= 2
-        for action in ("fog", "lapse"):
+        for action in actions.ACTIONS:  # every action's held-out dose-response falls with magnitude
             curve = ev["dose_response"][action]
-            assert curve["monotone"] and curve["snr_db_median"][-1] <= 6
+            assert curve["monotone"] and curve["snr_db_median"][-1] <= 12, (name, action, curve)
+            assert len(ev["calibration"]["magnitudes"][action]) == 5
+        worse = {row["magnitude"]: row["worse_by_db"] for row in ev["adversarial_vs_fog"]}
+        assert worse[0.0003] >= 6 and worse[0.001] >= 6, (name, worse)
+        assert card["adversarial"]["sha256"] == file_sha256(SHIPPED.path(name).with_name(f"{name}.adversarial.npz"))
         assert SHIPPED.path(name).stat().st_size <= 20 * 2**20
         assert card["sha256"] == SHIPPED.sha256(name)
 
