@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
     p.add_argument("--json", action="store_true", help="print the cards as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the README's tables of the models")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
     p = sub.add_parser("train", help="train an autoencoder on a folder of audio")
@@ -284,6 +285,11 @@ def _cmd_models(args) -> int:
     cards = reg.cards()
     if args.json:
         print(json.dumps(cards, indent=2))
+        return 0
+    if args.markdown:
+        from .evaluation import markdown_tables
+
+        print(markdown_tables(cards), end="")
         return 0
     if not cards:
         print(f"no models in {reg.models_dir}")

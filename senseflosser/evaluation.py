@@ -324,3 +324,51 @@ def find_universal_direction(
     card["adversarial"] = info
     write_card(card_path, card)
     return path, info
+
+
+def markdown_tables(cards: Sequence[dict[str, Any]]) -> str:
+    """The README's tables of the shipped models, made from their cards (a test keeps the README equal).
+
+    One table of what each model is and how well it reconstructs, one of every
+    action's held-out dose-response, and one sentence per model on the layer
+    its map found most sensitive.
+    """
+    rows = ["| model | input | corpus (licence) | parameters | normal SI-SNR median / worst | LSD median | "
+            "forward cost per s of audio |", "|---|---|---|---|---|---|---|"]
+    for c in cards:
+        ev = c.get("evaluation") or {}
+        normal = ev.get("normal") or {}
+        corpus = c.get("corpus") or {}
+        fwd = ev.get("forward") or {}
+        cost = (f"{fwd['gflop_per_s_audio']:.2f} GFLOP, {fwd['forward_ms_per_s_audio']:.0f} ms"
+                if "gflop_per_s_audio" in fwd else "")
+        frames = c.get("input_frames")
+        rows.append(
+            f"| `{c['name']}` | {'any length' if frames is None else f'fixed {frames} frames'} | "
+            f"{corpus.get('source', '')} ({corpus.get('licence', '')}) | {c.get('parameters', 0):,} | "
+            f"{normal.get('si_snr_db_median', float('nan')):.1f} / {normal.get('si_snr_db_worst', float('nan')):.1f} dB | "
+            f"{normal.get('lsd_db_median', float('nan')):.2f} dB | {cost} |")
+    out = "\n".join(rows) + "\n\n"
+    rows = ["| model | action | magnitudes | SNR against normal (dB), median of held-out excerpts |",
+            "|---|---|---|---|"]
+    for c in cards:
+        for action, curve in ((c.get("evaluation") or {}).get("dose_response") or {}).items():
+            mags = curve.get("magnitudes") or (c.get("evaluation") or {}).get("magnitudes") or []
+            rows.append(f"| `{c['name']}` | {action} | {' / '.join(f'{m:g}' for m in mags)} | "
+                        f"{' / '.join(f'{v:.1f}' for v in curve['snr_db_median'])} |")
+    out += "\n".join(rows) + "\n"
+    lines = []
+    for c in cards:
+        versus = {r["magnitude"]: r["worse_by_db"] for r in (c.get("evaluation") or {}).get("adversarial_vs_fog") or []}
+        if 0.0003 in versus and 0.001 in versus:
+            lines.append(f"- `{c['name']}`: adversarial damage is {versus[0.0003]:.1f} dB worse than fog of the "
+                         f"same size at 0.0003 and {versus[0.001]:.1f} dB worse at 0.001.")
+        sens = c.get("sensitivity")
+        if sens and sens.get("most_sensitive"):
+            order = sens["most_sensitive"]
+            lines.append(f"- `{c['name']}`: damaged alone, `{order[0]}` hurts most and `{order[-1]}` least "
+                         f"({sens['action']}, {sens['seeds']} seeds, {sens['duration']:.0f} s of held-out music; "
+                         f"map in `models/{sens['plot']}`).")
+    if lines:
+        out += "\n" + "\n".join(lines) + "\n"
+    return out
