@@ -30,10 +30,10 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev
-	$(PY) -m senseflosser.bench
+	$(PY) -m benchmarks.bench
 
 loadtest: $(VENV)/.dev
-	$(PY) scripts/loadtest.py
+	$(PY) -m benchmarks.loadtest
 
 models: $(VENV)/.installed
 	bash scripts/make_models.sh

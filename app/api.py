@@ -85,9 +85,9 @@ def create_job():
             raise ApiError(400, str(exc)) from None
         spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info}
         state = svc.runner.submit(job_id, spec)
-    except QueueFull:
+    except QueueFull as exc:
         svc.store.delete(job_id)
-        raise _busy("the queue is full") from None
+        raise _busy(str(exc) or "the queue is full") from None
     except StorageFull:
         svc.store.delete(job_id)
         raise _busy("the server has no room for more results right now") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from senseflosser import bench
+from benchmarks import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "senseflosser.bench", "--quick", "--model", "tiny", "--models-dir", str(models_dir),
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--model", "tiny", "--models-dir", str(models_dir),
          "--clip-seconds", "2", "--long-seconds", "8", "--trace-jobs", "4", "--output", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )

@@ -171,6 +171,7 @@ class LocalJobRunner:
     def stats(self) -> dict:
         with self._cv:
             return {
+                "runner": "local",
                 "queued": len(self._queue),
                 "running": self._current is not None,
                 "capacity": self.queue_size,

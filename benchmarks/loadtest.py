@@ -1,6 +1,6 @@
 """Load test: many concurrent clients against a real gunicorn, loopback only.
 
-    make loadtest                       (or: python scripts/loadtest.py --help)
+    make loadtest                       (or: python -m benchmarks.loadtest --help)
 
 Starts gunicorn on a free 127.0.0.1 port with a fresh data folder, then lets
 ``--clients`` threads submit ``--jobs`` jobs in all (short synthesized clips)
@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +28,7 @@ import numpy as np
 import requests
 import soundfile as sf
 
-from senseflosser.bench import free_port, wait_healthy
+from benchmarks import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,22 +72,16 @@ def main(argv=None) -> int:
                     help="keep the data folder (jobs and gunicorn.log); it is kept anyway when a target is missed")
     args = ap.parse_args(argv)
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     data = tempfile.mkdtemp(prefix="senseflosser-load-")
-    env = {**os.environ, "SENSEFLOSSER_DATA_DIR": data, "SENSEFLOSSER_MODELS_DIR": args.models_dir,
-           "SENSEFLOSSER_QUEUE_SIZE": str(args.queue_size), "SENSEFLOSSER_RATE_LIMIT": "100000/minute",
-           "SENSEFLOSSER_SECRET_KEY": "loadtest", "HOST": "127.0.0.1", "PORT": str(port),
-           "SENSEFLOSSER_WORKERS": str(args.workers), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    log = open(Path(data) / "gunicorn.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = servers.gunicorn(args.models_dir, data, Path(data) / "gunicorn.log", workers=args.workers,
+                              queue_size=args.queue_size, secret_key="loadtest").start()
+    base = server.base
     passed = False
     try:
         try:
-            health = wait_healthy(server, base, 300, poll_s=0.5)
+            health = server.wait_healthy(300, poll_s=0.5)
         except RuntimeError as exc:
-            raise SystemExit(f"{exc}; see {Path(data) / 'gunicorn.log'}") from None
+            raise SystemExit(str(exc)) from None
         model = args.model or health["models"][0]
         payloads = [clip(args.seconds, i) for i in range(8)]
         # Warm-up: until every worker has finished two jobs (fog and lapse alternate), so memory is measured
@@ -176,12 +168,7 @@ def main(argv=None) -> int:
         passed = all(report["targets"].values())
         return 0 if passed else 1
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop(30)
         if passed and not args.keep:
             shutil.rmtree(data, ignore_errors=True)
         else:
