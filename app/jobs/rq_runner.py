@@ -163,7 +163,8 @@ class RQJobRunner:
         except RedisError as exc:
             log.error("job %s could not be queued: %s", job_id, exc)
             raise QueueFull(UNREACHABLE) from None
-        state["position"] = None if index is None else index + 1
+        # Taken by a worker already (index None): it was next to start.
+        state["position"] = 1 if index is None else index + 1
         log.info("job %s queued on RQ at position %s", job_id, state["position"])
         return state
 
