@@ -108,7 +108,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .config import ConfigError
 

@@ -289,3 +289,41 @@ def test_a_job_redis_lost_is_queued_again_from_disk(make_web_app, web_submit, we
         release.set()
     assert web_wait(client, blocker)["state"] == "done"
     assert web_wait(client, lost)["state"] == "done"
+
+
+# ------------------------------------------------------------------ entry points and arrows
+
+
+def test_the_core_never_imports_flask_rq_or_redis():
+    import subprocess
+    import sys
+
+    code = ("import sys, senseflosser, senseflosser.cli, senseflosser.models, senseflosser.render; "
+            "senseflosser.cli.build_parser(); "
+            "print(sorted(m for m in ('flask', 'rq', 'redis', 'app') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_senseflosser_worker_passes_its_options_to_the_app_worker(capsys, monkeypatch):
+    from senseflosser import cli
+
+    monkeypatch.delenv("SENSEFLOSSER_REDIS_URL", raising=False)
+    assert cli.main(["worker", "--burst"]) == 2  # the app's worker: it says Redis is needed
+    assert "SENSEFLOSSER_REDIS_URL" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["worker", "--help"])
+    assert exc.value.code == 0 and "--dead-after" in capsys.readouterr().out
+
+
+def test_a_worker_without_the_data_dir_says_so(redis_server, models_dir, tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "app.worker", "--redis-url", redis_server.url, "--models-dir",
+                          str(models_dir), "--data-dir", str(tmp_path / "not-mounted")],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 1
+    assert "not-mounted is missing or not writable; mount the web servers' data dir" in out.stderr
