@@ -108,7 +108,6 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .config import ConfigError
 
@@ -117,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"worker: error: {exc}", file=sys.stderr)
         return 2
+    # This process is the worker from here on: its log lines go to stderr (`senseflosser worker` set WARNING).
+    logging.basicConfig(level=args.log, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
     from redis.exceptions import RedisError
     from rq import Queue

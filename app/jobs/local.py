@@ -257,6 +257,7 @@ class LocalJobRunner:
             state.update(finished=time.time(), position=None)
             if error is None:
                 state.update(state="done", progress=1.0, message="done", manifest=manifest, error=None)
+                self.completed += 1  # counted before a reader can see "done" on disk
                 try:
                     self.store.write(state)
                 except (TypeError, ValueError, OSError):
@@ -265,8 +266,8 @@ class LocalJobRunner:
                     log.exception("job %s: its result could not be recorded", state["id"])
                     error = UNSAVED_RESULT
                     state.update(manifest=None, progress=0.0)
+                    self.completed -= 1
                 else:
-                    self.completed += 1
                     return
             state.update(state="failed", message="failed", error=error)
             self.failed += 1

@@ -88,11 +88,11 @@ def _no_retry(rq_job, error: str) -> None:
         log.exception("job %s: its error could not be written to Redis", rq_job.id)
 
 
-def _count(rq_job, what: str) -> None:
+def _count(rq_job, what: str, by: int = 1) -> None:
     if rq_job is None:
         return
     try:
-        rq_job.connection.incr(counter_key(rq_job.origin, what))
+        rq_job.connection.incrby(counter_key(rq_job.origin, what), by)
     except Exception:  # noqa: BLE001
         log.warning("job %s: could not count it as %s", rq_job.id, what)
 
@@ -172,14 +172,15 @@ def _finish(store: JobStore, rq_job, state: dict, token: str, manifest: dict | N
     state.update(finished=time.time(), position=None)
     if error is None:
         state.update(state="done", progress=1.0, message="done", manifest=manifest, error=None)
+        _count(rq_job, "completed")  # counted before a reader can see "done" on disk
         try:
             store.write(state)
         except (TypeError, ValueError, OSError):
             log.exception("job %s: its result could not be recorded", state["id"])
             error = UNSAVED_RESULT
             state.update(manifest=None, progress=0.0)
+            _count(rq_job, "completed", -1)
         else:
-            _count(rq_job, "completed")
             log.info("job %s done in %.1f s", state["id"], seconds)
             return "done"
     state.update(state="failed", message="failed", error=error)
