@@ -327,3 +327,28 @@ def test_a_worker_without_the_data_dir_says_so(redis_server, models_dir, tmp_pat
                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 1
     assert "not-mounted is missing or not writable; mount the web servers' data dir" in out.stderr
+
+
+def test_progress_comes_from_redis_for_every_web_process(make_web_app, web_submit, web_wait):
+    a_app, b_app = make_web_app(), make_web_app()
+    executor = job_executor(a_app)
+    real, halfway, release = executor.execute, threading.Event(), threading.Event()
+
+    def slow(job_id, state, progress):
+        progress(0.5, "half way")
+        halfway.set()
+        release.wait(60)
+        return real(job_id, state, progress)
+
+    executor.execute = slow
+    try:
+        job_id = web_submit(a_app.test_client()).get_json()["id"]
+        assert halfway.wait(30)
+        for app in (a_app, b_app):
+            v = app.test_client().get(f"/api/jobs/{job_id}").get_json()
+            assert v["state"] == "running" and v["progress"] == 0.5 and v["message"] == "half way"
+        on_disk = a_app.extensions["senseflosser"].store.read(job_id)
+        assert on_disk["state"] == "running" and on_disk["progress"] == 0.0  # progress lives in Redis only
+    finally:
+        release.set()
+    assert web_wait(b_app.test_client(), job_id)["state"] == "done"
