@@ -17,16 +17,20 @@ def healthz():
     engine = svc.engine
     queue = svc.runner.stats()
     if queue.get("runner") == "rq":
-        # The workers load the models; this process serves the registry's cards and needs Redis.
+        # The workers load the models and own the devices (this process never touches one); it serves
+        # the registry's cards and needs Redis.
         loaded = engine.model_names()
         runner_ok = queue.get("redis") == "ok"
+        devices = svc.runner.devices()
+        device = "; ".join(sorted(set(devices.values()))) or "no worker is running"
     else:
         loaded = [n for n in engine.loaded() if n not in engine.broken]
         runner_ok = getattr(svc.runner, "alive", True)
+        device = engine.device()
     ok = bool(loaded) and runner_ok
     body = {
         "status": "ok" if ok else "unavailable",
-        "device": engine.device(),
+        "device": device,
         "models": loaded,
         "broken_models": sorted(engine.broken),
         "queue": queue,

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .engine import Engine
     from .jobs import JobStore
-    from .jobs.rq_runner import connect, recover_abandoned
+    from .jobs.rq_runner import connect, publish_device, recover_abandoned
     from .jobs.task import WorkerContext, install
 
     connection = connect(config["REDIS_URL"])
@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     store = JobStore(data_dir)
 
-    log.info("device: %s", device.describe())  # device set-up before any model is loaded
+    described = device.describe()  # device set-up before any model is loaded
+    log.info("device: %s", described)
     engine = Engine(config["MODELS_DIR"], max_duration=config["MAX_DURATION_S"],
                     spectrograms=config["SPECTROGRAMS"])
     engine.warm_up()
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception:  # noqa: BLE001
                 log.warning("maintenance round failed", exc_info=True)
 
+    publish_device(queue, name, described)
     recover_abandoned(queue)
     threading.Thread(target=maintain, name="senseflosser-maintenance", daemon=True).start()
     log.info("worker %s ready: models %s, queue %r, data dir %s", name, ", ".join(engine.loaded()), queue.name,

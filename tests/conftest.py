@@ -153,6 +153,10 @@ class ThreadWorker:
                              worker_ttl=16, job_monitoring_interval=1)
         self.thread = threading.Thread(target=self._work, name="test-rq-worker", daemon=True)
         self.thread.start()
+        from app.jobs.rq_runner import publish_device
+        from senseflosser import device
+
+        publish_device(self.queue, self.worker.name, device.describe())
 
     def _work(self) -> None:
         self.worker.work(burst=False, logging_level="WARNING", with_scheduler=False)

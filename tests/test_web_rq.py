@@ -103,7 +103,7 @@ def rq_site(redis_server, models_dir, tmp_path, make_web_app):
             return make_web_app(REDIS_URL=redis_server.url, QUEUE_NAME=queue, SPECTROGRAMS=False, **overrides)
 
     site = Site()
-    site.data_dir = data_dir
+    site.data_dir, site.models_dir, site.queue = data_dir, models_dir, queue
     yield site
     for w in workers:
         w.stop(30)
@@ -352,3 +352,27 @@ def test_progress_comes_from_redis_for_every_web_process(make_web_app, web_submi
     finally:
         release.set()
     assert web_wait(b_app.test_client(), job_id)["state"] == "done"
+
+
+def test_health_names_the_workers_devices_and_the_web_process_loads_no_model(rq_site):
+    import subprocess
+    import sys
+
+    w = rq_site.worker("dev1")
+    w.wait_log(servers.WORKER_READY, timeout=300)
+    # A web process on RQ, in a fresh interpreter: its health report names the worker's device,
+    # and it loaded no model (it reads the cards; the workers run the models).
+    code = ("import json; from app import create_app; "
+            f"app = create_app({{'MODELS_DIR': {str(rq_site.models_dir)!r}, 'DATA_DIR': {str(rq_site.data_dir)!r}, "
+            f"'REDIS_URL': {rq_site.url!r}, 'QUEUE_NAME': {rq_site.queue!r}}}); "
+            "body = app.test_client().get('/healthz').get_json(); "
+            "print(json.dumps([body['device'], body['queue']['workers'], "
+            "app.extensions['senseflosser'].engine.loaded(), body['models']]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    described, workers, loaded, models = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "CPU" in described or "GPU" in described
+    assert workers == 1 and loaded == [] and models == ["tiny", "tinyfixed"]

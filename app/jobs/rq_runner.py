@@ -52,6 +52,16 @@ MAINTENANCE_LOCK_S = 30
 UNREACHABLE = "the job queue cannot be reached right now"
 
 
+def devices_key(queue_name: str) -> str:
+    """Redis hash of the device each worker of a queue runs on (worker name -> description)."""
+    return f"senseflosser:{queue_name}:devices"
+
+
+def publish_device(queue: Queue, worker_name: str, description: str) -> None:
+    """A worker says which device it runs its models on (read by the web processes' health report)."""
+    queue.connection.hset(devices_key(queue.name), worker_name, description)
+
+
 def connect(url: str) -> Redis:
     """A Redis client for ``url`` with timeouts (a dead Redis must not hang a request)."""
     return Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
@@ -252,6 +262,22 @@ class RQJobRunner:
         except RedisError as exc:
             return {"runner": "rq", "queue_name": self.queue.name, "capacity": self.queue_size,
                     "redis": f"unreachable: {type(exc).__name__}", "worker_alive": self.alive}
+
+    def devices(self) -> dict[str, str]:
+        """Devices of the live workers of this queue (worker name -> description)."""
+        try:
+            live = {w.name for w in Worker.all(queue=self.queue)}
+            known = self.connection.hgetall(devices_key(self.queue.name))
+        except RedisError:
+            return {}
+        out = {}
+        for name, description in known.items():
+            name, description = name.decode(), description.decode()
+            if name in live:
+                out[name] = description
+            else:  # a worker that is gone
+                self.connection.hdel(devices_key(self.queue.name), name)
+        return out
 
     def redis_ok(self) -> bool:
         try:
