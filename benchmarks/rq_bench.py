@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "load_average_start": [round(x, 2) for x in os.getloadavg()]},
         "settings": {"model": args.model, "clip_seconds": args.clip_seconds, "rounds": args.rounds,
                      "jobs": args.jobs, "clients": args.clients, "worker_dead_after_s": args.dead_after,
-                     "web_processes": 2},
+                     "web_processes": 2, "worker_threads": args.worker_threads},
     }
     with tempfile.TemporaryDirectory(prefix="senseflosser-rqbench-") as tmp:
         work = Path(tmp)
@@ -207,8 +207,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rq_web = servers.gunicorn(models_dir, work / "rq-data", work / "rq-web.log", workers=2,
                                       redis_url=redis.url, **common)
             local = servers.gunicorn(models_dir, work / "local-data", work / "local-web.log", workers=1, **common)
+            threads = {"SENSEFLOSSER_THREADS": str(args.worker_threads)} if args.worker_threads else {}
             workers = {name: servers.worker(models_dir, work / "rq-data", work / f"{name}.log", redis_url=redis.url,
-                                            name=name, worker_dead_after_s=args.dead_after)
+                                            name=name, worker_dead_after_s=args.dead_after, extra_env=threads)
                        for name in ("w1", "w2")}
             try:
                 for server in (rq_web, local, workers["w1"]):
@@ -247,7 +248,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def format_table(res: dict[str, Any]) -> str:
     s, m = res["settings"], res["machine"]
-    lines = [f"senseflosser RQ bench: model {s['model']}, {s['clip_seconds']:g} s fog jobs; {m['cpu_model']}, "
+    threads = f", {s['worker_threads']} TF thread(s) per worker" if s.get("worker_threads") else ""
+    lines = [f"senseflosser RQ bench: model {s['model']}, {s['clip_seconds']:g} s fog jobs{threads}; {m['cpu_model']}, "
              f"{m['cpus']} CPUs; load average {m['load_average_start'][0]:.2f} at start, "
              f"{m['load_average_end'][0]:.2f} at end", ""]
     hop = res.get("hop")
@@ -288,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--dead-after", type=float, default=10.0,
                    help="workers' SENSEFLOSSER_WORKER_DEAD_AFTER_S (default 10; the service default is 60)")
+    p.add_argument("--worker-threads", type=int, default=0,
+                   help="SENSEFLOSSER_THREADS of each worker (TensorFlow's threads; default: TensorFlow's own)")
     p.add_argument("--skip-hop", action="store_true")
     p.add_argument("--keep-logs", action="store_true", help="copy the servers' logs beside the output")
     p.add_argument("--output", "-o", default="bench-results/rq_bench.json")
