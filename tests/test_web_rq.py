@@ -126,7 +126,7 @@ def test_workers_sigkilled_mid_job_jobs_still_end_and_positions_are_global(rq_si
         w.wait_log(servers.WORKER_READY, timeout=300)
     assert a.get("/healthz").get_json()["queue"]["workers"] == 2
 
-    long_clip = wav(tone(180.0))  # titrated: seconds of work, long enough to be caught running
+    long_clip = wav(tone(300.0))  # titrated: seconds of work, long enough to be caught running
     long_job = submit(a, long_clip, "long.wav", titrate="1")["id"]
     first = wait_disk(data_dir, long_job, lambda s: s["state"] == "running", "ran")
     victim, survivor = (w1, w2) if first["worker"] == "w1" else (w2, w1)
@@ -143,6 +143,7 @@ def test_workers_sigkilled_mid_job_jobs_still_end_and_positions_are_global(rq_si
     for i, job in enumerate(queued):  # either web app sees the same positions
         assert view(a, job)["position"] == view(b, job)["position"] == i + 1
 
+    assert state_on_disk(data_dir, long_job)["state"] == "running"  # still running when its worker dies
     victim.kill()
     # Re-queued after its heartbeat lapsed, then run by the survivor after its current job.
     again = wait_disk(data_dir, long_job, lambda s: s["state"] == "running" and s["attempts"] == 2,
