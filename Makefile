@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install dev run test bench loadtest soak models clean
+.PHONY: install dev run worker test bench bench-rq loadtest soak models clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,17 +26,24 @@ dev: $(VENV)/.dev
 run: $(VENV)/.installed
 	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 
+# A model-warm job worker: needs SENSEFLOSSER_REDIS_URL (and the web servers' SENSEFLOSSER_DATA_DIR).
+worker: $(VENV)/.installed
+	$(PY) -m app.worker
+
 test: $(VENV)/.dev
 	$(PY) -m pytest
 
 bench: $(VENV)/.dev
-	$(PY) -m senseflosser.bench
+	$(PY) -m benchmarks.bench
+
+bench-rq: $(VENV)/.dev
+	$(PY) -m benchmarks.rq_bench
 
 loadtest: $(VENV)/.dev
-	$(PY) scripts/loadtest.py
+	$(PY) -m benchmarks.loadtest
 
 soak: $(VENV)/.dev
-	$(PY) scripts/loadtest.py --soak
+	$(PY) -m benchmarks.loadtest --soak
 
 models: $(VENV)/.installed
 	bash scripts/make_models.sh

@@ -3,7 +3,13 @@
 ``create_app()`` builds the Flask app: configuration (defaults, then
 ``SENSEFLOSSER_*`` environment, then ``test_config``), security headers and the
 cross-site check, rate limiting, the page, the JSON API and the health check,
-the models (loaded and warmed up once per process) and the job runner.
+the models and the job runner.
+
+Two job runners: with ``SENSEFLOSSER_REDIS_URL`` unset (the default) jobs run in
+this process (:class:`~app.jobs.local.LocalJobRunner`; the models are loaded and
+warmed up once per process); set, jobs go to RQ and ``make worker`` processes run
+them (:class:`~app.jobs.rq_runner.RQJobRunner`; this process never loads a model,
+it only reads the registry's cards).
 
 Under gunicorn each worker process calls ``create_app()`` itself (``wsgi.py``;
 no preloading), so no model or TensorFlow work happens in the master.
@@ -91,6 +97,29 @@ def _use_gunicorn_logging() -> None:
         logger.propagate = False
 
 
+def _make_runner(config: dict[str, Any], engine: Engine, store: JobStore) -> JobRunner:
+    """The RQ runner when a Redis URL is configured, else the in-process runner (models warmed up here)."""
+    common = dict(
+        queue_size=config["QUEUE_SIZE"],
+        result_ttl=config["RESULT_TTL_S"],
+        max_bytes=int(config["MAX_DATA_MB"] * 1024 * 1024),
+        cleanup_interval=config["CLEANUP_INTERVAL_S"],
+        max_attempts=config["MAX_ATTEMPTS"],
+    )
+    if config["REDIS_URL"]:
+        from .jobs.rq_runner import RQJobRunner
+
+        return RQJobRunner(store, config["REDIS_URL"], queue_name=config["QUEUE_NAME"],
+                           job_timeout=config["JOB_TIMEOUT_S"], **common)
+    if config["WARM_UP"]:
+        engine.warm_up()
+
+    def execute(job_id: str, state: dict, progress) -> dict:
+        return engine.render(store.root / job_id, state["request"], progress)
+
+    return LocalJobRunner(store, execute, **common)
+
+
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the web app.
 
@@ -143,22 +172,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     engine = Engine(app.config["MODELS_DIR"], max_duration=app.config["MAX_DURATION_S"],
                     spectrograms=app.config["SPECTROGRAMS"])
-    if app.config["WARM_UP"]:
-        engine.warm_up()
     store = JobStore(app.config["DATA_DIR"])
-
-    def execute(job_id: str, state: dict, progress) -> dict:
-        return engine.render(store.root / job_id, state["request"], progress)
-
-    runner = LocalJobRunner(
-        store,
-        execute,
-        queue_size=app.config["QUEUE_SIZE"],
-        result_ttl=app.config["RESULT_TTL_S"],
-        max_bytes=int(app.config["MAX_DATA_MB"] * 1024 * 1024),
-        cleanup_interval=app.config["CLEANUP_INTERVAL_S"],
-        max_attempts=app.config["MAX_ATTEMPTS"],
-    )
+    runner = _make_runner(app.config, engine, store)
     runner.start()
     atexit.register(runner.stop, 2.0)
     app.extensions["senseflosser"] = Services(engine=engine, store=store, runner=runner, limiter=limiter)

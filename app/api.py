@@ -115,9 +115,9 @@ def _create(kind: str):
         if kind == "map":
             spec.update(kind="map", seeds=_map_seeds(form), layers=None, save_model=False)
         state = svc.runner.submit(job_id, spec)
-    except QueueFull:
+    except QueueFull as exc:
         svc.store.delete(job_id)
-        raise _busy("the queue is full") from None
+        raise _busy(str(exc) or "the queue is full") from None
     except StorageFull:
         svc.store.delete(job_id)
         raise _busy("the server has no room for more results right now") from None

@@ -28,13 +28,18 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "MAX_MODEL_MB": (50.0, "largest accepted uploaded model file (model_file) in MiB; larger gets 413"),
     "MAX_MODEL_PARAMS": (20_000_000, "most parameters an uploaded model may have"),
     "MAX_DURATION_S": (600.0, "longest audio segment a job may process, in seconds"),
-    "QUEUE_SIZE": (16, "jobs that may wait per worker process; more get 503"),
+    "QUEUE_SIZE": (16, "jobs that may wait (per web worker process; with Redis, in all); more get 503"),
     "RESULT_TTL_S": (3600.0, "seconds a finished job's files are kept"),
     "MAX_DATA_MB": (2048.0, "size cap of the data dir in MiB; oldest results go first"),
     "CLEANUP_INTERVAL_S": (60.0, "seconds between clean-up rounds (expiry, size cap, recovery)"),
-    "MAX_ATTEMPTS": (2, "times a job interrupted by a crash is started before it is failed"),
+    "MAX_ATTEMPTS": (3, "times a job interrupted by a crash (a worker killed) is started before it is failed"),
     "RATE_LIMIT": ("30/minute", "job submissions per client address (Flask-Limiter syntax)"),
-    "RATELIMIT_STORAGE_URI": ("memory://", "Flask-Limiter storage; memory:// counts per process"),
+    "RATELIMIT_STORAGE_URI": ("", "Flask-Limiter storage [REDIS_URL if set, else memory:// (per process)]"),
+    "REDIS_URL": ("", "Redis URL; set, jobs go to RQ and `make worker` processes run them [in-process runner]"),
+    "QUEUE_NAME": ("senseflosser", "RQ queue name (web servers and workers of one site share it)"),
+    "JOB_TIMEOUT_S": (1800, "seconds an RQ job may run before its worker stops it"),
+    "WORKER_HEARTBEAT_S": (5.0, "seconds between a worker's heartbeats of its running job"),
+    "WORKER_DEAD_AFTER_S": (60.0, "seconds without a heartbeat after which a job's worker counts as dead"),
     "RETRY_AFTER_S": (30, "Retry-After seconds sent with 503 when the queue is full"),
     "SECRET_KEY": ("", "secret key; a random one is generated per process when unset"),
     "TRUSTED_ORIGINS": ("", "extra origins (scheme://host:port, comma-separated) allowed to post"),
@@ -101,8 +106,9 @@ def resolve(config: dict[str, Any], instance_path: str) -> None:
     """
     config["MODELS_DIR"] = Path(config.get("MODELS_DIR") or PROJECT_ROOT / "models")
     config["DATA_DIR"] = Path(config.get("DATA_DIR") or Path(instance_path) / "jobs")
-    positive = ("MAX_UPLOAD_MB", "MAX_MODEL_MB", "MAX_MODEL_PARAMS", "MAX_DURATION_S", "QUEUE_SIZE", "RESULT_TTL_S", "MAX_DATA_MB",
-                "CLEANUP_INTERVAL_S", "MAX_ATTEMPTS", "RETRY_AFTER_S", "POLL_INTERVAL_MS")
+    positive = ("MAX_UPLOAD_MB", "MAX_MODEL_MB", "MAX_MODEL_PARAMS", "MAX_DURATION_S", "QUEUE_SIZE",
+                "RESULT_TTL_S", "MAX_DATA_MB", "CLEANUP_INTERVAL_S", "MAX_ATTEMPTS", "RETRY_AFTER_S",
+                "POLL_INTERVAL_MS", "JOB_TIMEOUT_S", "WORKER_HEARTBEAT_S", "WORKER_DEAD_AFTER_S")
     for key in positive:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -120,6 +126,15 @@ def resolve(config: dict[str, Any], instance_path: str) -> None:
     # full queue included); the 429 handler sets Retry-After itself.
     config["RATELIMIT_HEADERS_ENABLED"] = False
     config["RATELIMIT_STRATEGY"] = config.get("RATELIMIT_STRATEGY", "fixed-window")
+    # With Redis, rate limits count in it too (one count per client for every web process).
+    config["REDIS_URL"] = str(config.get("REDIS_URL") or "").strip()
+    if config["REDIS_URL"] and not config["REDIS_URL"].startswith(("redis://", "rediss://")):
+        raise ConfigError(f"REDIS_URL must be a redis:// or rediss:// URL, got {config['REDIS_URL']!r}")
+    if not config.get("RATELIMIT_STORAGE_URI"):
+        config["RATELIMIT_STORAGE_URI"] = config["REDIS_URL"] or "memory://"
+    if config["RATELIMIT_STORAGE_URI"] != "memory://":
+        # A storage that is away for a moment must not turn submissions into 500s (the runner says 503).
+        config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     # Never debug: FLASK_DEBUG in the environment must not switch it on under gunicorn.
     config["DEBUG"] = False
     _secret_key(config)

@@ -117,11 +117,19 @@ class Engine:
                 continue
         return cards
 
-    def conv_layers(self, name: str) -> dict[str, int] | None:
-        """Conv layer names of a model -> their channel counts (``None`` if its card does not say)."""
-        channels = self.registry.card(name).get("conv_channels")
+    def conv_layers(self, name: str) -> dict[str, int | None] | None:
+        """Conv layer names of a model -> their channel counts, from its card (``None`` if it does not say).
+
+        A card that lists the layers but not their channels gives ``None``
+        counts: channel numbers are then checked when the job runs.
+        """
+        card = self.registry.card(name)
+        channels = card.get("conv_channels")
         if isinstance(channels, dict):
             return {str(k): int(v) for k, v in channels.items()}
+        layers = card.get("conv_layers")
+        if isinstance(layers, list):
+            return {str(k): None for k in layers}
         return None
 
     def device(self) -> str:

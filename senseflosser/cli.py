@@ -178,7 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
     p.add_argument("--no-write", action="store_true", help="print the figures without updating the card")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+
+    _add_worker_parser(sub)
     return parser
+
+
+def _add_worker_parser(sub) -> None:
+    """``senseflosser worker ...``: the web app's RQ worker, whose options it passes on untouched."""
+    # No option of its own (prefix_chars that never occur): everything, --help included, goes to the worker.
+    p = sub.add_parser("worker", add_help=False, prefix_chars="\0", help="run a model-warm job worker for the "
+                       "web app (python -m app.worker; needs its dependencies and Redis)")
+    p.add_argument("worker_args", nargs=argparse.REMAINDER)
 
 
 def _registry(args):
@@ -358,6 +368,19 @@ def _cmd_evaluate(args) -> int:
 
 COMMANDS = {"floss": _cmd_floss, "map": _cmd_map, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
             "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate}
+
+
+def _cmd_worker(args) -> int:
+    """The worker lives in the web app (it imports rq and redis; the core never does): import it only now."""
+    try:
+        from app.worker import main as worker_main
+    except ImportError as exc:
+        raise SenseflosserError(f"the worker needs the web app and its dependencies (app/, rq, redis): {exc}; "
+                                "install requirements.txt, or run `python -m app.worker` in a checkout") from None
+    return worker_main(args.worker_args)
+
+
+COMMANDS["worker"] = _cmd_worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:

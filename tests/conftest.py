@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -140,9 +141,16 @@ def models_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("models")
     make_tiny_model().save(d / "tiny.keras")
     give_direction(make_tiny_model(), d / "tiny.adversarial.npz")
-    (d / "tiny.json").write_text(json.dumps({"name": "tiny", "summary": "tiny test model"}))
+    # Cards list the conv layers and their channels, as trained and shipped models' cards do (a web
+    # process on RQ reads them from the card, without loading the model).
+    layers = ["conv_a", "conv_b", "conv_out"]
+    channels = {"conv_a": 4, "conv_b": 4, "conv_out": 2}
+    (d / "tiny.json").write_text(json.dumps({"name": "tiny", "summary": "tiny test model", "conv_layers": layers,
+                                             "conv_channels": channels, "input_frames": None}))
     make_tiny_model(frames=24, seed=1, name="tinyfixed").save(d / "tinyfixed.keras")
-    (d / "tinyfixed.json").write_text(json.dumps({"name": "tinyfixed", "summary": "fixed 24 frames"}))
+    (d / "tinyfixed.json").write_text(json.dumps({"name": "tinyfixed", "summary": "fixed 24 frames",
+                                                  "conv_layers": layers, "conv_channels": channels,
+                                                  "input_frames": 24}))
     return d
 
 
@@ -178,12 +186,125 @@ def web_wav_bytes(seconds: float = 1.5, sr: int = SR, *, channels: int = 1, subt
     return buf.getvalue()
 
 
+# ------------------------------------------------------------------ Redis and RQ
+# A real redis-server (Debian's package; .ci/run installs it) on a free loopback port,
+# without persistence, for the whole session; tests that need it skip when it is absent.
+
+REDIS_TEST_QUEUE = "senseflosser-test"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    from benchmarks.servers import RedisServer
+
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log").start()
+    yield server
+    server.stop()
+
+
+class ThreadWorker:
+    """The model-warm RQ worker of :mod:`app.worker`, run on a thread of the test process.
+
+    Jobs run in this process, so a test can replace what they do (see :func:`job_executor`);
+    the real worker processes are tested in test_web_rq.py.
+    """
+
+    def __init__(self, redis_url: str, queue_name: str) -> None:
+        from rq import Queue
+        from rq.timeouts import TimerDeathPenalty
+
+        from app.jobs.rq_runner import connect
+        from app.worker import _simple_worker_class
+
+        base = _simple_worker_class()
+
+        class Worker(base):
+            death_penalty_class = TimerDeathPenalty  # SIGALRM works on the main thread only
+            heartbeat_s = 1.0
+            dead_after_s = 5.0
+
+            def _install_signal_handlers(self):
+                pass
+
+        self.connection = connect(redis_url)
+        self.queue = Queue(queue_name, connection=self.connection)
+        self.worker = Worker([self.queue], connection=self.connection, name=f"test-thread-{os.getpid()}",
+                             worker_ttl=16, job_monitoring_interval=1)
+        self.thread = threading.Thread(target=self._work, name="test-rq-worker", daemon=True)
+        self.thread.start()
+        from app.jobs.rq_runner import publish_device
+        from senseflosser import device
+
+        publish_device(self.queue, self.worker.name, device.describe())
+
+    def _work(self) -> None:
+        self.worker.work(burst=False, logging_level="WARNING", with_scheduler=False)
+
+    def reset(self) -> None:
+        """Empty the queue and the counts left by an earlier test."""
+        from app.jobs.task import counter_key
+
+        self.queue.empty()
+        for what in ("completed", "failed"):
+            self.connection.delete(counter_key(self.queue.name, what))
+
+    def stop(self) -> None:
+        self.worker._stop_requested = True  # read after its next job: give it one that does nothing
+        self.queue.enqueue_call("builtins.len", args=("",))
+        self.thread.join(30)
+
+
+@pytest.fixture(scope="session")
+def rq_thread_worker(redis_server):
+    worker = ThreadWorker(redis_server.url, REDIS_TEST_QUEUE)
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture
-def make_web_app(models_dir, tmp_path):
-    """Factory of web apps on the tiny models; their job runners are stopped afterwards."""
+def web_runner() -> str:
+    """Which job runner web apps get: "local" here; test_web_api.py runs with both."""
+    return "local"
+
+
+def job_executor(app):
+    """What runs an app's jobs, with an ``execute(job_id, state, progress)`` attribute a test may replace:
+    the in-process runner, or the RQ worker context of this test process."""
+    runner = app.extensions["senseflosser"].runner
+    if hasattr(runner, "execute"):
+        return runner
+    from app.jobs import task
+
+    return task.current()
+
+
+@pytest.fixture
+def make_web_app(models_dir, tmp_path, web_runner, request):
+    """Factory of web apps on the tiny models; their job runners are stopped afterwards.
+
+    With ``web_runner`` "rq" the apps queue on the session's Redis and the thread worker runs
+    their jobs (with this test's data dir).
+    """
     from app import create_app
 
     apps = []
+    rq_config = {}
+    if web_runner == "rq":
+        from app.engine import Engine
+        from app.jobs import JobStore, task
+
+        worker = request.getfixturevalue("rq_thread_worker")
+        worker.reset()
+        rq_config = {"REDIS_URL": request.getfixturevalue("redis_server").url, "QUEUE_NAME": worker.queue.name}
+        store = JobStore(tmp_path / "jobs")
+        engine = Engine(models_dir, max_duration=600.0)
+
+        def execute(job_id, state, progress):
+            return engine.render(store.root / job_id, state["request"], progress)
+
+        task.install(task.WorkerContext(store=store, execute=execute))
 
     def make(**overrides):
         config = {
@@ -192,6 +313,7 @@ def make_web_app(models_dir, tmp_path):
             "RATE_LIMIT": "10000/minute",
             "CLEANUP_INTERVAL_S": 3600.0,
             "POLL_INTERVAL_MS": 200,
+            **rq_config,
         }
         config.update(overrides)
         app = create_app(config)
@@ -201,6 +323,10 @@ def make_web_app(models_dir, tmp_path):
     yield make
     for app in apps:
         app.extensions["senseflosser"].runner.stop()
+    if web_runner == "rq":
+        from app.jobs import task
+
+        task.install(None)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from senseflosser import bench
+from benchmarks import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "senseflosser.bench", "--quick", "--model", "tiny", "--models-dir", str(models_dir),
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--model", "tiny", "--models-dir", str(models_dir),
          "--clip-seconds", "2", "--long-seconds", "8", "--trace-jobs", "4", "--output", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
@@ -107,3 +107,27 @@ def test_synthesized_music_is_deterministic_and_in_range():
     assert float(abs(a).max()) < 1.0 and float(abs(a).max()) > 0.05
     assert (a == bench.synth_music(1.5, seed=3)).all()
     assert not (a == bench.synth_music(1.5, seed=4)).all()
+
+
+@pytest.mark.slow
+def test_quick_rq_bench_completes_with_no_job_lost(models_dir, tmp_path):
+    """The RQ benchmark (make bench-rq) on the tiny model: 4 short jobs, a worker SIGKILLed, none lost."""
+    from benchmarks.servers import RedisServer
+
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
+    out = tmp_path / "rq.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rq_bench", "--model", "tiny", "--models-dir", str(models_dir),
+         "--clip-seconds", "60", "--jobs", "5", "--rounds", "1", "--clients", "2", "--dead-after", "2",
+         "--output", str(out)],
+        cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    kill = res["kill"]
+    assert kill["done"] == kill["jobs"] == 5 and kill["lost"] == 0 and kill["failed"] == 0
+    assert kill["positions_global"]
+    assert res["hop"]["local_median_s"] > 0 and res["hop"]["rq_median_s"] > 0
+    assert res["throughput"]["one_worker"]["done"] == res["throughput"]["two_workers"]["done"] == 5
+    assert "queue hop overhead" in proc.stdout and "SIGKILLed" in proc.stdout

@@ -62,7 +62,7 @@ def test_warm_jobs_trace_nothing_new(tiny_model):
     keras = pytest.importorskip("keras")
     if keras.backend.backend() != "tensorflow":
         pytest.skip("traces are counted on the tensorflow backend")
-    from senseflosser.bench import TraceCounter
+    from benchmarks.bench import TraceCounter
 
     floss(tone(1.0), tiny_model, [_r("fog", 0.1, 1), _r("lapse", 0.2, 1)])
     with TraceCounter() as counter:

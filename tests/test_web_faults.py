@@ -14,8 +14,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from senseflosser.bench import free_port, wait_healthy
+from benchmarks import servers
 import soundfile as sf
 
 from conftest import SR, tone
@@ -55,7 +53,15 @@ def post(client, audio: bytes, filename: str = "song.wav", **fields):
 
 
 def du(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes under ``path``; files and folders the janitor deletes meanwhile count as gone."""
+    total = 0
+    for root, _dirs, files in os.walk(path):  # os.walk skips folders that vanish under it
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
 
 
 # ------------------------------------------------------------------ concurrent users
@@ -265,31 +271,30 @@ def test_the_data_dir_cap_holds_while_jobs_keep_coming(make_web_app, web_wait):
 
 
 class Gunicorn:
-    """gunicorn on a free loopback port with one worker, started and stopped on one data dir."""
+    """gunicorn on a free loopback port with one worker, started and stopped on one data dir
+    (through the shared server helper, :mod:`benchmarks.servers`)."""
 
     START_TIMEOUT_S = 240.0
 
     def __init__(self, models_dir: Path, data_dir: Path, log_path: Path) -> None:
         self.models_dir, self.data_dir, self.log_path = models_dir, data_dir, log_path
-        self.proc: subprocess.Popen | None = None
+        self.server: servers.Server | None = None
         self.base = ""
 
     def start(self) -> None:
-        port = free_port()
-        self.base = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "SENSEFLOSSER_MODELS_DIR": str(self.models_dir), "SENSEFLOSSER_DATA_DIR": str(self.data_dir),
-               "SENSEFLOSSER_WORKERS": "1", "SENSEFLOSSER_RATE_LIMIT": "1000/minute",
-               "SENSEFLOSSER_MAX_ATTEMPTS": "2", "SENSEFLOSSER_SPECTROGRAMS": "0",
-               "FLASK_DEBUG": "1"}  # must not switch on debug mode or the debugger
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+        self.server = servers.gunicorn(self.models_dir, self.data_dir, self.log_path, workers=1,
+                                       rate_limit="1000/minute", max_attempts=2, spectrograms=0,
+                                       extra_env={"FLASK_DEBUG": "1"})  # must not switch on debug mode
+        self.base = self.server.base
+        self.server.start()
         try:
-            wait_healthy(self.proc, self.base, self.START_TIMEOUT_S, poll_s=0.3)
+            self.server.wait_healthy(self.START_TIMEOUT_S, poll_s=0.3)
         except RuntimeError as exc:
-            pytest.fail(f"{exc}:\n{self.log()}")
+            pytest.fail(str(exc))
+
+    @property
+    def proc(self):
+        return self.server.proc if self.server else None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -310,13 +315,8 @@ class Gunicorn:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        if self.server is not None:
+            self.server.stop(90)
 
 
 @pytest.fixture

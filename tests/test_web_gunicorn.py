@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from senseflosser.bench import free_port, wait_healthy
+from benchmarks import servers
 
 from conftest import web_wav_bytes
 
@@ -25,37 +22,17 @@ JOB_TIMEOUT_S = 180.0
 @pytest.fixture
 def gunicorn_server(models_dir, tmp_path):
     pytest.importorskip("requests")
-    port = free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "SENSEFLOSSER_MODELS_DIR": str(models_dir),
-        "SENSEFLOSSER_DATA_DIR": str(tmp_path / "jobs"),
-        "SENSEFLOSSER_WORKERS": "1",
-        "SENSEFLOSSER_WORKER_THREADS": "4",
-        "SENSEFLOSSER_RATE_LIMIT": "100/minute",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
     log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+    server = servers.gunicorn(models_dir, tmp_path / "jobs", log_path, workers=1, rate_limit="100/minute",
+                              extra_env={"SENSEFLOSSER_WORKER_THREADS": "4"}).start()
     try:
         try:
-            wait_healthy(proc, base, START_TIMEOUT_S, poll_s=0.5)
+            server.wait_healthy(START_TIMEOUT_S, poll_s=0.5)
         except RuntimeError as exc:
-            pytest.fail(f"{exc}:\n{log_path.read_text()[-3000:]}")
-        yield base, proc, log_path
+            pytest.fail(str(exc))
+        yield server.base, server.proc, log_path
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        server.stop(60)
 
 
 def _maps(pid: int) -> str:

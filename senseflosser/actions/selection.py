@@ -109,7 +109,7 @@ def channel_axis(layer: keras.layers.Layer, weight_index: int, weight: np.ndarra
     return weight.ndim - 1
 
 
-def check(entries: tuple[str, ...] | None, convs: Mapping[str, int], *, default: Sequence[str],
+def check(entries: tuple[str, ...] | None, convs: Mapping[str, int | None], *, default: Sequence[str],
           model_name: str) -> Resolved:
     """Check canonical entries against a model's conv layers.
 
@@ -118,7 +118,8 @@ def check(entries: tuple[str, ...] | None, convs: Mapping[str, int], *, default:
     entries : tuple of str or None
         From :func:`parse_layers`; ``None`` gives ``default`` (all channels).
     convs : mapping
-        The model's conv layer names, in order, -> their output channel counts.
+        The model's conv layer names, in order, -> their output channel counts
+        (``None`` where unknown: channels are then checked when the model runs).
     default : sequence of str
         The action's default layers.
     model_name : str
@@ -149,6 +150,8 @@ def check(entries: tuple[str, ...] | None, convs: Mapping[str, int], *, default:
         if channels is None:
             continue
         count = convs[name]
+        if count is None:
+            continue
         bad = [c for c in channels if c >= count]
         if bad:
             raise RecipeError(

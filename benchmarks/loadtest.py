@@ -1,6 +1,6 @@
 """Load test: many concurrent clients against a real gunicorn, loopback only.
 
-    make loadtest                       (or: python scripts/loadtest.py --help)
+    make loadtest                       (or: python -m benchmarks.loadtest --help)
 
 Starts gunicorn on a free 127.0.0.1 port with a fresh data folder, then lets
 ``--clients`` threads submit ``--jobs`` jobs in all (short synthesized clips)
@@ -9,7 +9,7 @@ p50/p95 latency from upload to the job's end, any other 5xx, and the resident
 memory of the worker processes after warm-up and at the end. Bounded in count
 and time; it never talks to anything but the server it started.
 
-    make soak                           (or: python scripts/loadtest.py --soak)
+    make soak                           (or: python -m benchmarks.loadtest --soak)
 
 Soak mode runs thousands of jobs against ONE worker: one phase per action of
 the registry (``GET /api/actions``), then a phase mixing them all, each job
@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +38,7 @@ import numpy as np
 import requests
 import soundfile as sf
 
-from senseflosser.bench import free_port, wait_healthy
+from benchmarks import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,22 +94,16 @@ def main(argv=None) -> int:
         if "--time-limit" not in (argv if argv is not None else sys.argv):
             args.time_limit = 6 * 3600
 
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     data = tempfile.mkdtemp(prefix="senseflosser-load-")
-    env = {**os.environ, "SENSEFLOSSER_DATA_DIR": data, "SENSEFLOSSER_MODELS_DIR": args.models_dir,
-           "SENSEFLOSSER_QUEUE_SIZE": str(args.queue_size), "SENSEFLOSSER_RATE_LIMIT": "100000/minute",
-           "SENSEFLOSSER_SECRET_KEY": "loadtest", "HOST": "127.0.0.1", "PORT": str(port),
-           "SENSEFLOSSER_WORKERS": str(args.workers), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    log = open(Path(data) / "gunicorn.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = servers.gunicorn(args.models_dir, data, Path(data) / "gunicorn.log", workers=args.workers,
+                              queue_size=args.queue_size, secret_key="loadtest").start()
+    base = server.base
     passed = False
     try:
         try:
-            health = wait_healthy(server, base, 300, poll_s=0.5)
+            health = server.wait_healthy(300, poll_s=0.5)
         except RuntimeError as exc:
-            raise SystemExit(f"{exc}; see {Path(data) / 'gunicorn.log'}") from None
+            raise SystemExit(str(exc)) from None
         model = args.model or health["models"][0]
         payloads = [clip(args.seconds, i) for i in range(8)]
         # Warm-up: until every worker has finished two jobs (fog and lapse alternate), so memory is measured
@@ -205,12 +197,7 @@ def main(argv=None) -> int:
         passed = all(report["targets"].values())
         return 0 if passed else 1
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop(30)
         if passed and not args.keep:
             shutil.rmtree(data, ignore_errors=True)
         else:

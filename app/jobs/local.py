@@ -1,203 +1,41 @@
-"""Jobs: their folders and state on disk, and the runner that works through them.
+"""The in-process job runner: a bounded queue and one inference thread per process.
 
-Every job lives in ``<data_dir>/<id>/`` under a random id: ``input/`` holds the
-upload, ``out/`` the results and ``state.json`` the job's state, written
-atomically. The state on disk is the truth, so any worker process can answer
-for any job, and finished results survive restarts.
-
-:class:`JobRunner` is the interface the views use. :class:`LocalJobRunner` is
-the embedded implementation: a bounded queue and one inference thread per
-process, plus a janitor thread that deletes expired results, keeps the data
-dir under its size cap and takes over the jobs of worker processes that died.
+The embedded default (``make run``, no services): each web worker process runs
+its own queue, plus a janitor thread that deletes expired results, keeps the
+data dir under its size cap (:mod:`app.jobs.retention`) and takes over the jobs
+of worker processes that died.
 
 Which process owns a job is recorded in its state as the owner's token; the
 owner holds an exclusive ``flock`` on ``.runners/<token>.lock`` for as long as
 it lives. The kernel drops that lock when the process dies, even by SIGKILL, so
 a lock that can be taken marks a dead owner whose queued and running jobs are
-re-queued (or failed after ``max_attempts`` starts).
+re-queued (or failed after ``max_attempts`` starts). Jobs queued on RQ (owner
+``rq``) are never taken over: their workers may still be running them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import re
 import secrets
-import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Iterator
+from typing import Any
+
+from .base import (ACTIVE, RQ_OWNER, UNSAVED_RESULT, Execute, JobFailed, QueueFull, internal_error,
+                   interrupted_error, new_state)
+from .retention import Retention
+from .store import JobStore
 
 log = logging.getLogger(__name__)
 
-STATES = ("queued", "running", "done", "failed")
-ACTIVE = ("queued", "running")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _TOKEN_RE = re.compile(r"^[0-9a-f]{16}$")
-STATE_FILE = "state.json"
 RUNNERS_DIR = ".runners"
-# A job folder without a readable state this old is debris of an interrupted upload.
-ORPHAN_GRACE_S = 600.0
-
-Progress = Callable[[float, str], None]
-Execute = Callable[[str, dict, Progress], dict]
-"""``execute(job_id, state, progress) -> manifest``; raises :class:`JobFailed` for user errors."""
-
-
-class QueueFull(Exception):
-    """The queue has no room for another job."""
-
-
-class StorageFull(Exception):
-    """The data dir is at its size cap and nothing can be evicted."""
-
-
-class JobFailed(Exception):
-    """A job failed for a reason its user can act on; ``str(exc)`` is a plain sentence."""
-
-
-def new_job_id() -> str:
-    """A random, URL-safe job id (128 bits)."""
-    return secrets.token_urlsafe(16)
-
-
-def valid_job_id(job_id: Any) -> bool:
-    return isinstance(job_id, str) and bool(JOB_ID_RE.match(job_id))
-
-
-class JobStore:
-    """Job folders and their ``state.json`` under one root folder.
-
-    Parameters
-    ----------
-    root : pathlib.Path
-        The data dir; created if missing.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._usage: tuple[float, int] | None = None
-
-    def create(self) -> tuple[str, Path]:
-        """Make a new, empty job folder under a fresh random id."""
-        while True:
-            job_id = new_job_id()
-            path = self.root / job_id
-            try:
-                path.mkdir()
-            except FileExistsError:
-                continue
-            return job_id, path
-
-    def path(self, job_id: str) -> Path | None:
-        """The folder of a job, or ``None`` for an id that cannot be one."""
-        return self.root / job_id if valid_job_id(job_id) else None
-
-    def ids(self) -> list[str]:
-        """Ids of every job folder."""
-        try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return []
-        return [n for n in names if valid_job_id(n)]
-
-    def read(self, job_id: str) -> dict | None:
-        """The state of a job, or ``None`` if there is no such job (or its state is unreadable)."""
-        path = self.path(job_id)
-        if path is None:
-            return None
-        try:
-            state = json.loads((path / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return state if isinstance(state, dict) and state.get("state") in STATES else None
-
-    def write(self, state: dict) -> None:
-        """Write a job's state atomically (a reader sees the old or the new state, never half)."""
-        path = self.path(state["id"])
-        if path is None:
-            raise ValueError(f"invalid job id {state['id']!r}")
-        state["updated"] = time.time()
-        tmp = path / f".{STATE_FILE}.{secrets.token_hex(4)}.tmp"
-        data = json.dumps(state, indent=1, allow_nan=False).encode()
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path / STATE_FILE)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-
-    def delete(self, job_id: str) -> None:
-        path = self.path(job_id)
-        if path is not None:
-            shutil.rmtree(path, ignore_errors=True)
-            self._usage = None
-
-    def forget_usage(self) -> None:
-        """Drop the cached size measurement (files were just added)."""
-        self._usage = None
-
-    def usage(self, max_age: float = 1.0) -> int:
-        """Bytes used under the root (measured at most every ``max_age`` seconds)."""
-        now = time.monotonic()
-        if self._usage is not None and now - self._usage[0] < max_age:
-            return self._usage[1]
-        total = 0
-        stack = [str(self.root)]
-        while stack:
-            try:
-                with os.scandir(stack.pop()) as it:
-                    for entry in it:
-                        try:
-                            if entry.is_dir(follow_symlinks=False):
-                                stack.append(entry.path)
-                            elif entry.is_file(follow_symlinks=False):
-                                total += entry.stat(follow_symlinks=False).st_size
-                        except OSError:
-                            continue
-            except OSError:
-                continue
-        self._usage = (now, total)
-        return total
-
-
-class JobRunner(Protocol):
-    """What the views need from a job backend (embedded now, distributed later)."""
-
-    def start(self) -> None:
-        """Start working (and take over jobs left by dead processes)."""
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop taking jobs; queued jobs stay on disk for the next runner."""
-
-    def has_room(self) -> bool:
-        """Whether :meth:`submit` would accept a job now."""
-
-    def submit(self, job_id: str, request: dict) -> dict:
-        """Queue a job whose folder already holds its input; return its state.
-
-        Raises :class:`QueueFull` or :class:`StorageFull`.
-        """
-
-    def get(self, job_id: str) -> dict | None:
-        """The job's state (with a current ``position`` while queued), or ``None``."""
-
-    def position(self, job_id: str) -> int | None:
-        """1-based place in the queue (1 = next to start), or ``None`` if not waiting."""
-
-    def stats(self) -> dict:
-        """Queue figures for the health report."""
 
 
 class LocalJobRunner:
@@ -229,13 +67,12 @@ class LocalJobRunner:
         result_ttl: float = 3600.0,
         max_bytes: int = 2 << 30,
         cleanup_interval: float = 60.0,
-        max_attempts: int = 2,
+        max_attempts: int = 3,
     ) -> None:
         self.store = store
         self.execute = execute
         self.queue_size = int(queue_size)
-        self.result_ttl = float(result_ttl)
-        self.max_bytes = int(max_bytes)
+        self.retention = Retention(store, result_ttl=result_ttl, max_bytes=max_bytes)
         self.cleanup_interval = float(cleanup_interval)
         self.max_attempts = int(max_attempts)
         self.token = secrets.token_hex(8)
@@ -298,26 +135,8 @@ class LocalJobRunner:
             return len(self._queue) < self.queue_size
 
     def submit(self, job_id: str, request: dict) -> dict:
-        if self.store.usage() > self.max_bytes:
-            self.enforce_cap()
-            if self.store.usage(max_age=0) > self.max_bytes:
-                raise StorageFull()
-        now = time.time()
-        state = {
-            "id": job_id,
-            "state": "queued",
-            "created": now,
-            "started": None,
-            "finished": None,
-            "owner": self.token,
-            "attempts": 0,
-            "position": None,
-            "progress": 0.0,
-            "message": "waiting in the queue",
-            "error": None,
-            "request": request,
-            "manifest": None,
-        }
+        self.retention.make_room()
+        state = new_state(job_id, request, self.token)
         with self._write_lock, self._cv:  # always this order: _write_lock, then _cv
             if len(self._queue) >= self.queue_size:
                 raise QueueFull()
@@ -343,7 +162,7 @@ class LocalJobRunner:
         state = self.store.read(job_id)
         if state is None:
             return None
-        if self._expired(state, time.time()):
+        if self.retention.expired(state):
             return None
         if state["state"] == "queued" and state.get("owner") == self.token:
             state["position"] = self.position(job_id)
@@ -352,6 +171,7 @@ class LocalJobRunner:
     def stats(self) -> dict:
         with self._cv:
             return {
+                "runner": "local",
                 "queued": len(self._queue),
                 "running": self._current is not None,
                 "capacity": self.queue_size,
@@ -422,9 +242,7 @@ class LocalJobRunner:
             log.info("job %s failed: %s", job_id, exc)
         except BaseException as exc:  # SystemExit raised by a library included: the worker goes on
             log.exception("job %s crashed", job_id)
-            self._finish(state, error=(
-                f"the job failed because of an internal error ({type(exc).__name__}); "
-                "it has been logged. Try again, or with a shorter segment"))
+            self._finish(state, error=internal_error(exc))
         else:
             self._finish(state, manifest=manifest)
             log.info("job %s done in %.1f s", job_id, time.monotonic() - t0)
@@ -439,17 +257,17 @@ class LocalJobRunner:
             state.update(finished=time.time(), position=None)
             if error is None:
                 state.update(state="done", progress=1.0, message="done", manifest=manifest, error=None)
+                self.completed += 1  # counted before a reader can see "done" on disk
                 try:
                     self.store.write(state)
                 except (TypeError, ValueError, OSError):
                     # An unwritable result (not JSON, or the disk is full) must not leave the job
                     # "running" for ever: record it as failed if at all possible.
                     log.exception("job %s: its result could not be recorded", state["id"])
-                    error = ("the job's result could not be saved (an internal error; it has been logged). "
-                             "Try again in a while")
+                    error = UNSAVED_RESULT
                     state.update(manifest=None, progress=0.0)
+                    self.completed -= 1
                 else:
-                    self.completed += 1
                     return
             state.update(state="failed", message="failed", error=error)
             self.failed += 1
@@ -475,51 +293,13 @@ class LocalJobRunner:
         self.expire()
         self.enforce_cap()
 
-    def _expired(self, state: dict, now: float) -> bool:
-        finished = state.get("finished")
-        return (state["state"] not in ACTIVE and isinstance(finished, (int, float))
-                and finished + self.result_ttl < now)
-
     def expire(self) -> list[str]:
-        """Delete finished jobs older than the result lifetime, and debris of broken uploads."""
-        now = time.time()
-        gone = []
-        for job_id in self.store.ids():
-            state = self.store.read(job_id)
-            if state is None:
-                path = self.store.path(job_id)
-                try:
-                    age = now - path.stat().st_mtime
-                except OSError:
-                    continue
-                if age > max(ORPHAN_GRACE_S, self.result_ttl):
-                    self.store.delete(job_id)
-                    gone.append(job_id)
-            elif self._expired(state, now):
-                self.store.delete(job_id)
-                gone.append(job_id)
-        if gone:
-            log.info("deleted %d expired job(s)", len(gone))
-        return gone
+        """Delete finished jobs past their lifetime (see :class:`~app.jobs.retention.Retention`)."""
+        return self.retention.expire()
 
     def enforce_cap(self) -> list[str]:
         """Delete the oldest finished jobs until the data dir is under its size cap."""
-        if self.store.usage(max_age=0) <= self.max_bytes:
-            return []
-        finished = []
-        for job_id in self.store.ids():
-            state = self.store.read(job_id)
-            if state is not None and state["state"] not in ACTIVE:
-                finished.append((state.get("finished") or 0.0, job_id))
-        gone = []
-        for _when, job_id in sorted(finished):
-            if self.store.usage(max_age=0) <= self.max_bytes:
-                break
-            self.store.delete(job_id)
-            gone.append(job_id)
-        if gone:
-            log.warning("data dir over its size cap: deleted %d finished job(s) early", len(gone))
-        return gone
+        return self.retention.enforce_cap()
 
     @contextlib.contextmanager
     def _claim_lock(self) -> Iterator[None]:
@@ -563,7 +343,8 @@ class LocalJobRunner:
         orphans = []
         for job_id in self.store.ids():
             state = self.store.read(job_id)
-            if state is not None and state["state"] in ACTIVE and state.get("owner") != self.token:
+            if (state is not None and state["state"] in ACTIVE
+                    and state.get("owner") not in (self.token, RQ_OWNER)):
                 orphans.append((state.get("created") or 0.0, job_id))
         taken = []
         dead: dict[str, bool] = {}
@@ -581,8 +362,7 @@ class LocalJobRunner:
                 if state["state"] == "running" and int(state.get("attempts", 0)) >= self.max_attempts:
                     state.update(
                         state="failed", finished=time.time(), position=None, message="failed",
-                        error=(f"the server stopped while this job was running ({state['attempts']} times); "
-                               "it was not started again. Try a shorter segment or fewer magnitudes"))
+                        error=interrupted_error(state["attempts"]))
                     self.store.write(state)
                     log.warning("job %s failed after %d interrupted attempts", job_id, state["attempts"])
                     continue

@@ -1,6 +1,6 @@
 """Speed and memory benchmark: how close a job runs to the model's own cost.
 
-    python -m senseflosser.bench [--model game-orchestral] [--models-dir models/]
+    python -m benchmarks.bench [--model game-orchestral] [--models-dir models/]
                                  [--output bench-results/bench.json] [--quick]
 
 In one run, on one model, it measures
@@ -37,8 +37,6 @@ import logging
 import os
 import platform
 import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks import servers
+from benchmarks.servers import free_port, wait_healthy  # noqa: F401  (one helper for every server)
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def machine_info() -> dict[str, Any]:
     """CPU, memory, backend, device and library versions of this machine."""
     import keras
 
-    from . import device
+    from senseflosser import device
 
     info: dict[str, Any] = {
         "cpu_model": _cpu_model(),
@@ -258,9 +259,9 @@ def measure_in_process(model, y: np.ndarray, single, titration, rounds: int) -> 
     up first. CPU seconds are recorded beside wall seconds (``*cpu_s``): on a
     busy machine they show how much of a slow figure was waiting.
     """
-    from .models import input_frames
-    from .pipeline import floss
-    from .spectral import stft
+    from senseflosser.models import input_frames
+    from senseflosser.pipeline import floss
+    from senseflosser.spectral import stft
 
     x = stft(y)[None]
     fixed = input_frames(model)
@@ -315,7 +316,7 @@ def measure_traces(registry, model_name: str, clip_seconds: float, jobs: int, ma
     seed and a clip of a different length (so different frame counts reach
     the model), as web jobs do.
     """
-    from .render import floss_to_dir
+    from senseflosser.render import floss_to_dir
 
     actions = ("fog", "lapse")
     lengths = [clip_seconds * (0.7 + 0.6 * k / max(1, jobs - 1)) for k in range(jobs)]
@@ -349,45 +350,6 @@ def measure_traces(registry, model_name: str, clip_seconds: float, jobs: int, ma
 
 
 # ---------------------------------------------------------------------- web
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 (for a server the caller starts right away)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(server: subprocess.Popen, base: str, timeout: float, *, poll_s: float = 0.1) -> dict[str, Any]:
-    """Wait until a server started as ``server`` answers ``GET {base}/healthz`` with 200.
-
-    Used by the benchmark, the load test and the tests that start gunicorn.
-
-    Returns
-    -------
-    dict
-        The health report.
-
-    Raises
-    ------
-    RuntimeError
-        If the process exits first or ``timeout`` seconds pass.
-    """
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"the server exited with status {server.returncode}")
-        try:
-            r = requests.get(f"{base}/healthz", timeout=5)
-            if r.status_code == 200:
-                return r.json()
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not answer /healthz within {timeout:g} s")
-        time.sleep(poll_s)
 
 
 def _output_urls(outputs: Any) -> list[str]:
@@ -471,52 +433,35 @@ def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: flo
     if not (ROOT / "wsgi.py").is_file() or not (ROOT / "gunicorn.conf.py").is_file():
         result["error"] = f"no wsgi.py / gunicorn.conf.py in {ROOT}: the web app is not part of this checkout"
         return result
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     data_dir = work / "web-data"
     data_dir.mkdir()
-    env = {**os.environ, "SENSEFLOSSER_MODELS_DIR": str(models_dir), "SENSEFLOSSER_DATA_DIR": str(data_dir),
-           "SENSEFLOSSER_RATE_LIMIT": "100000/minute", "SENSEFLOSSER_SECRET_KEY": "bench",
-           "HOST": "127.0.0.1", "PORT": str(port), "SENSEFLOSSER_WORKERS": "1",
-           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
-    log_path = work / "gunicorn.log"
     payload = wav_bytes(y)
-    with open(log_path, "wb") as log_file:
-        t_spawn = time.perf_counter()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-             "--bind", f"127.0.0.1:{port}", "--workers", "1", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-        )
-        try:
-            with requests.Session() as session:
-                wait_healthy(server, base, start_timeout)
-                result["server_start_s"] = time.perf_counter() - t_spawn
+    t_spawn = time.perf_counter()
+    server = servers.gunicorn(models_dir, data_dir, work / "gunicorn.log", workers=1, secret_key="bench").start()
+    try:
+        with requests.Session() as session:
+            server.wait_healthy(start_timeout, poll_s=0.1)
+            result["server_start_s"] = time.perf_counter() - t_spawn
 
-                def job(seed: int) -> tuple[float, float | None]:
-                    cpu0 = _server_cpu_s(server.pid)
-                    wall = _web_job(session, base, payload, model_name, "fog", magnitude, seed, 600)
-                    cpu1 = _server_cpu_s(server.pid)
-                    return wall, None if cpu0 is None or cpu1 is None else cpu1 - cpu0
+            def job(seed: int) -> tuple[float, float | None]:
+                cpu0 = _server_cpu_s(server.pid)
+                wall = _web_job(session, server.base, payload, model_name, "fog", magnitude, seed, 600)
+                cpu1 = _server_cpu_s(server.pid)
+                return wall, None if cpu0 is None or cpu1 is None else cpu1 - cpu0
 
-                result["cold_s"] = job(1)[0]
-                job(2)
-                runs = [job(3 + i) for i in range(max(1, repeat))]
-                result["runs_warm"] = [round(w, 4) for w, _ in runs]
-                result["warm_s"] = min(w for w, _ in runs)
-                result["warm_median_s"] = statistics.median(w for w, _ in runs)
-                cpus = [c for _, c in runs if c is not None]
-                result["warm_cpu_s"] = min(cpus) if cpus else None
-        except Exception as exc:  # noqa: BLE001  (any failure is reported in the result, not raised)
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-8:] if log_path.exists() else []
-            result["error"] = f"{type(exc).__name__}: {exc}" + (" | gunicorn: " + " / ".join(tail) if tail else "")
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            result["cold_s"] = job(1)[0]
+            job(2)
+            runs = [job(3 + i) for i in range(max(1, repeat))]
+            result["runs_warm"] = [round(w, 4) for w, _ in runs]
+            result["warm_s"] = min(w for w, _ in runs)
+            result["warm_median_s"] = statistics.median(w for w, _ in runs)
+            cpus = [c for _, c in runs if c is not None]
+            result["warm_cpu_s"] = min(cpus) if cpus else None
+    except Exception as exc:  # noqa: BLE001  (any failure is reported in the result, not raised)
+        tail = server.log().strip().splitlines()[-8:]
+        result["error"] = f"{type(exc).__name__}: {exc}" + (" | gunicorn: " + " / ".join(tail) if tail else "")
+    finally:
+        server.stop(30)
     return result
 
 
@@ -542,9 +487,9 @@ def peak_rss_mb() -> float:
 
 def _long_child(seconds: float, models_dir: str, model_name: str, magnitude: float) -> dict[str, Any]:
     """Run in a fresh process: floss a synthesized track of ``seconds`` and report time and peak RSS."""
-    from .models import ModelRegistry
-    from .pipeline import floss
-    from .recipe import Recipe
+    from senseflosser.models import ModelRegistry
+    from senseflosser.pipeline import floss
+    from senseflosser.recipe import Recipe
 
     registry = ModelRegistry(models_dir)
     model = registry.load(model_name)
@@ -563,7 +508,7 @@ def _long_child(seconds: float, models_dir: str, model_name: str, magnitude: flo
 def measure_long(seconds: float, models_dir: Path, model_name: str, magnitude: float,
                  timeout: float = 3600.0) -> dict[str, Any]:
     """:func:`_long_child` in a subprocess, so the peak resident memory is the job's own."""
-    cmd = [sys.executable, "-m", "senseflosser.bench", "--long-child", str(seconds),
+    cmd = [sys.executable, "-m", "benchmarks.bench", "--long-child", str(seconds),
            "--models-dir", str(models_dir), "--model", model_name, "--magnitude", str(magnitude)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     try:
@@ -680,9 +625,9 @@ def format_table(res: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every stage and return the result (see :data:`RESULT_KEYS`)."""
-    from . import device  # noqa: F401  (device set-up first)
-    from .models import ModelRegistry, input_frames
-    from .recipe import DEFAULT_TITRATION, Recipe
+    from senseflosser import device  # noqa: F401  (device set-up first)
+    from senseflosser.models import ModelRegistry, input_frames
+    from senseflosser.recipe import DEFAULT_TITRATION, Recipe
 
     quick = args.quick
     clip_seconds = args.clip_seconds or (3.0 if quick else 30.0)
@@ -728,7 +673,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m senseflosser.bench",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench",
                                 description="Speed and memory benchmark (prints a table, writes JSON).")
     p.add_argument("--model", default="game-orchestral", help="registry model name (default: game-orchestral)")
     p.add_argument("--models-dir", default=None, help="folder of models (default: models/ or $SENSEFLOSSER_MODELS_DIR)")
@@ -752,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         models_dir = args.models_dir
         print(json.dumps(_long_child(args.long_child, models_dir, args.model, args.magnitude)), flush=True)
         return 0
-    from .errors import SenseflosserError
+    from senseflosser.errors import SenseflosserError
 
     try:
         res = run(args)
