@@ -17,6 +17,7 @@ from typing import Any
 from senseflosser import audio, device, untrusted
 from senseflosser.errors import SenseflosserError
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
+from senseflosser.normal_cache import NormalCache
 from senseflosser.pipeline import warm_up
 from senseflosser.render import floss_to_dir, safe_stem
 from senseflosser.sensitivity import DEFAULT_SEEDS, map_to_dir
@@ -33,6 +34,9 @@ OUTPUT_STEM = "audio"
 
 MODEL_FILE = "model.keras"
 """Name of an uploaded model in its job's input folder."""
+
+NORMALS_DIR = ".normals"
+"""Folder of the normal-output cache in the data dir (a dot name is never a job id)."""
 
 MIN_SEGMENT_S = 0.1
 """Shortest segment a job may process: about one STFT window (2048 samples at 22050 Hz)."""
@@ -232,6 +236,8 @@ class Engine:
                 write_original=True,
                 max_duration=self.max_duration,
                 progress=progress,
+                peaks=True,
+                normal_cache=NormalCache(job_dir.parent / NORMALS_DIR),
             )
         except SenseflosserError as exc:
             raise JobFailed(user_message(exc, input_path.name, request["filename"])) from None
