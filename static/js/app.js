@@ -474,6 +474,7 @@
     if (envelopeEditor.hidden) return;
     const g = envGeometry();
     envelopeSvg.setAttribute("viewBox", `0 0 ${g.width} ${ENV_H}`);
+    const hadFocus = envelopeSvg.contains(document.activeElement);
     envelopeSvg.replaceChildren();
     // the waveform of this audio, when the server has drawn it already
     const original = shown && shown.outputs && shown.outputs.original;
@@ -507,8 +508,17 @@
     });
     if (envFocus >= 0) {
       const el = envelopeSvg.querySelector(`circle[data-index="${envFocus}"]`);
-      if (el && document.activeElement !== el && envelopeSvg.contains(document.activeElement)) el.focus();
+      if (el && hadFocus) el.focus();
     }
+  }
+
+  function envAt(t) {
+    const pts = envPoints;
+    if (t <= pts[0][0]) return pts[0][1];
+    for (let k = 1; k < pts.length; k++) {
+      if (t <= pts[k][0]) return pts[k - 1][1] + ((pts[k][1] - pts[k - 1][1]) * (t - pts[k - 1][0])) / (pts[k][0] - pts[k - 1][0]);
+    }
+    return pts[pts.length - 1][1];
   }
 
   function setPoint(i, t, m) {
@@ -567,9 +577,12 @@
     const target = event.target.closest ? event.target.closest("circle.env-point") : null;
     const g = envGeometry();
     if (event.key === "a" || event.key === "A" || event.key === "Insert") {
-      const last = envPoints.length ? envPoints[envPoints.length - 1] : [0, 0];
-      const t = envPoints.length ? (last[0] + g.T) / 2 : 0;
-      const i = addPoint(t, Number(magnitude.value) || last[1]);
+      // a new point in the middle of the widest gap, on the line (the shape does not change until it moves)
+      const times = [0, ...envPoints.map((p) => p[0]), g.T];
+      let best = 0;
+      for (let k = 1; k < times.length - 1; k++) if (times[k + 1] - times[k] > times[best + 1] - times[best]) best = k;
+      const t = envPoints.length ? (times[best] + times[best + 1]) / 2 : 0;
+      const i = addPoint(t, envPoints.length ? envAt(t) : Number(magnitude.value) || 0);
       if (i >= 0) changed(i);
       event.preventDefault();
       return;
@@ -1357,7 +1370,7 @@
 
   function resetMap(view) {
     mapGeneration++;
-    mapPlot.hidden = true;
+    mapPlot.setAttribute("hidden", "");  // an SVG element has no .hidden property
     mapPlot.replaceChildren();
     mapFiles.hidden = true;
     mapStatus.textContent = "";
@@ -1415,7 +1428,8 @@
       mapStatus.textContent = sentence(`The map failed: ${done.error || "no reason was given"}`);
       return;
     }
-    mapStatus.textContent = done.map.most_sensitive ? `Most sensitive: ${done.map.most_sensitive}.` : "Done.";
+    const most = [].concat(done.map.most_sensitive || []);
+    mapStatus.textContent = most.length ? `From the most sensitive layer to the least: ${most.join(", ")}.` : "Done.";
     drawMap(view, done);
   });
 
@@ -1481,7 +1495,7 @@
     });
     svgEl("text", { x: left - 8, y: ly + 10, class: "tick end" }, mapPlot).textContent = "SNR, dB";
     svgEl("text", { x: left + lw + 6, y: ly + 10, class: "tick" }, mapPlot).textContent = "(low = sensitive)";
-    mapPlot.hidden = false;
+    mapPlot.removeAttribute("hidden");
     mapFiles.replaceChildren();
     const names = { png: "Heat map (PNG)", json: "Map (JSON)", csv: "Map (CSV)" };
     for (const [kind, url] of Object.entries(done.files || {})) {
