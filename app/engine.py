@@ -82,10 +82,14 @@ class Engine:
         Longest segment (seconds) a job may process.
     spectrograms : bool
         Draw a spectrogram image beside every output WAV.
+    normal_cache_ttl : float or None
+        Normal outputs kept for re-runs (in ``<data dir>/.normals``) are dropped when unused this long.
     """
 
-    def __init__(self, models_dir: Path, *, max_duration: float, spectrograms: bool = True) -> None:
+    def __init__(self, models_dir: Path, *, max_duration: float, spectrograms: bool = True,
+                 normal_cache_ttl: float | None = None) -> None:
         self.registry = shared_registry(models_dir)
+        self.normal_cache_ttl = normal_cache_ttl
         self.max_duration = float(max_duration)
         self.spectrograms = bool(spectrograms)
         self.broken: dict[str, str] = {}
@@ -237,7 +241,7 @@ class Engine:
                 max_duration=self.max_duration,
                 progress=progress,
                 peaks=True,
-                normal_cache=NormalCache(job_dir.parent / NORMALS_DIR),
+                normal_cache=NormalCache(job_dir.parent / NORMALS_DIR, max_age_s=self.normal_cache_ttl),
             )
         except SenseflosserError as exc:
             raise JobFailed(user_message(exc, input_path.name, request["filename"])) from None

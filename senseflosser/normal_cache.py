@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_ENTRIES = 32
-"""Entries kept; the least recently used go first."""
+MAX_ENTRIES = 8
+"""Entries kept; the least recently used go first (a 10-minute track's entry is about 80 MB)."""
 
 
 @dataclass
@@ -50,11 +50,15 @@ class NormalCache:
         Created when the first entry is stored.
     max_entries : int
         Older entries are deleted beyond this many.
+    max_age_s : float or None
+        Entries not used for this long are deleted too.
     """
 
-    def __init__(self, root: str | os.PathLike, *, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, root: str | os.PathLike, *, max_entries: int = MAX_ENTRIES,
+                 max_age_s: float | None = None) -> None:
         self.root = Path(root)
         self.max_entries = int(max_entries)
+        self.max_age_s = max_age_s
 
     def get(self, key: str) -> CachedNormal | None:
         """The entry under ``key``, or ``None`` (missing or unreadable)."""
@@ -94,14 +98,18 @@ class NormalCache:
         self.prune()
 
     def prune(self) -> None:
-        """Delete the least recently used entries beyond ``max_entries``."""
+        """Delete the least recently used entries beyond ``max_entries``, and those unused for ``max_age_s``."""
+        import time
+
         try:
-            entries = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            entries = [(p.stat().st_mtime, p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         except OSError:
             return
-        entries.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in entries[self.max_entries:]:
-            shutil.rmtree(old, ignore_errors=True)
+        entries.sort(reverse=True)
+        now = time.time()
+        for k, (mtime, old) in enumerate(entries):
+            if k >= self.max_entries or (self.max_age_s is not None and now - mtime > self.max_age_s):
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def link_or_copy(src: Path, dest: Path) -> None:

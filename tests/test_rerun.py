@@ -156,3 +156,17 @@ def test_job_page_has_its_own_url(web_client, web_submit, web_wait):
     missing = web_client.get("/jobs/" + "B" * 22)
     assert missing.status_code == 404 and "there is no job with id" in missing.get_data(as_text=True).lower()
     assert "data-job-id" not in web_client.get("/").get_data(as_text=True)
+
+
+def test_cache_drops_entries_unused_for_max_age(tmp_path):
+    import os
+    import time
+
+    cache = NormalCache(tmp_path / "c", max_age_s=60)
+    src = tmp_path / "f.wav"
+    src.write_bytes(b"x")
+    cache.put("old", np.zeros(4, np.float32), {}, {"normal": {".wav": src}})
+    past = time.time() - 120
+    os.utime(tmp_path / "c" / "old", (past, past))
+    cache.put("new", np.zeros(4, np.float32), {}, {"normal": {".wav": src}})
+    assert cache.get("old") is None and cache.get("new") is not None
