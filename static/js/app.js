@@ -1246,7 +1246,8 @@
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 5, 10].map((k) => k * mag).find((s) => s >= raw) || raw;
     const ticks = [];
-    for (let v = Math.floor(lo / step) * step; v <= hi + 1e-9; v += step) ticks.push(Number(v.toFixed(10)));
+    const last = Math.ceil(hi / step - 1e-9) * step;  // the ticks cover every value
+    for (let v = Math.floor(lo / step + 1e-9) * step; v <= last + 1e-9; v += step) ticks.push(Number(v.toFixed(10)));
     return ticks;
   }
 
