@@ -83,7 +83,8 @@ class Engine:
     spectrograms : bool
         Draw a spectrogram image beside every output WAV.
     normal_cache_ttl : float or None
-        Normal outputs kept for re-runs (in ``<data dir>/.normals``) are dropped when unused this long.
+        The index of normal outputs kept for re-runs (``<data dir>/.normals``; each output lives in its
+        job's folder and goes with it) forgets entries unused this long.
     """
 
     def __init__(self, models_dir: Path, *, max_duration: float, spectrograms: bool = True,

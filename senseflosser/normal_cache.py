@@ -1,10 +1,13 @@
 """A cache of normal outputs, so a re-run of the same audio and model pays only for the damage.
 
 The normal output (the undamaged model's) depends only on the decoded audio
-segment, the model file and the chunking, never on the damage. An entry is
-keyed by a hash of all three and holds the raw normal waveform, its metrics
-and the files written from it (and from the decoded input): WAV, spectrogram,
-peaks. :func:`senseflosser.render.floss_to_dir` uses it when given one.
+segment, the model file and the chunking, never on the damage. Each run that
+computed (or reused) one keeps it beside its own outputs, in a *home* folder
+(the raw waveform and its metrics; the WAV, spectrogram and peaks files it
+wrote stay where they are), and the cache's folder holds only a small index
+file per key pointing at the newest home. An entry therefore lives exactly as
+long as the outputs it belongs to: delete those, and the entry is gone too.
+:func:`senseflosser.render.floss_to_dir` uses it when given one.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ import json
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-MAX_ENTRIES = 8
-"""Entries kept; the least recently used go first (a 10-minute track's entry is about 80 MB)."""
+MAX_ENTRIES = 64
+"""Index entries kept; the least recently used go first."""
 
 
 @dataclass
@@ -42,16 +46,16 @@ def cache_key(y: np.ndarray, model_sha256: str, *, chunking: str) -> str:
 
 
 class NormalCache:
-    """Normal outputs on disk under ``root`` (one folder per key).
+    """An index of normal outputs under ``root`` (one small file per key).
 
     Parameters
     ----------
     root : str or os.PathLike
         Created when the first entry is stored.
     max_entries : int
-        Older entries are deleted beyond this many.
+        Older index entries are deleted beyond this many.
     max_age_s : float or None
-        Entries not used for this long are deleted too.
+        Index entries not used for this long are deleted too.
     """
 
     def __init__(self, root: str | os.PathLike, *, max_entries: int = MAX_ENTRIES,
@@ -61,55 +65,58 @@ class NormalCache:
         self.max_age_s = max_age_s
 
     def get(self, key: str) -> CachedNormal | None:
-        """The entry under ``key``, or ``None`` (missing or unreadable)."""
-        folder = self.root / key
+        """The entry under ``key``, or ``None`` (missing, or its outputs were deleted)."""
+        index = self.root / key
         try:
-            meta = json.loads((folder / "entry.json").read_text())
-            raw = np.load(folder / "normal.npy", allow_pickle=False)
-            files = {label: {suffix: folder / name for suffix, name in by_suffix.items()}
+            home = Path(index.read_text().strip())
+            meta = json.loads((home / "entry.json").read_text())
+            raw = np.load(home / "normal.npy", allow_pickle=False)
+            files = {label: {suffix: Path(path) for suffix, path in by_suffix.items()}
                      for label, by_suffix in meta["files"].items()}
             if not all(p.is_file() for by in files.values() for p in by.values()):
-                return None
-            os.utime(folder)  # recently used
+                raise FileNotFoundError(home)
+            os.utime(index)  # recently used
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                index.unlink()  # the outputs it pointed at have been deleted
+            return None
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
         return CachedNormal(raw=raw, metrics=dict(meta["metrics"]), files=files)
 
-    def put(self, key: str, raw: np.ndarray, metrics: dict, files: dict[str, dict[str, Path]]) -> None:
-        """Store an entry (its files are linked or copied in); an existing entry is kept."""
-        if (self.root / key).is_dir():
-            return
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / f".{key}.{secrets.token_hex(4)}.tmp"
-        tmp.mkdir()
+    def put(self, key: str, raw: np.ndarray, metrics: dict, files: dict[str, dict[str, Path]], *,
+            home: str | os.PathLike) -> None:
+        """Store the normal output in ``home`` (beside the outputs ``files`` lists) and index it under ``key``.
+
+        The newest home wins, so the entry outlives older runs whose outputs are deleted.
+        """
+        home = Path(home).resolve()
         try:
-            np.save(tmp / "normal.npy", np.asarray(raw, dtype=np.float32), allow_pickle=False)
-            names: dict[str, dict[str, str]] = {}
-            for label, by_suffix in files.items():
-                for suffix, path in by_suffix.items():
-                    name = f"{label}{suffix}"
-                    link_or_copy(Path(path), tmp / name)
-                    names.setdefault(label, {})[suffix] = name
-            (tmp / "entry.json").write_text(json.dumps({"metrics": metrics, "files": names}, allow_nan=True))
-            os.rename(tmp, self.root / key)
-        except OSError:  # a full disk or a concurrent writer: the cache is only an optimisation
-            shutil.rmtree(tmp, ignore_errors=True)
+            home.mkdir(parents=True, exist_ok=True)
+            np.save(home / "normal.npy", np.asarray(raw, dtype=np.float32), allow_pickle=False)
+            names = {label: {suffix: str(Path(path).resolve()) for suffix, path in by_suffix.items()}
+                     for label, by_suffix in files.items()}
+            (home / "entry.json").write_text(json.dumps({"metrics": metrics, "files": names}, allow_nan=True))
+            self.root.mkdir(parents=True, exist_ok=True)
+            tmp = self.root / f".{key}.{secrets.token_hex(4)}.tmp"
+            tmp.write_text(str(home))
+            os.replace(tmp, self.root / key)
+        except OSError:  # a full disk: the cache is only an optimisation
             return
         self.prune()
 
     def prune(self) -> None:
-        """Delete the least recently used entries beyond ``max_entries``, and those unused for ``max_age_s``."""
-        import time
-
+        """Delete the least recently used index entries beyond ``max_entries``, and those unused for ``max_age_s``."""
         try:
-            entries = [(p.stat().st_mtime, p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            entries = [(p.stat().st_mtime, p) for p in self.root.iterdir() if not p.name.startswith(".")]
         except OSError:
             return
         entries.sort(reverse=True)
         now = time.time()
         for k, (mtime, old) in enumerate(entries):
             if k >= self.max_entries or (self.max_age_s is not None and now - mtime > self.max_age_s):
-                shutil.rmtree(old, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    old.unlink()
 
 
 def link_or_copy(src: Path, dest: Path) -> None:

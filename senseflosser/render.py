@@ -256,9 +256,13 @@ def floss_to_dir(
     written: dict[str, dict[str, Path]] = {}
 
     def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
-        entry = _reuse(cached, label, out_dir, stem, spectrograms, peaks) if label in ("original", "normal") else None
-        if entry is not None:
-            return entry
+        try:
+            files = _reuse(cached, label, out_dir, stem, spectrograms, peaks) if label in ("original", "normal") else None
+        except OSError:  # the cached files were deleted meanwhile: write them afresh
+            files = None
+        if files is not None:
+            written[label] = files
+            return _entry(files)
         files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
         if spectrograms:
             files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
@@ -301,12 +305,17 @@ def floss_to_dir(
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
     manifest["normal_cached"] = cached is not None
-    if normal_cache is not None and cached is None and result.normal_raw is not None:
+    if normal_cache is not None and result.normal_raw is not None:
+        # Kept with these outputs (and deleted with them); a hit is stored again, so the newest run serves.
         normal_cache.put(key, result.normal_raw, result.normal_metrics,
-                         {label: files for label, files in written.items() if label in ("original", "normal")})
+                         {label: files for label, files in written.items() if label in ("original", "normal")},
+                         home=out_dir / NORMAL_HOME)
     write_json(out_dir / "manifest.json", manifest)
     return manifest
 
+
+NORMAL_HOME = ".normal"
+"""Folder in ``output_dir`` where the normal-output cache keeps this run's raw normal output."""
 
 _ENTRY_KEYS = {".wav": "file", ".png": "spectrogram", ".peaks.json": "peaks"}
 
@@ -315,7 +324,7 @@ def _entry(files: dict[str, Path]) -> dict[str, Any]:
     return {_ENTRY_KEYS[suffix]: path.name for suffix, path in files.items()}
 
 
-def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, peaks: bool) -> dict[str, Any] | None:
+def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, peaks: bool) -> dict[str, Path] | None:
     """The files of ``label`` from a normal-cache entry, linked into ``out_dir`` (``None`` if it lacks some)."""
     wanted = [".wav"] + ([".png"] if spectrograms else []) + ([".peaks.json"] if peaks else [])
     if cached is None or not all(s in cached.files.get(label, {}) for s in wanted):
@@ -324,4 +333,4 @@ def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, pea
     for suffix in wanted:
         files[suffix] = out_dir / f"{stem}_{label}{suffix}"
         link_or_copy(cached.files[label][suffix], files[suffix])
-    return _entry(files)
+    return files

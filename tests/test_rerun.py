@@ -85,11 +85,29 @@ def test_cache_keeps_at_most_max_entries(tmp_path):
     src = tmp_path / "f.wav"
     src.write_bytes(b"x")
     for i in range(4):
-        cache.put(f"k{i}", np.zeros(4, np.float32), {"snr_db": 1.0}, {"normal": {".wav": src}})
+        cache.put(f"k{i}", np.zeros(4, np.float32), {"snr_db": 1.0}, {"normal": {".wav": src}},
+                  home=tmp_path / f"run{i}")
     assert len([p for p in (tmp_path / "c").iterdir()]) == 2
     got = cache.get("k3")
     assert got is not None and got.metrics == {"snr_db": 1.0} and got.files["normal"][".wav"].read_bytes() == b"x"
     assert cache.get("k0") is None
+
+
+def test_an_entry_goes_with_the_outputs_it_belongs_to(tmp_path):
+    import shutil
+
+    cache = NormalCache(tmp_path / "c")
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "normal.wav").write_bytes(run.encode())
+    cache.put("k", np.ones(4, np.float32), {}, {"normal": {".wav": tmp_path / "a" / "normal.wav"}},
+              home=tmp_path / "a" / ".normal")
+    cache.put("k", np.ones(4, np.float32), {}, {"normal": {".wav": tmp_path / "b" / "normal.wav"}},
+              home=tmp_path / "b" / ".normal")
+    shutil.rmtree(tmp_path / "a")  # the older run expires: the newest serves
+    assert cache.get("k").files["normal"][".wav"].read_bytes() == b"b"
+    shutil.rmtree(tmp_path / "b")
+    assert cache.get("k") is None and not (tmp_path / "c" / "k").exists()
 
 
 # ------------------------------------------------------------------ web
@@ -120,7 +138,8 @@ def test_rerun_with_source_uses_the_stored_upload_and_the_cached_normal(web_app,
     web_app.extensions["senseflosser"].store.delete(view1["id"])
     third = web_submit(client, audio=None, source=view2["id"], magnitude="0.1")
     assert third.status_code == 202, third.get_json()
-    assert web_wait(client, third.get_json()["id"])["state"] == "done"
+    view3 = web_wait(client, third.get_json()["id"])
+    assert view3["state"] == "done" and view3["outputs"]["normal_cached"] is True  # kept by the re-run too
     gone = web_submit(client, audio=None, source=view1["id"])
     assert gone.status_code == 400 and "upload the file again" in gone.get_json()["error"]
 
@@ -165,8 +184,8 @@ def test_cache_drops_entries_unused_for_max_age(tmp_path):
     cache = NormalCache(tmp_path / "c", max_age_s=60)
     src = tmp_path / "f.wav"
     src.write_bytes(b"x")
-    cache.put("old", np.zeros(4, np.float32), {}, {"normal": {".wav": src}})
+    cache.put("old", np.zeros(4, np.float32), {}, {"normal": {".wav": src}}, home=tmp_path / "h1")
     past = time.time() - 120
     os.utime(tmp_path / "c" / "old", (past, past))
-    cache.put("new", np.zeros(4, np.float32), {}, {"normal": {".wav": src}})
+    cache.put("new", np.zeros(4, np.float32), {}, {"normal": {".wav": src}}, home=tmp_path / "h2")
     assert cache.get("old") is None and cache.get("new") is not None
