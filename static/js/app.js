@@ -1050,9 +1050,10 @@
           el.play().catch(() => {});
           old.pause();
         }
-      } else if (ctx) {
+      } else if (ctx && ready) {  // before the buffers are ready, load() sets the gains
         const t = ctx.currentTime;
         versions.forEach((v, k) => {
+          if (!v.gain) return;
           v.gain.gain.cancelScheduledValues(t);
           v.gain.gain.setTargetAtTime(k === i ? 1 : 0, t, 0.003);
         });
