@@ -171,7 +171,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     limiter.limit(lambda: current_app.config["RATE_LIMIT"], methods=["POST"])(api_bp)
 
     engine = Engine(app.config["MODELS_DIR"], max_duration=app.config["MAX_DURATION_S"],
-                    spectrograms=app.config["SPECTROGRAMS"])
+                    spectrograms=app.config["SPECTROGRAMS"], normal_cache_ttl=app.config["RESULT_TTL_S"])
     store = JobStore(app.config["DATA_DIR"])
     runner = _make_runner(app.config, engine, store)
     runner.start()

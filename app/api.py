@@ -13,6 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from senseflosser import envelope
 from senseflosser.actions import ACTIONS
 from senseflosser.errors import RecipeError
+from senseflosser.normal_cache import link_or_copy
 from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
 from . import services
@@ -71,19 +72,28 @@ def _create(kind: str):
     svc = services()
     upload = request.files.get("audio")  # a body over MAX_CONTENT_LENGTH raises 413 here
     form = request.form
-    if upload is None and request.form_error:
+    source = None
+    if form.get("source"):
+        if upload is not None and upload.filename:
+            raise ApiError(400, "send either an audio file in 'audio' or the id of an earlier job in 'source', "
+                                "not both")
+        source = _source_input(form["source"])
+        upload = None
+    elif upload is None and request.form_error:
         raise ApiError(400, "the form could not be read: send a multipart/form-data body whose field and "
                             "file names are UTF-8, with the file in the field 'audio' "
                             f"(the parser said: {request.form_error})")
-    if upload is None:
-        raise ApiError(400, "attach an audio file (WAV, FLAC, OGG or MP3) in the form field 'audio'")
+    if upload is None and source is None:
+        raise ApiError(400, "attach an audio file (WAV, FLAC, OGG or MP3) in the form field 'audio', "
+                            "or name an earlier job whose audio to use again in 'source'")
+    filename = source[1] if source else upload.filename
     model_upload = request.files.get("model_file")
     if model_upload is not None and not model_upload.filename:
         model_upload = None  # a browser's empty file field
     if kind == "map":
         form = _map_form(form)
     if model_upload is None:
-        job = _job_form(form, upload.filename)
+        job = _job_form(form, filename)
     if not svc.runner.has_room():
         raise _busy("the queue is full")
 
@@ -93,9 +103,12 @@ def _create(kind: str):
         model_spec: dict[str, Any] = {}
         if model_upload is not None:
             model_spec, name, channels = _save_model(model_upload, job_dir / "input")
-            job = _job_form(form, upload.filename, uploaded=(name, channels))
+            job = _job_form(form, filename, uploaded=(name, channels))
         dest = job_dir / "input" / f"{OUTPUT_STEM}{job.extension}"
-        upload.save(dest)
+        if source is not None:
+            link_or_copy(source[0], dest)  # the source job may expire first: this job keeps its own
+        else:
+            upload.save(dest)
         size = dest.stat().st_size
         if size > current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024:
             raise RequestEntityTooLarge()
@@ -129,6 +142,23 @@ def _create(kind: str):
     response.status_code = 202
     response.headers["Location"] = status_url
     return response
+
+
+def _source_input(job_id: str):
+    """The stored upload of an earlier job (``source=<id>``): ``(path, the user's file name)``."""
+    job_id = job_id.strip()
+    if not valid_job_id(job_id):
+        raise ApiError(400, f"source must be the id of an earlier job (22 letters, digits, - or _), "
+                            f"got {job_id[:40]!r}")
+    svc = services()
+    state = svc.runner.get(job_id)
+    spec = state.get("request") if state else None
+    path = svc.store.root / job_id / "input" / spec["input"] if spec and spec.get("input") else None
+    if path is None or not path.is_file():
+        ttl = current_app.config["RESULT_TTL_S"]
+        raise ApiError(400, f"source: there is no job with id {job_id!r} (any more); a job's audio is kept "
+                            f"for {ttl / 60:g} minutes after it finishes: upload the file again")
+    return path, spec.get("filename") or path.name
 
 
 MAP_MAX_SECONDS = 30.0
@@ -246,7 +276,7 @@ def _manifest_files(manifest: dict | None) -> set[str]:
     entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or [])]
     for entry in entries:
         if isinstance(entry, dict):
-            for key in ("file", "spectrogram", "recipe_file", "model"):
+            for key in ("file", "spectrogram", "peaks", "recipe_file", "model"):
                 if isinstance(entry.get(key), str):
                     names.add(entry[key])
     if isinstance(manifest.get("recipe_file"), str):
@@ -312,6 +342,7 @@ def _output(job_id: str, entry: dict) -> dict[str, Any]:
     return {
         **urls,
         "spectrogram": url_for("api.job_file", job_id=job_id, name=spectrogram) if spectrogram else None,
+        "peaks": url_for("api.job_file", job_id=job_id, name=entry["peaks"]) if entry.get("peaks") else None,
         "metrics": entry.get("metrics"),
     }
 
@@ -355,11 +386,14 @@ def job_view(state: dict) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": job_id,
         "state": state["state"],
+        "page_url": url_for("pages.job_page", job_id=job_id),
         "position": state.get("position") if state["state"] == "queued" else None,
         "progress": state.get("progress", 0.0),
         "message": state.get("message"),
         "error": state.get("error"),
         "filename": spec.get("filename"),
+        "request": {k: spec.get(k) for k in ("model", "action", "magnitudes", "seed", "layers", "offset",
+                                               "duration", "envelope", "save_model")},
         "created": state.get("created"),
         "started": state.get("started"),
         "finished": state.get("finished"),
@@ -392,6 +426,7 @@ def job_view(state: dict) -> dict[str, Any]:
             "device": manifest.get("device"),
             "seconds": manifest.get("seconds"),
             "duration": manifest.get("duration"),
+            "normal_cached": bool(manifest.get("normal_cached")),
         }
         models = [item["model"] for item in flossed if item.get("model")]
         if models:

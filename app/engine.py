@@ -17,6 +17,7 @@ from typing import Any
 from senseflosser import audio, device, untrusted
 from senseflosser.errors import SenseflosserError
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
+from senseflosser.normal_cache import NormalCache
 from senseflosser.pipeline import warm_up
 from senseflosser.render import floss_to_dir, safe_stem
 from senseflosser.sensitivity import DEFAULT_SEEDS, map_to_dir
@@ -33,6 +34,9 @@ OUTPUT_STEM = "audio"
 
 MODEL_FILE = "model.keras"
 """Name of an uploaded model in its job's input folder."""
+
+NORMALS_DIR = ".normals"
+"""Folder of the normal-output cache in the data dir (a dot name is never a job id)."""
 
 MIN_SEGMENT_S = 0.1
 """Shortest segment a job may process: about one STFT window (2048 samples at 22050 Hz)."""
@@ -78,10 +82,15 @@ class Engine:
         Longest segment (seconds) a job may process.
     spectrograms : bool
         Draw a spectrogram image beside every output WAV.
+    normal_cache_ttl : float or None
+        The index of normal outputs kept for re-runs (``<data dir>/.normals``; each output lives in its
+        job's folder and goes with it) forgets entries unused this long.
     """
 
-    def __init__(self, models_dir: Path, *, max_duration: float, spectrograms: bool = True) -> None:
+    def __init__(self, models_dir: Path, *, max_duration: float, spectrograms: bool = True,
+                 normal_cache_ttl: float | None = None) -> None:
         self.registry = shared_registry(models_dir)
+        self.normal_cache_ttl = normal_cache_ttl
         self.max_duration = float(max_duration)
         self.spectrograms = bool(spectrograms)
         self.broken: dict[str, str] = {}
@@ -240,6 +249,8 @@ class Engine:
                 write_original=True,
                 max_duration=self.max_duration,
                 progress=progress,
+                peaks=True,
+                normal_cache=NormalCache(job_dir.parent / NORMALS_DIR, max_age_s=self.normal_cache_ttl),
             )
         except SenseflosserError as exc:
             raise JobFailed(user_message(exc, input_path.name, request["filename"])) from None

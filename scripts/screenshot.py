@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", default=str(ROOT / "models"))
     p.add_argument("--model", help="model to choose (default: the first)")
     p.add_argument("--audio", help="audio file to upload (default: a synthesized 4 s clip)")
-    p.add_argument("--magnitude-steps", type=int, default=4, help="arrow-key steps on the magnitude slider")
+    p.add_argument("--titrate", action=argparse.BooleanOptionalAction, default=True,
+                   help="titrate (the dose-response plot shows); --no-titrate for one magnitude")
+    p.add_argument("--magnitude-steps", type=int, default=4, help="arrow-key steps on the damage slider")
     p.add_argument("--width", type=int, default=1000)
     p.add_argument("--chromium", default="/usr/bin/chromium")
     args = p.parse_args(argv)
@@ -66,12 +68,22 @@ def main(argv: list[str] | None = None) -> int:
                 if args.model:
                     page.select_option("#model", args.model)
                 page.set_input_files("#audio", str(audio))
-                page.locator("#magnitude").focus()
+                page.locator("#damage").focus()
                 for _ in range(args.magnitude_steps):
                     page.keyboard.press("ArrowRight")
+                if args.titrate:
+                    page.check("#titrate")
                 page.click("#submit")
                 page.wait_for_selector("#results:not([hidden])", timeout=600_000)
-                page.wait_for_timeout(1000)
+                # the transport: play, switch to the first damaged version at the same instant, pause
+                page.wait_for_selector("#transport[data-ready='1']", state="attached", timeout=120_000)
+                page.keyboard.press("Space")
+                page.wait_for_timeout(1500)
+                page.keyboard.press("3")
+                page.wait_for_timeout(300)
+                page.keyboard.press("Space")
+                page.click("#players-box summary")  # the separate players folded away, for a shorter picture
+                page.wait_for_timeout(500)
                 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=args.out, full_page=True)
                 browser.close()

@@ -82,6 +82,8 @@ class FlossResult:
     normal_metrics: dict
     flossed: list[FlossedOutput] = field(default_factory=list)
     seconds: float = 0.0
+    normal_raw: np.ndarray | None = None
+    """The normal output before any clipping gain: what ``floss(..., normal=)`` takes back."""
 
 
 _COMPILED_MAX = 64
@@ -381,6 +383,7 @@ def floss(
     keep_models: bool = False,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     context: int | None = None,
+    normal: tuple[np.ndarray, dict] | None = None,
 ) -> FlossResult:
     """Run the undamaged model and one damaged copy per recipe over a waveform.
 
@@ -408,6 +411,11 @@ def floss(
         :data:`~senseflosser.spectral.DEFAULT_CONTEXT_FRAMES`, and that many
         when the model's reach is unknown: enough for seamless output, no
         frames computed in vain.
+    normal : (np.ndarray, dict) or None, keyword-only
+        The normal output of this very waveform, model and chunking, as an
+        earlier result's ``(normal_raw, normal_metrics)``: the undamaged pass
+        is skipped and these are used instead (a re-run costs only the damaged
+        passes). Same inputs give the same outputs, bit for bit, either way.
 
     Returns
     -------
@@ -456,7 +464,12 @@ def floss(
         )
     start = 0.3 if searches else 0.0
     damaged: list[keras.Model | None] = []
-    runners: list = [_Runner(model)]
+    if normal is not None:
+        normal_given = np.asarray(normal[0], dtype=np.float32)
+        if normal_given.shape != y.shape:
+            raise AudioError(f"the precomputed normal output has shape {normal_given.shape}, "
+                             f"the waveform {y.shape}")
+    runners: list = [] if normal is not None else [_Runner(model)]
     enveloped = any(r.envelope is not None for r in recipes)
     plan = None
     if enveloped:
@@ -478,18 +491,26 @@ def floss(
     outputs = process(
         y, runners, chunk_frames=chunk_frames, context=context, exact=fixed is not None, on_chunk=on_chunk,
         chunks=plan,
-    )
+    ) if runners else []
     for runner in runners:
         runner.finish()
     report(0.95, "measuring")
-    normal_raw = outputs[0]
-    normal, normal_metrics = _fit_to_scale(normal_raw)
-    normal_metrics.update(
-        snr_db=metrics.snr_db(y, normal_raw),
-        lsd_db=metrics.log_spectral_distance(y, normal_raw),
-        nonfinite=runners[0].nonfinite,
-    )
-    result = FlossResult(normal=normal, normal_metrics=normal_metrics)
+    if normal is not None:
+        outputs.insert(0, normal_given)
+        runners.insert(0, None)
+        normal_raw = normal_given
+        normal_out, normal_metrics = _fit_to_scale(normal_raw)
+        normal_metrics = {**normal_metrics, **{k: v for k, v in dict(normal[1]).items()
+                                              if k in ("snr_db", "lsd_db", "nonfinite")}}
+    else:
+        normal_raw = outputs[0]
+        normal_out, normal_metrics = _fit_to_scale(normal_raw)
+        normal_metrics.update(
+            snr_db=metrics.snr_db(y, normal_raw),
+            lsd_db=metrics.log_spectral_distance(y, normal_raw),
+            nonfinite=runners[0].nonfinite,
+        )
+    result = FlossResult(normal=normal_out, normal_metrics=normal_metrics, normal_raw=normal_raw)
     # One spectrum of the normal output serves every flossed output's distance.
     lsds = metrics.log_spectral_distances(normal_raw, outputs[1:])
     for recipe, raw, lsd, runner, dmg in zip(recipes, outputs[1:], lsds, runners[1:], damaged):

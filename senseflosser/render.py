@@ -25,6 +25,8 @@ from . import device
 from . import envelope as envelope_mod
 from .actions import conv_channels, worst_case
 from .models import ModelRegistry
+from .normal_cache import NormalCache, cache_key, link_or_copy
+from .peaks import write_peaks
 from .pipeline import Progress, floss
 from .recipe import build_recipes
 from .spectral import N_BINS, iter_stft
@@ -155,6 +157,8 @@ def floss_to_dir(
     on_input: bool = False,
     envelope: str | Sequence | None = None,
     progress: Progress | None = None,
+    peaks: bool = False,
+    normal_cache: NormalCache | None = None,
 ) -> dict[str, Any]:
     """Floss one audio file and write the results into a folder.
 
@@ -201,6 +205,12 @@ def floss_to_dir(
         (see :mod:`senseflosser.envelope`); the recipe records the points.
     progress : callable or None, keyword-only
         ``progress(fraction, message)``.
+    peaks : bool, keyword-only
+        Also write ``<stem>_<label>.peaks.json`` (see :mod:`senseflosser.peaks`) beside each WAV.
+    normal_cache : NormalCache or None, keyword-only
+        Reuse the normal output (and the files of the normal and original)
+        of an earlier run on the same segment and model, and store this
+        run's for the next (see :mod:`senseflosser.normal_cache`).
 
     Returns
     -------
@@ -235,15 +245,31 @@ def floss_to_dir(
             return None
         return lambda f, msg: progress(lo + (hi - lo) * f, msg)
 
-    result = floss(y, net, recipes, progress=sub(0.0, 0.85), keep_models=save_model)
+    key = cached = None
+    if normal_cache is not None:
+        key = cache_key(y, sha, chunking="envelope" if envelope is not None else "plain")
+        cached = normal_cache.get(key)
+    result = floss(y, net, recipes, progress=sub(0.0, 0.85), keep_models=save_model,
+                   normal=(cached.raw, cached.metrics) if cached else None)
     if progress:
         progress(0.85, "writing files")
+    written: dict[str, dict[str, Path]] = {}
 
     def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
-        entry: dict[str, Any] = {"file": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples).name}
+        try:
+            files = _reuse(cached, label, out_dir, stem, spectrograms, peaks) if label in ("original", "normal") else None
+        except OSError:  # the cached files were deleted meanwhile: write them afresh
+            files = None
+        if files is not None:
+            written[label] = files
+            return _entry(files)
+        files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
         if spectrograms:
-            entry["spectrogram"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png").name
-        return entry
+            files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
+        if peaks:
+            files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
+        written[label] = files
+        return _entry(files)
 
     manifest: dict[str, Any] = {
         "input": Path(input_path).name,
@@ -278,5 +304,33 @@ def floss_to_dir(
             progress(0.85 + 0.15 * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
+    manifest["normal_cached"] = cached is not None
+    if normal_cache is not None and result.normal_raw is not None:
+        # Kept with these outputs (and deleted with them); a hit is stored again, so the newest run serves.
+        normal_cache.put(key, result.normal_raw, result.normal_metrics,
+                         {label: files for label, files in written.items() if label in ("original", "normal")},
+                         home=out_dir / NORMAL_HOME)
     write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+NORMAL_HOME = ".normal"
+"""Folder in ``output_dir`` where the normal-output cache keeps this run's raw normal output."""
+
+_ENTRY_KEYS = {".wav": "file", ".png": "spectrogram", ".peaks.json": "peaks"}
+
+
+def _entry(files: dict[str, Path]) -> dict[str, Any]:
+    return {_ENTRY_KEYS[suffix]: path.name for suffix, path in files.items()}
+
+
+def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, peaks: bool) -> dict[str, Path] | None:
+    """The files of ``label`` from a normal-cache entry, linked into ``out_dir`` (``None`` if it lacks some)."""
+    wanted = [".wav"] + ([".png"] if spectrograms else []) + ([".peaks.json"] if peaks else [])
+    if cached is None or not all(s in cached.files.get(label, {}) for s in wanted):
+        return None
+    files = {}
+    for suffix in wanted:
+        files[suffix] = out_dir / f"{stem}_{label}{suffix}"
+        link_or_copy(cached.files[label][suffix], files[suffix])
+    return files

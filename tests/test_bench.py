@@ -38,7 +38,7 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
     assert res["bare"]["seconds"] > 0 and res["bare"]["eager_s"] > 0 and res["bare"]["compiled_s"] > 0
     assert res["library"]["seconds"] > 0 and res["titrate"]["seconds"] > 0
     assert res["web"]["error"] is None, res["web"]["error"]
-    assert res["web"]["cold_s"] > 0 and res["web"]["warm_s"] > 0
+    assert res["web"]["cold_s"] > 0 and res["web"]["warm_s"] > 0 and res["web"]["rerun_s"] > 0
     if Path("/proc/self/stat").exists():
         assert res["web"]["warm_cpu_s"] > 0
     assert res["library"]["cpu_s"] > 0 and res["titrate"]["cpu_s"] > 0 and res["long"]["cpu_s"] > 0
@@ -57,7 +57,7 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
 
     table = proc.stdout
     for label in ("bare forward pass", "library", "titrate", "web job, warm", "first after start", "long track",
-                  "peak RSS", "traces", "load average"):
+                  "peak RSS", "traces", "load average", "re-run with source="):
         assert label in table, label
     for t in bench.TARGETS:
         assert t.label in table

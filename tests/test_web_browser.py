@@ -104,11 +104,9 @@ def test_upload_floss_listen_download(page, tmp_path):
     page.select_option("#model", "tiny")
     assert "tiny test model" in page.inner_text("#model-summary")
     page.check("#action-fog")
-    slider = page.locator("#magnitude")
-    slider.focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
+    page.fill("#magnitude", "0.053")
     assert page.inner_text("#magnitude-value") == "0.053"
+    assert page.inner_text("#damage-value") == "fog 0.053 (log scale)"  # the tiny model's card has no calibration
     page.check("#save_model")
     page.click("#submit")
 
@@ -172,7 +170,7 @@ def test_titrate_and_queue_position_survive_a_reload(page, live_server, tmp_path
     page.check("#titrate")
     assert page.is_disabled("#magnitude")
     page.click("#submit")
-    wait_until(page, "() => location.hash.startsWith('#job=')")
+    wait_until(page, "() => location.pathname.startsWith('/jobs/')")
     page.reload()
     page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
     assert page.locator("#players .player").count() == 2 + 5
@@ -212,3 +210,214 @@ def test_own_model_through_the_page(page, tmp_path):
     error = page.locator("#error")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
     assert "bad.keras" in error.inner_text().lower() and "not a .keras file" in error.inner_text()
+
+
+# ---------------------------------------------------------------- listening as a listener does
+
+TRANSPORT = "window.senseflosserTransport"
+
+
+def _transport_ready(page):
+    wait_until(page, "() => document.getElementById('transport').dataset.ready === '1'")
+
+
+def _clock(page) -> tuple[float, float]:
+    """The transport's playhead (s) and the page's clock (s), read together."""
+    return tuple(page.evaluate(f"() => [{TRANSPORT}.position(), performance.now() / 1000]"))
+
+
+def _titrated_job(page, tmp_path, seconds=8.0):
+    song = tmp_path / "listen.wav"
+    song.write_bytes(web_wav_bytes(seconds))
+    page.set_input_files("#audio", str(song))
+    page.focus("#titrate")
+    page.keyboard.press("Space")
+    assert page.is_checked("#titrate")
+    page.focus("#submit")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    _transport_ready(page)
+
+
+def test_transport_switches_at_the_same_instant_with_the_keyboard_only(page, tmp_path):
+    _titrated_job(page, tmp_path)
+    assert page.evaluate(f"{TRANSPORT}.engine()") == "webaudio"
+    assert page.locator("#versions button").count() == 7  # original, normal, five damaged
+    assert page.get_attribute("#versions button:nth-child(3)", "aria-checked") == "true"
+    assert page.locator("#waveform path.wave").count() == 1
+
+    page.keyboard.press("1")  # focus is on the results, not in a field
+    assert page.evaluate(f"{TRANSPORT}.current()") == 0
+    page.keyboard.press("Space")
+    page.wait_for_timeout(700)
+    before, t0 = _clock(page)
+    assert page.evaluate(f"{TRANSPORT}.playing()") and before > 0.3, before
+    page.keyboard.press("3")
+    after, t1 = _clock(page)
+    assert page.evaluate(f"{TRANSPORT}.current()") == 2
+    assert page.get_attribute("#versions button:nth-child(3)", "aria-checked") == "true"
+    # the playhead went on as the clock did: no jump back to the start, no gap
+    assert abs((after - before) - (t1 - t0)) < 0.05, (before, after, t1 - t0)
+    page.wait_for_timeout(300)
+    later, _ = _clock(page)
+    assert later > after + 0.15  # still playing, the damaged version now
+
+    page.keyboard.press("ArrowRight")
+    moved, _ = _clock(page)
+    assert moved == pytest.approx(later + 5, abs=0.3)
+    page.keyboard.press("ArrowLeft")
+    back, _ = _clock(page)
+    assert back == pytest.approx(moved - 5, abs=0.3)
+    page.keyboard.press("Space")
+    paused, _ = _clock(page)
+    page.wait_for_timeout(300)
+    assert not page.evaluate(f"{TRANSPORT}.playing()") and _clock(page)[0] == paused
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390  # phone width: no sideways scroll
+
+
+def test_a_job_url_opens_in_a_fresh_page_with_its_dose_response_plot(page, browser, live_server, web_client, tmp_path):
+    _titrated_job(page, tmp_path, seconds=3.0)
+    job_url = page.url
+    job_id = job_url.rsplit("/", 1)[1]
+    assert job_url == f"{live_server}/jobs/{job_id}"
+    view = web_client.get(f"/api/jobs/{job_id}").get_json()
+
+    fresh = browser.new_context(viewport={"width": 1000, "height": 900})
+    other = fresh.new_page()
+    try:
+        other.goto(job_url)
+        other.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        _transport_ready(other)
+        assert other.is_checked("#titrate")  # the form shows the job's settings
+        points = other.locator("#dose-plot circle.snr_db")
+        assert points.count() == 5
+        got = [(float(points.nth(i).get_attribute("data-magnitude")), float(points.nth(i).get_attribute("data-value")))
+               for i in range(5)]
+        want = [(f["magnitude"], f["metrics"]["snr_db"]) for f in view["outputs"]["flossed"]]
+        assert got == [(m, pytest.approx(v, abs=1e-6)) for m, v in want]
+        assert other.locator("#dose-plot circle.lsd_db").count() == 5
+        # more damage, further from normal: the plotted SNR falls from the first to the last point
+        assert got[0][1] > got[-1][1]
+        points.nth(3).click()
+        assert other.evaluate(f"{TRANSPORT}.current()") == 2 + 3
+        points.nth(1).focus()
+        other.keyboard.press("Enter")
+        assert other.evaluate(f"{TRANSPORT}.current()") == 2 + 1
+    finally:
+        fresh.close()
+
+
+def test_rerun_without_the_file_then_map_and_hear_a_cell(page, tmp_path):
+    _titrated_job(page, tmp_path, seconds=3.0)
+    first = page.url
+    # on the job's page: change the damage only; no file is sent again
+    page.uncheck("#titrate")
+    page.fill("#magnitude", "0.07")
+    requests = []
+    page.on("request", lambda r: requests.append(r) if r.method == "POST" else None)
+    page.click("#submit")
+    wait_until(page, f"() => location.href !== {first!r}")
+    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    body = requests[0].post_data_buffer
+    assert b'name="source"' in body and b'name="audio"' not in body and b"RIFF" not in body
+    assert "earlier run on the same audio" in page.inner_text("#results-info")
+    _transport_ready(page)
+    assert page.locator("#versions button").count() == 3
+
+    page.click("#map-button")
+    page.wait_for_selector("#map-plot:not([hidden])", timeout=TIMEOUT_MS)
+    cells = page.locator("#map-plot .map-cell")
+    assert cells.count() == 3 * 5  # the tiny model's conv layers x the titration
+    assert page.locator("#map-plot linearGradient stop").count() > 2
+    assert "dB" in page.text_content("#map-plot")
+    cell = page.locator("#map-plot .map-cell[data-layer='conv_b']").nth(4)
+    assert cell.get_attribute("data-magnitude") == "0.1"
+    cell.focus()
+    page.keyboard.press("Enter")
+    wait_until(page, f"() => {TRANSPORT}.count() === 4 && {TRANSPORT}.current() === 3")
+    assert page.evaluate(f"{TRANSPORT}.label(3)") == "conv_b fog 0.1"
+    assert page.evaluate(f"{TRANSPORT}.playing()")
+
+
+def test_envelope_editor_by_mouse_and_keyboard(page, tmp_path):
+    song = tmp_path / "env.wav"
+    song.write_bytes(web_wav_bytes(4.0))
+    page.set_input_files("#audio", str(song))
+    wait_until(page, "() => document.getElementById('offset').max !== ''")
+    page.check("#use-envelope")
+    assert page.is_disabled("#magnitude") and page.is_disabled("#titrate")
+    points = page.locator("#envelope-svg circle.env-point")
+    assert points.count() == 2  # a ramp to start from
+    # the mouse: a click adds a point in the middle
+    box = page.locator("#envelope-svg").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    assert points.count() == 3
+    # the keyboard: move the new point, delete it, add one with A
+    text = page.input_value("#envelope")
+    points.nth(1).focus()
+    page.keyboard.press("ArrowUp")
+    assert page.input_value("#envelope") != text
+    page.keyboard.press("Delete")
+    assert points.count() == 2
+    page.focus("#envelope-svg")
+    page.keyboard.press("a")
+    assert points.count() == 3
+    times = [float(p.split(":")[0]) for p in page.input_value("#envelope").split(",")]
+    assert times == sorted(times) and times[0] == 0
+    envelope = page.input_value("#envelope")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    assert "--envelope" in page.input_value("#cli")
+    assert page.locator("#players .player").count() == 3
+    assert "envelope" in page.inner_text("#players .player:nth-child(3) h3").lower()
+    assert envelope
+
+
+@pytest.fixture
+def calibrated_server(make_web_app, models_dir, tmp_path):
+    """A live server whose model card carries a calibration (as ``senseflosser evaluate`` writes it)."""
+    import json
+    import shutil
+
+    from werkzeug.serving import make_server
+
+    folder = tmp_path / "calibrated"
+    folder.mkdir()
+    shutil.copy(models_dir / "tiny.keras", folder / "tiny.keras")
+    card = {"name": "tiny", "summary": "calibrated", "evaluation": {"calibration": {
+        "levels_db": [15, 10, 5, 0, -10], "magnitudes": {"fog": [0.01, 0.02, 0.04, None, 0.1]}}}}
+    (folder / "tiny.json").write_text(json.dumps(card))
+    app = make_web_app(MODELS_DIR=str(folder), DATA_DIR=str(tmp_path / "jobs2"))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+def test_the_damage_slider_follows_the_cards_calibration(browser, calibrated_server):
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(calibrated_server + "/")
+        page.wait_for_selector("#model option[value='tiny']", state="attached")
+        wait_until(page, "() => document.getElementById('damage-value').textContent.startsWith('damage')")
+        page.focus("#damage")
+        page.keyboard.press("Home")
+        assert page.inner_text("#damage-value") == "damage 0 % = fog 0.01"
+        page.keyboard.press("End")
+        assert page.inner_text("#damage-value") == "damage 100 % = fog 0.1"
+        page.keyboard.press("Home")
+        for _ in range(40):  # 1 % a step; 40 % = the 5 dB level (the 0 dB level was never reached)
+            page.keyboard.press("ArrowRight")
+        assert page.inner_text("#damage-value") == "damage 40 % = fog 0.04"
+        assert page.input_value("#magnitude") == "0.04"
+        assert page.get_attribute("#damage", "aria-valuetext") == "damage 40 % = fog 0.04"
+        page.fill("#magnitude", "0.02")  # typing the exact magnitude moves the slider
+        assert page.input_value("#damage") == "200"
+        # lapse has no calibration in this card: a logarithmic slider over its range
+        page.check("#action-lapse")
+        assert page.inner_text("#damage-value").endswith("(log scale)")
+    finally:
+        context.close()
