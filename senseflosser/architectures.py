@@ -25,6 +25,7 @@ def build(
     power: float = 0.3,
     band: int = 8,
     depth: int = 2,
+    front: int = 0,
     name: str | None = None,
 ) -> tuple[keras.Model, keras.Model]:
     """Build an autoencoder.
@@ -43,6 +44,10 @@ def build(
         per band, ``depth`` 3x3 Conv2D layers over (time, band), and a
         Conv2DTranspose of the same shape back to the bins: wide channels at a
         coarse frequency grid, a fraction of the full-resolution net's FLOPs.
+        With ``front > 0`` a 3x3 Conv2D of ``front`` channels at full
+        resolution comes first and last, and the bands are cut without overlap
+        (kernel ``(1, band)``): the full-resolution layers see each bin's
+        neighbours, the band layers carry the width.
     frames : int or None, keyword-only
         Fixed number of frames, or ``None`` for a model that takes any length
         (the original's ``--var-input``).
@@ -55,6 +60,9 @@ def build(
         Bins per band (``"bands"`` only).
     depth : int, keyword-only
         Conv layers between the band encoder and decoder (``"bands"`` only).
+    front : int, keyword-only
+        Channels of the full-resolution first and last layers (``"bands"``
+        only; 0: none).
     name : str or None, keyword-only
         Model name.
 
@@ -80,7 +88,7 @@ def build(
     conv = dict(kernel_size=3, padding="same", activation="gelu")
     compressed = SpectralCompress(power, name="compress")(inputs)
     if arch == "bands":
-        core_out = _bands(compressed, width=width, band=band, depth=depth)
+        core_out = _bands(compressed, width=width, band=band, depth=depth, front=front)
         outputs = SpectralExpand(power, name="expand")(core_out)
         model = keras.Model(inputs, outputs, name=name or arch)
         return model, keras.Model(inputs, core_out, name=f"{model.name}_train")
@@ -122,20 +130,29 @@ def _original(inputs, name: str) -> keras.Model:
     return keras.Model(inputs, outputs, name=name)
 
 
-def _bands(x, *, width: int, band: int, depth: int):
+def _bands(x, *, width: int, band: int, depth: int, front: int = 0):
     """Band encoder, ``depth`` 3x3 layers over (time, band), band decoder; linear output."""
-    if band < 1 or depth < 0:
-        raise TrainingError(f"band must be >= 1 and depth >= 0, got band={band}, depth={depth}")
+    if band < 1 or depth < 0 or front < 0:
+        raise TrainingError(f"band must be >= 1, depth and front >= 0; got band={band}, depth={depth}, front={front}")
     L = keras.layers
     n_bands = -(-N_BINS // band)
     pad = n_bands * band - N_BINS
-    kernel = (3, 2 * band if band > 1 else 3)
+    if front:
+        x = L.Conv2D(front, 3, padding="same", activation="gelu", name="conv_in")(x)
+        kernel = (1, band)
+    else:
+        kernel = (3, 2 * band if band > 1 else 3)
     if pad:
         x = L.ZeroPadding2D(((0, 0), (0, pad)), name="pad_freq")(x)
     x = L.Conv2D(width, kernel, strides=(1, band), padding="same", activation="gelu", name="bands_in")(x)
     for i in range(depth):
         x = L.Conv2D(width, 3, padding="same", activation="gelu", name=f"mid{i}")(x)
-    x = L.Conv2DTranspose(2, kernel, strides=(1, band), padding="same", name="to_stft")(x)
+    if front:
+        x = L.Conv2DTranspose(front, kernel, strides=(1, band), padding="same", activation="gelu", name="bands_out")(x)
+    else:
+        x = L.Conv2DTranspose(2, kernel, strides=(1, band), padding="same", name="to_stft")(x)
     if pad:
         x = L.Cropping2D(((0, 0), (0, pad)), name="crop_freq")(x)
+    if front:
+        x = L.Conv2D(2, 3, padding="same", name="to_stft")(x)
     return x

@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=32, help="channels of the full-resolution layers (bands: per band)")
     p.add_argument("--band", type=int, default=8, help="bins per band (--arch bands)")
     p.add_argument("--depth", type=int, default=2, help="conv layers between band encoder and decoder (--arch bands)")
+    p.add_argument("--front", type=int, default=0,
+                   help="channels of full-resolution first and last layers, 0 for none (--arch bands)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-split", type=float, default=0.15)
     p.add_argument("--patience", type=int, default=4, help="epochs without improvement before stopping")
@@ -209,7 +211,7 @@ def _cmd_train(args) -> int:
         name=args.name, arch=args.arch, duration=args.duration, var_input=args.var_input,
         percentage=args.percentage, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size, seed=args.seed, val_split=args.val_split,
-        learning_rate=args.learning_rate, width=args.width, band=args.band, depth=args.depth,
+        learning_rate=args.learning_rate, width=args.width, band=args.band, depth=args.depth, front=args.front,
         patience=args.patience,
         max_minutes=args.max_minutes, corpus=args.corpus, licence=args.licence, summary=args.summary,
     )

@@ -245,6 +245,7 @@ class TrainConfig:
     power: float = 0.3
     band: int = 8
     depth: int = 2
+    front: int = 0
     patience: int = 4
     max_minutes: float | None = None
     corpus: str | None = None
@@ -263,8 +264,9 @@ class TrainConfig:
                         ("batch size", self.batch_size), ("width", self.width), ("band", self.band)):
             if int(v) != v or v < 1:
                 raise TrainingError(f"{what} must be a positive integer, got {v!r}")
-        if int(self.depth) != self.depth or self.depth < 0:
-            raise TrainingError(f"depth must be a non-negative integer, got {self.depth!r}")
+        for what, v in (("depth", self.depth), ("front", self.front)):
+            if int(v) != v or v < 0:
+                raise TrainingError(f"{what} must be a non-negative integer, got {v!r}")
 
 
 @dataclass
@@ -334,6 +336,7 @@ def train(
         power=config.power,
         band=config.band,
         depth=config.depth,
+        front=config.front,
         name=config.name,
     )
     total_steps = config.epochs * config.steps_per_epoch

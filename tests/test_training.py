@@ -95,16 +95,21 @@ def test_architectures_keep_the_tensor_contract(arch):
     assert model(x).shape == (1, 5, 1025, 2) and train_model(x).shape == (1, 5, 1025, 2)
 
 
-@pytest.mark.parametrize("band, depth", [(8, 2), (16, 1), (1, 0), (5, 3)])
-def test_bands_architecture(band, depth):
+@pytest.mark.parametrize("band, depth, front", [(8, 2, 0), (16, 1, 0), (1, 0, 0), (5, 3, 0), (4, 2, 3), (8, 0, 2)])
+def test_bands_architecture(band, depth, front):
     from senseflosser.models import conv_layer_names, time_receptive_field
 
-    model, _ = build("bands", width=4, band=band, depth=depth)
+    model, _ = build("bands", width=4, band=band, depth=depth, front=front)
     x = np.random.default_rng(0).standard_normal((1, 7, 1025, 2)).astype(np.float32)
     assert model(x).shape == (1, 7, 1025, 2)
     # Conv2D / Conv2DTranspose only, time stride 1: the actions and chunking know them.
-    assert conv_layer_names(model) == ["bands_in", *[f"mid{i}" for i in range(depth)], "to_stft"]
-    assert time_receptive_field(model) == depth + 2
+    mids = [f"mid{i}" for i in range(depth)]
+    if front:
+        assert conv_layer_names(model) == ["conv_in", "bands_in", *mids, "bands_out", "to_stft"]
+        assert time_receptive_field(model) == depth + 2  # band layers are (1, band) kernels
+    else:
+        assert conv_layer_names(model) == ["bands_in", *mids, "to_stft"]
+        assert time_receptive_field(model) == depth + 2
     with pytest.raises(TrainingError, match="band"):
         build("bands", width=4, band=0)
 
