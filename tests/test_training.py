@@ -141,6 +141,7 @@ def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
     assert report["normal"]["clips"] == 3
     assert set(report["dose_response"]) == {"fog", "lapse"}
     assert len(report["dose_response"]["fog"]["snr_db_median"]) == 5
+    assert report["forward"]["gflop_per_s_audio"] > 0 and report["forward"]["forward_ms_per_s_audio"] > 0
     card_path, plot = update_card(reg, "tiny", report)
     card = json.loads(card_path.read_text())
     assert card["evaluation"]["normal"]["si_snr_db_median"] == report["normal"]["si_snr_db_median"]
