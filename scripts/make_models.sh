@@ -67,16 +67,18 @@ if [ ! -d "$WORK/speech-all" ]; then  # 1782 short lines -> 78 files, one per le
 fi
 ls "$WORK"/speech-all/*.wav | layout speech-cs cave.wav computer.wav library.wav ufo.wav
 
-short=(--arch bottleneck --width 32 --var-input --duration 1 --batch-size 8 --epochs 100 --steps-per-epoch 40
+# (The shipped game-orchestral-hq ran its first 400 steps with --epochs 100, then was
+# resumed with --epochs 55: the cosine decay was shortened to fit the time left.)
+short=(--arch bottleneck --width 32 --var-input --duration 1 --batch-size 8 --steps-per-epoch 40
        --patience 100 --models-dir models)
 $PY -m senseflosser train --data-dir "$WORK/game-orchestral/train" --name game-orchestral-hq --seed 1 \
-  "${short[@]}" --max-minutes 60 --work-dir "$WORK/run-game-orchestral-hq" \
+  "${short[@]}" --epochs 55 --max-minutes 62 --work-dir "$WORK/run-game-orchestral-hq" \
   --corpus "Debian packages pushover-data (10 themes) and freedroidrpg-data (16 music tracks), 4 tracks held out" \
   --licence "GPL-3+ (pushover-data), GPL-2+ (freedroidrpg-data)" \
   --summary "Orchestral and electronic game music (Pushover, FreedroidRPG), trained on many short excerpts for a cleaner reconstruction. Takes audio of any length." \
   > "$WORK/game-orchestral-hq.log" 2>&1 &
 $PY -m senseflosser train --data-dir "$WORK/speech-cs/train" --name speech-czech --seed 3 \
-  "${short[@]}" --epochs 60 --max-minutes 40 --work-dir "$WORK/run-speech-czech" \
+  "${short[@]}" --epochs 65 --max-minutes 55 --work-dir "$WORK/run-speech-czech" \
   --corpus "Debian package fillets-ng-data-cs: Czech spoken dialogue of Fish Fillets NG (1782 lines, 101 min, joined into one file per level), 4 levels held out" \
   --licence "GPL-2 (fillets-ng-data-cs)" \
   --summary "Speech: Czech spoken dialogue (Fish Fillets NG voice acting), trained on many short excerpts. Takes audio of any length." \
