@@ -14,7 +14,7 @@ from .errors import TrainingError
 from .layers import SpectralCompress, SpectralExpand
 from .spectral import N_BINS
 
-ARCHITECTURES = ("bottleneck", "deep", "original")
+ARCHITECTURES = ("bottleneck", "deep", "original", "bands")
 
 
 def build(
@@ -23,19 +23,31 @@ def build(
     frames: int | None = None,
     width: int = 32,
     power: float = 0.3,
+    band: int = 8,
+    depth: int = 2,
+    front: int = 0,
     name: str | None = None,
 ) -> tuple[keras.Model, keras.Model]:
     """Build an autoencoder.
 
     Parameters
     ----------
-    arch : {"bottleneck", "deep", "original"}
+    arch : {"bottleneck", "deep", "original", "bands"}
         ``"bottleneck"``: full-resolution conv, one stride-2 step on frequency,
         back up, GELU, no normalisation (the design that trained best on a CPU
         budget). ``"deep"``: two stride-2 frequency steps (a narrower, more
         coloured bottleneck). ``"original"``: the original tool's encoder-decoder
         (Conv 32/64/128/256, frequency strides 5 and 5, BatchNorm), kept for
-        comparison.
+        comparison. ``"bands"``: the spectrum cut into overlapping bands of
+        ``band`` bins (a Conv2D with a ``(3, 2 * band)`` kernel and stride
+        ``band`` on frequency, so every bin is seen twice), ``width`` channels
+        per band, ``depth`` 3x3 Conv2D layers over (time, band), and a
+        Conv2DTranspose of the same shape back to the bins: wide channels at a
+        coarse frequency grid, a fraction of the full-resolution net's FLOPs.
+        With ``front > 0`` a 3x3 Conv2D of ``front`` channels at full
+        resolution comes first and last, and the bands are cut without overlap
+        (kernel ``(1, band)``): the full-resolution layers see each bin's
+        neighbours, the band layers carry the width.
     frames : int or None, keyword-only
         Fixed number of frames, or ``None`` for a model that takes any length
         (the original's ``--var-input``).
@@ -44,6 +56,13 @@ def build(
     power : float, keyword-only
         Compression exponent of the spectral scaling layers (``"original"``
         uses none).
+    band : int, keyword-only
+        Bins per band (``"bands"`` only).
+    depth : int, keyword-only
+        Conv layers between the band encoder and decoder (``"bands"`` only).
+    front : int, keyword-only
+        Channels of the full-resolution first and last layers (``"bands"``
+        only; 0: none).
     name : str or None, keyword-only
         Model name.
 
@@ -68,6 +87,11 @@ def build(
     L = keras.layers
     conv = dict(kernel_size=3, padding="same", activation="gelu")
     compressed = SpectralCompress(power, name="compress")(inputs)
+    if arch == "bands":
+        core_out = _bands(compressed, width=width, band=band, depth=depth, front=front)
+        outputs = SpectralExpand(power, name="expand")(core_out)
+        model = keras.Model(inputs, outputs, name=name or arch)
+        return model, keras.Model(inputs, core_out, name=f"{model.name}_train")
     x = L.Conv2D(width, name="conv_in", **conv)(compressed)
     if arch == "bottleneck":
         x = L.ZeroPadding2D(((0, 0), (0, 1)), name="pad_freq")(x)  # 1025 -> 1026 bins
@@ -104,3 +128,31 @@ def _original(inputs, name: str) -> keras.Model:
     # 1025 -> 205 -> 41 -> 205 -> 1025 bins
     outputs = L.Conv2D(2, 3, padding="same", name="to_stft")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _bands(x, *, width: int, band: int, depth: int, front: int = 0):
+    """Band encoder, ``depth`` 3x3 layers over (time, band), band decoder; linear output."""
+    if band < 1 or depth < 0 or front < 0:
+        raise TrainingError(f"band must be >= 1, depth and front >= 0; got band={band}, depth={depth}, front={front}")
+    L = keras.layers
+    n_bands = -(-N_BINS // band)
+    pad = n_bands * band - N_BINS
+    if front:
+        x = L.Conv2D(front, 3, padding="same", activation="gelu", name="conv_in")(x)
+        kernel = (1, band)
+    else:
+        kernel = (3, 2 * band if band > 1 else 3)
+    if pad:
+        x = L.ZeroPadding2D(((0, 0), (0, pad)), name="pad_freq")(x)
+    x = L.Conv2D(width, kernel, strides=(1, band), padding="same", activation="gelu", name="bands_in")(x)
+    for i in range(depth):
+        x = L.Conv2D(width, 3, padding="same", activation="gelu", name=f"mid{i}")(x)
+    if front:
+        x = L.Conv2DTranspose(front, kernel, strides=(1, band), padding="same", activation="gelu", name="bands_out")(x)
+    else:
+        x = L.Conv2DTranspose(2, kernel, strides=(1, band), padding="same", name="to_stft")(x)
+    if pad:
+        x = L.Cropping2D(((0, 0), (0, pad)), name="crop_freq")(x)
+    if front:
+        x = L.Conv2D(2, 3, padding="same", name="to_stft")(x)
+    return x

@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an autoencoder on a folder of audio")
     p.add_argument("--data-dir", required=True, help="folder searched recursively for audio")
     p.add_argument("--name", required=True, help="model name (writes <models-dir>/<name>.keras)")
-    p.add_argument("--arch", default="bottleneck", choices=("bottleneck", "deep", "original"))
+    p.add_argument("--arch", default="bottleneck", choices=("bottleneck", "deep", "original", "bands"))
     p.add_argument("--duration", type=float, default=5.0, help="seconds per training example")
     p.add_argument("--var-input", action="store_true", help="model accepts any number of frames")
     p.add_argument("--percentage", type=float, default=100.0, help="share of the files used (0-100]")
@@ -147,7 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps-per-epoch", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--width", type=int, default=32, help="channels of the full-resolution layers")
+    p.add_argument("--width", type=int, default=32, help="channels of the full-resolution layers (bands: per band)")
+    p.add_argument("--band", type=int, default=8, help="bins per band (--arch bands)")
+    p.add_argument("--depth", type=int, default=2, help="conv layers between band encoder and decoder (--arch bands)")
+    p.add_argument("--front", type=int, default=0,
+                   help="channels of full-resolution first and last layers, 0 for none (--arch bands)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-split", type=float, default=0.15)
     p.add_argument("--patience", type=int, default=4, help="epochs without improvement before stopping")
@@ -320,7 +324,8 @@ def _cmd_train(args) -> int:
         name=args.name, arch=args.arch, duration=args.duration, var_input=args.var_input,
         percentage=args.percentage, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
         batch_size=args.batch_size, seed=args.seed, val_split=args.val_split,
-        learning_rate=args.learning_rate, width=args.width, patience=args.patience,
+        learning_rate=args.learning_rate, width=args.width, band=args.band, depth=args.depth, front=args.front,
+        patience=args.patience,
         max_minutes=args.max_minutes, corpus=args.corpus, licence=args.licence, summary=args.summary,
     )
     from .models import default_models_dir

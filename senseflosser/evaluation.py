@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,10 @@ import numpy as np
 from . import actions, audio, metrics
 from .actions import ACTIONS, worst_case
 from .errors import TrainingError
-from .models import ModelRegistry
+from .models import ModelRegistry, input_frames
 from .pipeline import Progress, floss
 from .recipe import Recipe
+from .spectral import HOP
 from .training import find_audio, write_card
 
 log = logging.getLogger(__name__)
@@ -128,7 +130,10 @@ def evaluate(
         :data:`EVAL_SEED`) and whether it falls strictly;
         ``adversarial_vs_fog``: at each of adversarial's magnitudes, fog's and
         adversarial's median SNR and how many dB worse adversarial is (when
-        the model has a stored direction); ``clips``: which excerpts were used.
+        the model has a stored direction); ``calibration``: the magnitudes at
+        :data:`CALIBRATION_LEVELS`; ``clips``: which excerpts were used;
+        ``forward``: FLOPs and forward time per second of audio
+        (:func:`forward_cost`).
     """
     model = registry.load(name)
     sha = registry.sha256(name)
@@ -195,6 +200,67 @@ def evaluate(
             "levels_db": list(CALIBRATION_LEVELS),
             "magnitudes": {a: calibration(sorted(medians[a].items()), CALIBRATION_LEVELS) for a in magnitudes},
         } if calibrate else None,
+        "forward": forward_cost(model),
+    }
+
+
+FRAMES_PER_SECOND = audio.SAMPLE_RATE / HOP
+"""STFT frames per second of audio (hop 1024 at 22050 Hz)."""
+
+
+def forward_flops_per_frame(model) -> float:
+    """Multiply-adds x 2 of one forward pass, per STFT frame (conv and dense layers only).
+
+    Counted from the layer shapes: a Conv1D / Conv2D costs ``2 * kernel size *
+    input channels * output channels`` per output position, a transposed conv
+    the same per *input* position, a Dense layer ``2 * inputs * outputs`` per
+    position. Element-wise layers (activations, spectral scaling) are left
+    out; they are a small share.
+    """
+    import keras
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv1DTranspose,
+                              keras.layers.Conv2DTranspose, keras.layers.Dense)):
+            kernel = layer.kernel.shape  # (*k, in, out) or, transposed, (*k, out, in)
+            per_pos = 2.0 * math.prod(kernel)
+            transposed = isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose))
+            shape = (layer.input if transposed else layer.output).shape  # (batch, time, [freq,] ch)
+            positions = math.prod(d for d in shape[2:-1]) if len(shape) > 3 else 1
+            total += per_pos * positions
+    return total
+
+
+def forward_cost(model, *, seconds: float = 30.0, rounds: int = 3) -> dict[str, Any]:
+    """FLOPs and wall time of the forward pass, per second of audio.
+
+    The time is the best of ``rounds`` warm runs of the compiled inference
+    function the pipeline uses, on ``seconds`` of noise in chunks of
+    :data:`~senseflosser.spectral.DEFAULT_CHUNK_FRAMES` frames (a fixed-length
+    model: its own input length), in this process's thread setting.
+    """
+    from .pipeline import _Runner
+    from .spectral import DEFAULT_CHUNK_FRAMES, N_BINS, n_frames
+
+    frames = n_frames(int(seconds * audio.SAMPLE_RATE))
+    chunk = input_frames(model) or DEFAULT_CHUNK_FRAMES
+    x = np.random.default_rng(0).standard_normal((frames, N_BINS, 2)).astype(np.float32)
+    runner = _Runner(model)
+    runner(x[:chunk], 0)  # compile
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(0, frames, chunk):
+            runner(x[i : i + chunk], i)
+        best = min(best, time.perf_counter() - t0)
+    runner.finish()
+    per_frame = forward_flops_per_frame(model)
+    return {
+        "gflop_per_s_audio": round(per_frame * FRAMES_PER_SECOND / 1e9, 3),
+        "forward_ms_per_s_audio": round(1000 * best / seconds, 2),
+        "threads": os.environ.get("SENSEFLOSSER_THREADS") or "default",
+        "measured_on": f"{seconds:g} s of audio, best of {rounds}",
     }
 
 

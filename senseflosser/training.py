@@ -243,6 +243,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     width: int = 32
     power: float = 0.3
+    band: int = 8
+    depth: int = 2
+    front: int = 0
     patience: int = 4
     max_minutes: float | None = None
     corpus: str | None = None
@@ -258,9 +261,12 @@ class TrainConfig:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise TrainingError(f"{what} must be a positive number, got {v!r}")
         for what, v in (("epochs", self.epochs), ("steps per epoch", self.steps_per_epoch),
-                        ("batch size", self.batch_size), ("width", self.width)):
+                        ("batch size", self.batch_size), ("width", self.width), ("band", self.band)):
             if int(v) != v or v < 1:
                 raise TrainingError(f"{what} must be a positive integer, got {v!r}")
+        for what, v in (("depth", self.depth), ("front", self.front)):
+            if int(v) != v or v < 0:
+                raise TrainingError(f"{what} must be a non-negative integer, got {v!r}")
 
 
 @dataclass
@@ -328,6 +334,9 @@ def train(
         frames=None if config.var_input else frames,
         width=config.width,
         power=config.power,
+        band=config.band,
+        depth=config.depth,
+        front=config.front,
         name=config.name,
     )
     total_steps = config.epochs * config.steps_per_epoch

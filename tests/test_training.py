@@ -90,11 +90,43 @@ def test_empty_data_dir(tmp_path):
         train(tmp_path, _cfg(), models_dir=tmp_path / "m", verbose=0)
 
 
-@pytest.mark.parametrize("arch", ["bottleneck", "deep", "original"])
+@pytest.mark.parametrize("arch", ["bottleneck", "deep", "original", "bands"])
 def test_architectures_keep_the_tensor_contract(arch):
     model, train_model = build(arch, width=4)
     x = np.zeros((1, 5, 1025, 2), np.float32)
     assert model(x).shape == (1, 5, 1025, 2) and train_model(x).shape == (1, 5, 1025, 2)
+
+
+@pytest.mark.parametrize("band, depth, front", [(8, 2, 0), (16, 1, 0), (1, 0, 0), (5, 3, 0), (4, 2, 3), (8, 0, 2)])
+def test_bands_architecture(band, depth, front):
+    from senseflosser.models import conv_layer_names, time_receptive_field
+
+    model, _ = build("bands", width=4, band=band, depth=depth, front=front)
+    x = np.random.default_rng(0).standard_normal((1, 7, 1025, 2)).astype(np.float32)
+    assert model(x).shape == (1, 7, 1025, 2)
+    # Conv2D / Conv2DTranspose only, time stride 1: the actions and chunking know them.
+    mids = [f"mid{i}" for i in range(depth)]
+    if front:
+        assert conv_layer_names(model) == ["conv_in", "bands_in", *mids, "bands_out", "to_stft"]
+        assert time_receptive_field(model) == depth + 2  # band layers are (1, band) kernels
+    else:
+        assert conv_layer_names(model) == ["bands_in", *mids, "to_stft"]
+        assert time_receptive_field(model) == depth + 2
+    with pytest.raises(TrainingError, match="band"):
+        build("bands", width=4, band=0)
+
+
+def test_forward_cost_counts_flops():
+    from senseflosser.evaluation import FRAMES_PER_SECOND, forward_cost, forward_flops_per_frame
+
+    model, _ = build("bands", width=4, band=8, depth=1)
+    # bands_in: 3x16 kernel, 2 -> 4 channels at 129 bands; mid0: 3x3, 4 -> 4 at 129;
+    # to_stft: 3x16, 4 -> 2 per input position (129 bands).
+    expected = 2 * (3 * 16 * 2 * 4 * 129 + 3 * 3 * 4 * 4 * 129 + 3 * 16 * 4 * 2 * 129)
+    assert forward_flops_per_frame(model) == expected
+    cost = forward_cost(model, seconds=2.0, rounds=1)
+    assert cost["gflop_per_s_audio"] == round(expected * FRAMES_PER_SECOND / 1e9, 3)
+    assert cost["forward_ms_per_s_audio"] > 0
 
 
 def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
@@ -112,6 +144,7 @@ def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
     assert report["normal"]["clips"] == 3
     assert set(report["dose_response"]) == set(actions.ACTIONS) - {"adversarial"}  # no direction stored
     assert len(report["dose_response"]["fog"]["snr_db_median"]) == 5
+    assert report["forward"]["gflop_per_s_audio"] > 0 and report["forward"]["forward_ms_per_s_audio"] > 0
     path, info = find_universal_direction(reg, "tiny", held, excerpts=2, seconds=1.0, steps=2)
     assert path == reg_dir / "tiny.adversarial.npz" and info["loss_end"] > info["loss_start"]
     assert json.loads((reg_dir / "tiny.json").read_text())["adversarial"]["sha256"] == info["sha256"]
