@@ -50,7 +50,6 @@ from typing import Any
 import numpy as np
 
 from benchmarks import servers
-from benchmarks.servers import free_port, wait_healthy  # noqa: F401  (one helper for every server)
 
 log = logging.getLogger(__name__)
 

@@ -161,12 +161,32 @@ def measure_hop(local: servers.Server, rq_web: servers.Server, model: str, paylo
     }
 
 
-def measure_throughput(base: str, model: str, payload: bytes, jobs: int, clients: int, seed0: int) -> dict:
+def _cpu_s(pids: list[int]) -> float | None:
+    """CPU seconds (user + system) used so far by these processes (Linux /proc)."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure_throughput(base: str, model: str, payload: bytes, jobs: int, clients: int, seed0: int,
+                       worker_pids: list[int] | None = None) -> dict:
+    cpu0 = _cpu_s(worker_pids or [])
     answers, t0 = _burst(base, payload, model, jobs, clients, seed0)
     views = _wait_all(base, [a["id"] for a in answers], 1800)
     wall = time.monotonic() - t0
+    cpu1 = _cpu_s(worker_pids or [])
     done = sum(v["state"] == "done" for v in views.values())
-    return {"jobs": jobs, "done": done, "failed": jobs - done, "wall_s": wall, "jobs_per_min": 60 * done / wall}
+    cpu = None if cpu0 is None or cpu1 is None or not worker_pids else cpu1 - cpu0
+    # Cores the workers kept busy on average: on a shared machine, how much CPU they got.
+    return {"jobs": jobs, "done": done, "failed": jobs - done, "wall_s": wall, "jobs_per_min": 60 * done / wall,
+            "workers_cpu_s": cpu, "workers_cores_busy": None if cpu is None else cpu / wall,
+            "cpu_s_per_job": None if cpu is None or not done else cpu / done}
 
 
 def measure_kill(base: str, data_dir: Path, workers: dict[str, servers.Server], model: str, payload: bytes,
@@ -257,12 +277,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     return res
                 print("... throughput, 1 worker", file=sys.stderr, flush=True)
                 measure_throughput(rq_web.base, args.model, payload, 2, 2, 1)  # warm
-                one = measure_throughput(rq_web.base, args.model, payload, args.jobs, args.clients, 1000)
+                one = measure_throughput(rq_web.base, args.model, payload, args.jobs, args.clients, 1000,
+                                         [workers["w1"].pid])
                 workers["w2"].start()
                 workers["w2"].wait_log(servers.WORKER_READY)
                 print("... throughput, 2 workers", file=sys.stderr, flush=True)
                 measure_throughput(rq_web.base, args.model, payload, 4, 4, 2)  # warm the second worker
-                two = measure_throughput(rq_web.base, args.model, payload, args.jobs, args.clients, 3000)
+                two = measure_throughput(rq_web.base, args.model, payload, args.jobs, args.clients, 3000,
+                                         [workers["w1"].pid, workers["w2"].pid])
                 res["throughput"] = {"one_worker": one, "two_workers": two,
                                      "speedup": two["jobs_per_min"] / one["jobs_per_min"]}
                 print("... kill: one of two workers SIGKILLed mid-job", file=sys.stderr, flush=True)
@@ -306,11 +328,17 @@ def format_table(res: dict[str, Any]) -> str:
     if "throughput" not in res:
         return "\n".join(lines)
     t = res["throughput"]
+    def cpu(r: dict) -> str:
+        if r.get("workers_cpu_s") is None:
+            return ""
+        return (f"   workers' CPU {r['workers_cpu_s']:.0f} s ({r['workers_cores_busy']:.2f} cores busy,"
+                f" {r['cpu_s_per_job']:.2f} s per job)")
+
     lines += [
         f"{t['one_worker']['jobs']} jobs at once, 1 worker    {t['one_worker']['wall_s']:.1f} s"
-        f"   {t['one_worker']['jobs_per_min']:.1f} jobs/min",
+        f"   {t['one_worker']['jobs_per_min']:.1f} jobs/min" + cpu(t["one_worker"]),
         f"{t['two_workers']['jobs']} jobs at once, 2 workers   {t['two_workers']['wall_s']:.1f} s"
-        f"   {t['two_workers']['jobs_per_min']:.1f} jobs/min   x{t['speedup']:.2f}", ""]
+        f"   {t['two_workers']['jobs_per_min']:.1f} jobs/min   x{t['speedup']:.2f}" + cpu(t["two_workers"]), ""]
     k = res["kill"]
     lines += [
         f"{k['jobs']} jobs, 2 workers, {k['killed_worker']} SIGKILLed at {k['killed_at_s']:.1f} s mid-job: "
