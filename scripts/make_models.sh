@@ -53,10 +53,8 @@ $PY -m senseflosser train --data-dir "$WORK/hedgewars/train" --name hedgewars-fi
   --summary "Playful game music (Hedgewars). Fixed 5 s input (109 frames): long audio goes through in overlapping 5 s windows." \
   > "$WORK/hedgewars.log" 2>&1 &
 wait
-$PY -m senseflosser evaluate --model game-orchestral --data-dir "$WORK/game-orchestral/heldout" --models-dir models
-$PY -m senseflosser evaluate --model hedgewars-fixed --data-dir "$WORK/hedgewars/heldout" --models-dir models
 
-# --- issue 16 -------------------------------------------------------------------
+# --- models trained on 1 s crops (cleaner reconstruction), and speech ----------------
 if [ ! -d "$WORK/xs/usr/share/games/fillets-ng/sound" ]; then
   mkdir -p "$WORK/debs-speech"
   (cd "$WORK/debs-speech" && apt-get download fillets-ng-data-cs)
@@ -84,5 +82,16 @@ $PY -m senseflosser train --data-dir "$WORK/speech-cs/train" --name speech-czech
   --summary "Speech: Czech spoken dialogue (Fish Fillets NG voice acting), trained on many short excerpts. Takes audio of any length." \
   > "$WORK/speech-czech.log" 2>&1 &
 wait
-$PY -m senseflosser evaluate --model game-orchestral-hq --data-dir "$WORK/game-orchestral/heldout" --models-dir models
-$PY -m senseflosser evaluate --model speech-czech --data-dir "$WORK/speech-cs/heldout" --models-dir models
+# Every model: its universal adversarial direction (from its training audio), the held-out evaluation
+# (every action's dose-response, the calibration, adversarial against fog, the forward cost) and its
+# sensitivity map on a held-out excerpt, all written into its card.
+finish() {  # finish NAME TRAIN_DIR HELDOUT_DIR MAP_FILE
+  [ -f "models/$1.keras" ] || { echo "models/$1.keras was not trained; skipped" >&2; return 0; }
+  $PY -m senseflosser adversarial --model "$1" --data-dir "$2" --models-dir models
+  $PY -m senseflosser evaluate --model "$1" --data-dir "$3" --models-dir models
+  $PY -m senseflosser map -m "$1" -i "$3/$4" --offset 30 --models-dir models -o "$WORK/map-$1" --update-card
+}
+finish game-orchestral "$WORK/game-orchestral/train" "$WORK/game-orchestral/heldout" greek.ogg
+finish hedgewars-fixed "$WORK/hedgewars/train" "$WORK/hedgewars/heldout" Jungle.ogg
+finish game-orchestral-hq "$WORK/game-orchestral/train" "$WORK/game-orchestral/heldout" greek.ogg
+finish speech-czech "$WORK/speech-cs/train" "$WORK/speech-cs/heldout" cave.wav

@@ -33,3 +33,14 @@ def test_cli_floss_help_names_every_action(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for spec in actions.ACTIONS.values():
         assert spec.name in out
+
+
+def test_readme_model_tables_are_the_cards():
+    from senseflosser.evaluation import markdown_tables
+    from senseflosser.models import ModelRegistry, default_models_dir
+
+    text = README.read_text()
+    found = re.search(r"<!-- models-table:start[^>]*-->\n(.*?)<!-- models-table:end -->", text, re.S)
+    assert found, "README.md lacks the generated model tables"
+    cards = ModelRegistry(default_models_dir()).cards()
+    assert found.group(1) == markdown_tables(cards), "regenerate them with `senseflosser models --markdown`"
