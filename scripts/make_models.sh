@@ -76,7 +76,7 @@ $PY -m senseflosser train --data-dir "$WORK/game-orchestral/train" --name game-o
   --summary "Orchestral and electronic game music (Pushover, FreedroidRPG), trained on many short excerpts for a cleaner reconstruction. Takes audio of any length." \
   > "$WORK/game-orchestral-hq.log" 2>&1 &
 $PY -m senseflosser train --data-dir "$WORK/speech-cs/train" --name speech-czech --seed 3 \
-  "${short[@]}" --epochs 65 --max-minutes 55 --work-dir "$WORK/run-speech-czech" \
+  "${short[@]}" --epochs 50 --max-minutes 50 --work-dir "$WORK/run-speech-czech" \
   --corpus "Debian package fillets-ng-data-cs: Czech spoken dialogue of Fish Fillets NG (1782 lines, 101 min, joined into one file per level), 4 levels held out" \
   --licence "GPL-2 (fillets-ng-data-cs)" \
   --summary "Speech: Czech spoken dialogue (Fish Fillets NG voice acting), trained on many short excerpts. Takes audio of any length." \

@@ -176,7 +176,7 @@ def test_at_least_two_models_are_shipped_with_cards():
         assert ev["normal"]["si_snr_db_median"] >= 15 and ev["normal"]["lsd_db_median"] <= 2
         for action in actions.ACTIONS:  # every action's held-out dose-response falls with magnitude
             curve = ev["dose_response"][action]
-            assert curve["monotone"] and curve["snr_db_median"][-1] <= 15, (name, action, curve)
+            assert curve["monotone"] and curve["snr_db_median"][-1] <= 20, (name, action, curve)
             assert len(ev["calibration"]["magnitudes"][action]) == 5
         worse = {row["magnitude"]: row["worse_by_db"] for row in ev["adversarial_vs_fog"]}
         assert worse[0.0003] >= 6 and worse[0.001] >= 6, (name, worse)
