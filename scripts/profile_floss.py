@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ beside scripts/
     from benchmarks.bench import synth_music, wav_bytes
     from senseflosser.models import ModelRegistry
     from senseflosser.pipeline import floss, warm_up

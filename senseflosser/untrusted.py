@@ -104,6 +104,9 @@ def check_archive(path: str | os.PathLike, *, limits: Limits = Limits(), label: 
         with zipfile.ZipFile(p) as z:
             infos = z.infolist()
             for info in infos[: limits.max_members + 1]:
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise UnsafeModelError(f"{label}: the archive uses a compression method Keras does not write "
+                                           f"({info.compress_type}); save the model again with Keras")
                 name = info.filename
                 if name.startswith(("/", "\\")) or ".." in name.replace("\\", "/").split("/") or ":" in name:
                     raise UnsafeModelError(f"{label}: the archive holds an unsafe path {name[:80]!r}")
@@ -127,7 +130,7 @@ def check_archive(path: str | os.PathLike, *, limits: Limits = Limits(), label: 
                 config = json.loads(z.read("config.json"))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise UnsafeModelError(f"{label}: config.json is not valid JSON") from None
-    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise UnsafeModelError(f"{label}: the archive cannot be read ({exc})") from None
     check_config(config, label=label)
     return config

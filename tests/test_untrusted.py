@@ -60,3 +60,15 @@ def test_any_file_name_is_judged_by_content(hostile, tmp_path):
 def test_config_walk(obj, reason):
     with pytest.raises(untrusted.UnsafeModelError, match=reason):
         untrusted.check_config(obj)
+
+
+def test_unusual_compression_is_refused(hostile, tmp_path):
+    import zipfile
+
+    good = hostile[0]["lambda"][0].with_name("good.keras")
+    odd = tmp_path / "bzip.keras"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(odd, "w", zipfile.ZIP_BZIP2) as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+    with pytest.raises(untrusted.UnsafeModelError, match="compression method"):
+        untrusted.check_archive(odd)
