@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
-    TF_CPP_MIN_LOG_LEVEL=2
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
 
 WORKDIR /app
 
@@ -19,7 +20,7 @@ COPY requirements.txt ./
 RUN grep -viE '^tensorflow([=<>~ ]|$)' requirements.txt > /tmp/requirements-image.txt \
     && python3 -m pip install -r /tmp/requirements-image.txt \
     && rm /tmp/requirements-image.txt \
-    && python3 -c "import tensorflow, keras, flask, flask_limiter, gunicorn, rq, redis, soundfile, soxr; print('tensorflow', tensorflow.__version__, 'keras', keras.__version__)"
+    && python3 -c "import tensorflow, keras, flask, flask_limiter, gunicorn, rq, redis, soundfile, soxr, librosa; print('tensorflow', tensorflow.__version__, 'keras', keras.__version__)"
 
 # The code, the page and the shipped models (baked in: the server loads only these).
 COPY pyproject.toml README.md wsgi.py gunicorn.conf.py ./

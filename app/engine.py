@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from senseflosser import audio, device, untrusted
+from senseflosser import audio, device, spectrogram, untrusted
 from senseflosser.errors import SenseflosserError
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
 from senseflosser.normal_cache import NormalCache
@@ -108,6 +108,8 @@ class Engine:
             except Exception as exc:  # a broken model file must not take the server down
                 self.broken[name] = f"{type(exc).__name__}: {exc}"
                 log.exception("model %s failed to warm up", name)
+        if self.spectrograms:
+            spectrogram.warm_up()
         self.warm = True
         log.info("models ready: %s", ", ".join(self.registry.loaded()) or "none")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import librosa
 import numpy as np
 
 from .spectral import N_BINS, iter_stft, n_frames
@@ -117,12 +118,17 @@ def log_spectral_distances(reference: np.ndarray, estimates) -> list[float]:
     count = 0
     powers = iter(kept) if keep else (_power(S) for S in iter_stft(r))
     for P, *Ts in zip(powers, *(iter_stft(e) for _, e in pairs)):
-        dP = 10 * np.log10(np.maximum(P, floor))
+        dP = _db(P, floor)
         for k, T in enumerate(Ts):
-            dQ = 10 * np.log10(np.maximum(_power(T), floor))
+            dQ = _db(_power(T), floor)
             totals[k] += float(np.sum(np.sqrt(np.mean((dP - dQ) ** 2, axis=1))))
         count += P.shape[0]
     return [t / count for t in totals]
+
+
+def _db(P: np.ndarray, floor: float) -> np.ndarray:
+    # Levels in dB above the floor (only differences of levels are used).
+    return librosa.power_to_db(P, ref=floor, amin=floor, top_db=None)
 
 
 def _power(S: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ models into one folder, returning a manifest of what it wrote.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ from .normal_cache import NormalCache, cache_key, link_or_copy
 from .peaks import write_peaks
 from .pipeline import Progress, floss
 from .recipe import build_recipes
-from .spectral import N_BINS, iter_stft
+from .spectrogram import save_spectrogram
 
 log = logging.getLogger(__name__)
 
@@ -57,52 +56,6 @@ def write_json(path: Path, data: Any) -> Path:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
     os.replace(tmp, path)
-    return path
-
-
-_SPECTROGRAM_DB = (-80.0, 40.0)
-"""Levels mapped to the ends of the colour map."""
-
-
-@functools.cache
-def _palette() -> bytes:
-    # matplotlib's magma as 256 RGB entries, the bytes its own image writer would use.
-    from matplotlib import colormaps
-
-    return colormaps["magma"].resampled(256)(np.arange(256), bytes=True)[:, :3].tobytes()
-
-
-def save_spectrogram(y: np.ndarray, path: Path, *, width: int = 800, height: int = 256) -> Path:
-    """Save a log-frequency, log-magnitude spectrogram of a waveform as PNG.
-
-    Colours as matplotlib's ``imsave(cmap="magma", vmin=-80, vmax=40)`` draws
-    them, written as an 8-bit palette PNG (a quarter of the bytes, several
-    times faster to encode than RGBA).
-
-    Parameters
-    ----------
-    y : np.ndarray, shape (n_samples,)
-    path : pathlib.Path
-    width, height : int, keyword-only
-        Largest image size in pixels (time is max-pooled down to ``width``).
-    """
-    from PIL import Image
-
-    rows = np.unique(np.geomspace(1, N_BINS - 1, height).astype(int))
-    cols = []
-    for S in iter_stft(y):
-        cols.append(10 * np.log10(S[:, rows, 0].astype(np.float64) ** 2 + S[:, rows, 1] ** 2 + 1e-12))
-    db = np.concatenate(cols, axis=0)
-    if db.shape[0] > width:
-        group = math.ceil(db.shape[0] / width)
-        pad = (-db.shape[0]) % group
-        db = np.concatenate([db, np.full((pad, db.shape[1]), -120.0)]).reshape(-1, group, db.shape[1]).max(axis=1)
-    lo, hi = _SPECTROGRAM_DB
-    # Low frequencies at the bottom; each level to one of 256 colours, out-of-range levels to the ends.
-    index = np.clip(np.floor((db.T[::-1] - lo) / (hi - lo) * 256), 0, 255).astype(np.uint8)
-    image = Image.fromarray(index)
-    image.putpalette(_palette())
-    image.save(path, format="PNG")
     return path
 
 

@@ -4,6 +4,14 @@ The models see a short-time Fourier transform as a real tensor of shape
 ``(frames, 1025, 2)``: real and imaginary parts of an STFT with n_fft 2048,
 hop 1024, a periodic Hann window and centre padding, at 22050 Hz.
 
+The analysis is ``librosa.stft``, run block by block over zero-padded
+segments of the signal (the values of one centred transform of the whole
+signal, to float32 rounding); :func:`istft` is ``librosa.istft``. The
+synthesis inside :func:`process` is our own: ``librosa.istft`` needs the whole
+STFT at once, while a job's output arrives chunk by chunk and is overlap-added
+as it comes, so memory stays bounded by the chunk (measured in
+``benchmarks/librosa_compare.py`` and the README).
+
 Long audio is never turned into one huge tensor. :func:`process` cuts the
 frame sequence into chunks, gives each chunk a few frames of context on either
 side so that convolutions near a chunk edge see the same neighbours they would
@@ -19,12 +27,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
 
 N_FFT = 2048
 HOP = 1024
 N_BINS = N_FFT // 2 + 1
-_WINDOW = (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float64)
+WINDOW = "hann"
+"""Window of the analysis and synthesis, as librosa names it (periodic)."""
+_WINDOW = librosa.filters.get_window(WINDOW, N_FFT, fftbins=True).astype(np.float64)
 
 DEFAULT_CHUNK_FRAMES = 512
 """Frames per chunk (about 24 s of audio): large enough that a 30 s clip costs
@@ -43,20 +54,20 @@ def n_frames(n_samples: int) -> int:
     return 1 + -(-n_samples // HOP)
 
 
-def _frames_of(y: np.ndarray, start: int, stop: int) -> np.ndarray:
-    """Frames ``start .. stop - 1`` of the centre-padded signal, windowed, float64.
+def _segment(y: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The samples that frames ``start .. stop - 1`` of the centre-padded signal cover.
 
-    Only the samples these frames cover are copied (padded with zeros where
-    they reach past either end), so memory stays bounded by the block size
-    however long the signal is.
+    Zero-padded where they reach past either end of ``y``; only this stretch
+    is copied, so memory stays bounded by the block size however long the
+    signal is.
     """
     lo = start * HOP - N_FFT // 2  # index into y of the first sample of frame `start`
     hi = (stop - 1) * HOP + N_FFT - N_FFT // 2
-    seg = np.zeros(hi - lo, dtype=np.float64)
+    seg = np.zeros(hi - lo, dtype=np.float32)
     a, b = max(lo, 0), min(hi, len(y))
     if b > a:
         seg[a - lo : b - lo] = y[a:b]
-    return np.lib.stride_tricks.sliding_window_view(seg, N_FFT)[::HOP] * _WINDOW
+    return seg
 
 
 def _to_tensor(spec: np.ndarray) -> np.ndarray:
@@ -64,6 +75,12 @@ def _to_tensor(spec: np.ndarray) -> np.ndarray:
     out[..., 0] = spec.real
     out[..., 1] = spec.imag
     return out
+
+
+def _analyse(y: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Frames ``start .. stop - 1`` of the STFT as the model tensor, shape ``(stop - start, 1025, 2)``."""
+    spec = librosa.stft(_segment(y, start, stop), n_fft=N_FFT, hop_length=HOP, window=WINDOW, center=False)
+    return _to_tensor(spec.T)
 
 
 def stft(y: np.ndarray) -> np.ndarray:
@@ -79,10 +96,10 @@ def stft(y: np.ndarray) -> np.ndarray:
     S : np.ndarray, shape (n_frames(n_samples), 1025, 2), float32
         Real and imaginary parts.
     """
-    y = np.asarray(y, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ValueError(f"expected a mono waveform of shape (n,), got shape {y.shape}")
-    return _to_tensor(np.fft.rfft(_frames_of(y, 0, n_frames(len(y))), axis=1))
+    return _analyse(y, 0, n_frames(len(y)))
 
 
 def iter_stft(y: np.ndarray, *, block: int = DEFAULT_CHUNK_FRAMES):
@@ -93,10 +110,10 @@ def iter_stft(y: np.ndarray, *, block: int = DEFAULT_CHUNK_FRAMES):
     np.ndarray, shape (<= block, 1025, 2), float32
         Consecutive frames of :func:`stft`, in order.
     """
-    y = np.asarray(y)
+    y = np.asarray(y, dtype=np.float32)
     n = n_frames(len(y))
     for start in range(0, n, block):
-        yield _to_tensor(np.fft.rfft(_frames_of(y, start, min(n, start + block)), axis=1))
+        yield _analyse(y, start, min(n, start + block))
 
 
 _W2 = _WINDOW**2
@@ -121,7 +138,7 @@ def _window_sum(n: int, first: int, stop: int) -> np.ndarray:
 
 
 def istft(S: np.ndarray, length: int) -> np.ndarray:
-    """Inverse of :func:`stft` (weighted overlap-add).
+    """Inverse of :func:`stft` (``librosa.istft``, weighted overlap-add).
 
     Parameters
     ----------
@@ -134,9 +151,12 @@ def istft(S: np.ndarray, length: int) -> np.ndarray:
     -------
     y : np.ndarray, shape (length,), float32
     """
-    syn = _Synthesis(S.shape[0], length)
-    syn.add(S, 0)
-    return syn.result()
+    S = np.asarray(S)
+    if S.ndim != 3 or S.shape[1:] != (N_BINS, 2):
+        raise ValueError(f"expected a model tensor of shape (frames, {N_BINS}, 2), got shape {S.shape}")
+    spec = (S[..., 0].astype(np.float32) + 1j * S[..., 1].astype(np.float32)).T  # complex64
+    y = librosa.istft(spec, hop_length=HOP, n_fft=N_FFT, window=WINDOW, center=True, length=length)
+    return y.astype(np.float32)
 
 
 class _Synthesis:
@@ -309,7 +329,7 @@ def process(
         chunks = plan_chunks(n, chunk_frames=chunk_frames, context=context, exact=exact)
     outs = [_Synthesis(n, len(y)) for _ in transforms]
     for i, c in enumerate(chunks):
-        tensor = _to_tensor(np.fft.rfft(_frames_of(y, c.start, c.stop), axis=1))
+        tensor = _analyse(y, c.start, c.stop)
         lo, hi = c.keep_start - c.start, c.keep_stop - c.start
         for syn, fn in zip(outs, transforms):
             res = np.asarray(fn(tensor, i))

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
+import librosa
 import numpy as np
 
 from . import audio, device  # noqa: F401  (device: set up TensorFlow before any model work)
@@ -200,7 +201,7 @@ class CropBatches(keras.utils.PyDataset):
         xs = []
         for _ in range(self.batch_size):
             y = self.cache.crop(rng, self.n_samples)
-            gain = 10 ** (rng.uniform(*self.gain_db) / 20)
+            gain = librosa.db_to_amplitude(rng.uniform(*self.gain_db))
             xs.append(stft(y * gain))
         x = np.stack(xs)
         return x, _compress(x, self.power)

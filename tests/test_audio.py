@@ -44,6 +44,23 @@ def test_reads_mp3_when_libsndfile_supports_it(tmp_path):
     assert abs(len(y) - SR) < SR * 0.1
 
 
+@pytest.mark.parametrize(
+    "rate, channels, offset, duration",
+    [(44100, 2, 0.0, None), (48000, 1, 1.5, 2.0), (22050, 2, 0.25, None), (8000, 1, 0.0, 1.0), (96000, 6, 2.0, None)],
+)
+def test_streaming_load_gives_librosas_samples(tmp_path, rate, channels, offset, duration):
+    # Our block-by-block decode and soxr stream (kept for memory, see the README) must give
+    # what librosa.load gives: the same mix-down and the same soxr HQ resampler.
+    import librosa
+
+    p = tmp_path / "x.flac"
+    sf.write(p, tone(4.0, rate, channels=channels), rate)
+    ours = audio.load(p, offset=offset, duration=duration)
+    theirs, sr = librosa.load(p, sr=SR, mono=True, offset=offset, duration=duration, res_type="soxr_hq")
+    assert sr == SR and ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000, 96000, 192000])
 def test_resamples_any_rate_to_22050(tmp_path, rate):
     p = tmp_path / "x.wav"

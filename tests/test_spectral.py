@@ -104,6 +104,21 @@ def test_a_transform_that_changes_shape_is_an_error():
         spectral.process(tone(0.5), [lambda t, i: t[:-1]])
 
 
+@pytest.mark.filterwarnings("ignore:n_fft=2048 is too large")
+@pytest.mark.parametrize("n", [1, 1023, 1024, 1025, 22050 * 2 + 7])
+def test_the_analysis_is_librosas_centred_stft(n):
+    import librosa
+
+    y = np.random.default_rng(n).uniform(-0.5, 0.5, n).astype(np.float32)
+    ours = spectral.stft(y)
+    theirs = librosa.stft(y, n_fft=spectral.N_FFT, hop_length=spectral.HOP, window="hann", center=True,
+                          pad_mode="constant")
+    k = theirs.shape[1]
+    # Ours has one frame more where the last samples would lie under one window only.
+    assert ours.shape[0] in (k, k + 1)
+    np.testing.assert_allclose(ours[:k, :, 0] + 1j * ours[:k, :, 1], theirs.T, rtol=0, atol=1e-5)
+
+
 def test_iter_stft_matches_stft():
     y = tone(3.0)
     np.testing.assert_array_equal(np.concatenate(list(spectral.iter_stft(y, block=7))), spectral.stft(y))
