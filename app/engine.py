@@ -18,7 +18,7 @@ from senseflosser import audio, device, spectrogram, untrusted
 from senseflosser.errors import SenseflosserError
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
 from senseflosser.normal_cache import NormalCache
-from senseflosser.pipeline import warm_up
+from senseflosser.runners import warm_up
 from senseflosser.render import floss_to_dir, safe_stem
 from senseflosser.sensitivity import DEFAULT_SEEDS, map_to_dir
 

@@ -6,7 +6,7 @@ import os
 
 from flask import Blueprint, jsonify
 
-from senseflosser.pipeline import compiled_stats
+from senseflosser.runners import compiled_stats
 
 from . import services
 

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
 
     from senseflosser.actions import ACTIONS
     from senseflosser.models import ModelRegistry
-    from senseflosser.pipeline import warm_up
+    from senseflosser.runners import warm_up
     from senseflosser.render import floss_to_dir
 
     reg = ModelRegistry(args.models_dir)

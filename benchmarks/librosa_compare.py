@@ -133,11 +133,9 @@ def main(argv=None) -> int:
         theirs = measure(lambda: librosa.istft(librosa.stft(y, **stft_kw), hop_length=spectral.HOP,
                                                n_fft=spectral.N_FFT, window="hann", length=y.size), args.rounds)
         row("process", seconds, ours, theirs, float(np.max(np.abs(ours[2] - theirs[2]))))
-        del S_o, S_l
         t_img, m_img, _ = measure(lambda: save_spectrogram(y, work / "spectrogram.png"), args.rounds)
         report[f"spectrogram {seconds:g} s"] = {"librosa_s": round(t_img, 4), "librosa_mib": round(m_img, 1)}
         print(f"{'spectrogram ' + format(seconds, 'g') + ' s':16s} time {t_img:7.3f} s   peak {m_img:7.1f} MiB")
-        del y, y_o, y_l
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

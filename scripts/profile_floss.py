@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.bench import synth_music, wav_bytes
     from senseflosser.models import ModelRegistry
-    from senseflosser.pipeline import floss, warm_up
+    from senseflosser.pipeline import floss
+    from senseflosser.runners import warm_up
     from senseflosser.recipe import Recipe, parse_magnitudes
     from senseflosser.render import floss_to_dir
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import tempfile
 import threading
 from pathlib import Path

@@ -21,6 +21,7 @@ from .actions import ACTIONS, worst_case
 from .errors import TrainingError
 from .models import ModelRegistry, input_frames
 from .pipeline import Progress, floss
+from .runners import Runner
 from .recipe import Recipe
 from .spectral import HOP
 from .training import find_audio, write_card
@@ -240,13 +241,12 @@ def forward_cost(model, *, seconds: float = 30.0, rounds: int = 3) -> dict[str, 
     :data:`~senseflosser.spectral.DEFAULT_CHUNK_FRAMES` frames (a fixed-length
     model: its own input length), in this process's thread setting.
     """
-    from .pipeline import _Runner
     from .spectral import DEFAULT_CHUNK_FRAMES, N_BINS, n_frames
 
     frames = n_frames(int(seconds * audio.SAMPLE_RATE))
     chunk = input_frames(model) or DEFAULT_CHUNK_FRAMES
     x = np.random.default_rng(0).standard_normal((frames, N_BINS, 2)).astype(np.float32)
-    runner = _Runner(model)
+    runner = Runner(model)
     runner(x[:chunk], 0)  # compile
     best = math.inf
     for _ in range(rounds):
@@ -433,7 +433,7 @@ def markdown_tables(cards: Sequence[dict[str, Any]]) -> str:
         if sens and sens.get("most_sensitive"):
             order = sens["most_sensitive"]
             lines.append(f"- `{c['name']}`: damaged alone, `{order[0]}` hurts most and `{order[-1]}` least "
-                         f"({sens['action']}, {sens['seeds']} seeds, {sens['duration']:.0f} s of held-out music; "
+                         f"({sens['action']}, {sens['seeds']} seeds, {sens['duration']:.0f} s of held-out audio; "
                          f"map in `models/{sens['plot']}`).")
     if lines:
         out += "\n" + "\n".join(lines) + "\n"

@@ -25,6 +25,7 @@ from . import actions
 from .errors import RecipeError
 from .models import ModelRegistry, conv_layer_names, input_frames
 from .pipeline import Progress, floss
+from .runners import compiled_call
 from .recipe import Recipe, parse_magnitudes
 from .spectral import stft
 
@@ -123,15 +124,13 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 def _forward_seconds(model: keras.Model, y: np.ndarray, repeats: int = 3) -> float:
     """Best time of one bare, compiled forward pass of the model over the whole excerpt."""
-    from .pipeline import _compiled_call
-
     x = stft(np.asarray(y, np.float32))[None]
     fixed = input_frames(model)
     if fixed is not None:  # a fixed-length model sees the excerpt in windows of its length
         n = -(-x.shape[1] // fixed) * fixed
         x = np.concatenate([x, np.zeros((1, n - x.shape[1]) + x.shape[2:], np.float32)], axis=1)
         x = x.reshape(-1, fixed, *x.shape[2:])
-    fn = _compiled_call(model)
+    fn = compiled_call(model)
     weights = [keras.ops.convert_to_tensor(v.value) for v in model.trainable_variables]
     state = [keras.ops.convert_to_tensor(v.value) for v in model.non_trainable_variables]
     best = float("inf")

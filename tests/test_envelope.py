@@ -7,7 +7,8 @@ import pytest
 
 from senseflosser import envelope, metrics, spectral
 from senseflosser.errors import RecipeError
-from senseflosser.pipeline import KNOT_FRAMES, floss
+from senseflosser.pipeline import floss
+from senseflosser.runners import KNOT_FRAMES
 from senseflosser.recipe import Recipe, build_recipes
 from conftest import SR, tone
 

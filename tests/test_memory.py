@@ -13,7 +13,7 @@ import weakref
 import keras
 import pytest
 
-from senseflosser import pipeline
+from senseflosser import pipeline, runners
 from senseflosser.recipe import Recipe
 from conftest import tone
 
@@ -47,14 +47,14 @@ def test_warm_jobs_build_nothing(tiny_model, count_variables, action):
     for layers in selections:  # warm-up: one job per layer selection
         pipeline.floss(y, tiny_model, [Recipe("tiny", "", action, 0.1, 0, layers=layers)])
     models_before = _live_models()
-    compiled_before = pipeline.compiled_stats()
+    compiled_before = runners.compiled_stats()
     count_variables[0] = 0
     for i in range(JOBS):
         recipe = Recipe("tiny", "", action, 0.01 + 0.5 * i / JOBS, seed=1000 + i, layers=selections[i % 2])
         pipeline.floss(y, tiny_model, [recipe])
     assert count_variables[0] == 0, f"{JOBS} warm {action} jobs created {count_variables[0]} Keras variables"
     assert _live_models() <= models_before
-    assert pipeline.compiled_stats() == compiled_before
+    assert runners.compiled_stats() == compiled_before
 
 
 def test_titration_shares_one_damaged_architecture(tiny_model, count_variables):

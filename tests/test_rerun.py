@@ -57,16 +57,16 @@ def test_floss_to_dir_reuses_the_cached_normal_and_writes_peaks(registry, wav_fi
     data = json.loads((tmp_path / "a" / first["flossed"][0]["peaks"]).read_text())
     assert data["bins"] == 800 and len(data["min"]) == len(data["max"]) == 800
 
-    import senseflosser.pipeline as pipeline
+    from senseflosser import runners
 
     normal_runs = []
-    real = pipeline._Runner.__init__
+    real = runners.Runner.__init__
 
     def counting(self, model, *a, **k):
         normal_runs.append(model)
         return real(self, model, *a, **k)
 
-    monkeypatch.setattr(pipeline._Runner, "__init__", counting)
+    monkeypatch.setattr(runners.Runner, "__init__", counting)
     second = floss_to_dir(wav_file, magnitudes=[0.1], output_dir=tmp_path / "b", **kw)
     assert second["normal_cached"] is True
     assert len(normal_runs) == 1  # the damaged pass only
