@@ -626,7 +626,11 @@
     drawEnvelope();
   });
   [durationInput, offsetInput].forEach((input) => input.addEventListener("change", drawEnvelope));
-  window.addEventListener("resize", () => { drawEnvelope(); transport.draw(); });
+  window.addEventListener("resize", () => {
+    drawEnvelope();
+    transport.draw();
+    if (mapShown && !mapPlot.hasAttribute("hidden")) drawMap(...mapShown);
+  });
 
   /* ---------------------------------------------------------------- submitting */
 
@@ -1360,6 +1364,7 @@
   const mapPlot = $("map-plot");
   const mapFiles = $("map-files");
   let mapGeneration = 0;
+  let mapShown = null;  // the drawn map's (view, done), to lay it out again when the width changes
   const MAP_COLOURS = [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]];
 
   function colour(t) {
@@ -1436,6 +1441,7 @@
   });
 
   function drawMap(view, done) {
+    mapShown = [view, done];
     const map = done.map;
     const layers = map.layers || [];
     const mags = map.magnitudes || [];
@@ -1447,14 +1453,20 @@
     }));
     const lo = cells.length ? Math.min(...cells) : 0;
     const hi = cells.length ? Math.max(...cells) : 1;
-    const left = 130, top = 34, cellW = Math.max(56, Math.floor((640 - left - 20) / Math.max(1, mags.length)));
-    const cellH = 30;
+    // Laid out for the width it gets (the SVG scales to its box): text keeps its size on a phone.
+    const avail = Math.floor(mapPlot.parentElement.getBoundingClientRect().width) || 640;
+    const narrow = avail < 560;
+    const left = narrow ? 92 : 130, top = narrow ? 50 : 34, cellH = 30;
+    const cellW = Math.max(narrow ? 38 : 56, Math.floor((Math.min(avail, 640) - left - 20) / Math.max(1, mags.length)));
     const W = left + cellW * mags.length + 20;
-    const H = top + cellH * layers.length + 70;
+    const H = top + cellH * layers.length + (narrow ? 86 : 70);
     mapPlot.setAttribute("viewBox", `0 0 ${W} ${H}`);
     mapPlot.replaceChildren();
-    svgEl("text", { x: left, y: 14, class: "plot-title" }, mapPlot).textContent =
-      `SNR against normal (dB, median of ${done.seeds || 1} seed${done.seeds === 1 ? "" : "s"}): ${action} on one layer at a time`;
+    const title = [`SNR against normal (dB, median of ${done.seeds || 1} seed${done.seeds === 1 ? "" : "s"}):`,
+      `${action} on one layer at a time`];
+    (narrow ? title : [title.join(" ")]).forEach((line, k) => {
+      svgEl("text", { x: narrow ? 4 : left, y: 14 + 16 * k, class: "plot-title" }, mapPlot).textContent = line;
+    });
     mags.forEach((m, c) => {
       svgEl("text", { x: left + cellW * (c + 0.5), y: top - 6, class: "tick middle" }, mapPlot).textContent = String(m);
     });
@@ -1496,7 +1508,8 @@
       svgEl("text", { x, y: ly + 28, class: "tick middle legend-tick" }, mapPlot).textContent = String(v);
     });
     svgEl("text", { x: left - 8, y: ly + 10, class: "tick end" }, mapPlot).textContent = "SNR, dB";
-    svgEl("text", { x: left + lw + 6, y: ly + 10, class: "tick" }, mapPlot).textContent = "(low = sensitive)";
+    svgEl("text", narrow ? { x: left, y: ly + 46, class: "tick" } : { x: left + lw + 6, y: ly + 10, class: "tick" },
+      mapPlot).textContent = "(low = sensitive)";
     mapPlot.removeAttribute("hidden");
     mapFiles.replaceChildren();
     const names = { png: "Heat map (PNG)", json: "Map (JSON)", csv: "Map (CSV)" };
