@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -97,11 +98,18 @@ def time_receptive_field(model: keras.Model) -> int | None:
     """
     reach = 0
     for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+        if isinstance(layer, CONV_LAYERS):  # time is the first axis after the batch, in 1-D and 2-D
             if layer.data_format != "channels_last" or layer.strides[0] != 1:
                 return None
             span = (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
             reach += -(-span // 2) if layer.padding == "same" else span
+        elif isinstance(layer, keras.layers.Reshape):
+            # Frames kept as the first axis (bins as channels and back) mix nothing along time.
+            target = tuple(layer.target_shape)
+            if not target or target[0] != -1 or None in target[1:] or -1 in target[1:]:
+                return None
+            if math.prod(target[1:]) != math.prod(layer.input.shape[2:]):
+                return None
         elif isinstance(layer, keras.layers.ZeroPadding2D):
             if layer.data_format != "channels_last" or any(layer.padding[0]):
                 return None

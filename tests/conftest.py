@@ -39,6 +39,20 @@ def make_tiny_model(*, frames: int | None = None, seed: int = 0, name: str = "ti
     return keras.Model(inp, out, name=name)
 
 
+def make_conv1d_model(*, seed: int = 0) -> keras.Model:
+    """Frequency bins as channels: 1-D convs over time (the shape of cheap architectures to come)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input(shape=(None, N_BINS, 2), name="stft")
+    x = SpectralCompress(0.3, name="compress")(inp)
+    x = keras.layers.Reshape((-1, 2 * N_BINS), name="bins_as_channels")(x)
+    x = keras.layers.Conv1D(8, 3, padding="same", activation="gelu", name="c1d_a")(x)
+    x = keras.layers.Conv1D(8, 3, padding="same", activation="gelu", name="c1d_b")(x)
+    x = keras.layers.Conv1D(2 * N_BINS, 3, padding="same", name="c1d_out")(x)
+    x = keras.layers.Reshape((-1, N_BINS, 2), name="channels_as_bins")(x)
+    out = SpectralExpand(0.3, name="expand")(x)
+    return keras.Model(inp, out, name="tiny1d")
+
+
 def tone(seconds: float = 2.0, sr: int = SR, *, freqs=(220.0, 440.0, 1330.0), amp: float = 0.25,
          channels: int = 1, seed: int = 0) -> np.ndarray:
     """A mix of sines plus a little noise, shape (n,) or (n, channels)."""
@@ -131,6 +145,13 @@ def give_direction(model: keras.Model, path: Path | None = None) -> None:
 @pytest.fixture(scope="session")
 def tiny_model() -> keras.Model:
     model = make_tiny_model()
+    give_direction(model)
+    return model
+
+
+@pytest.fixture(scope="session")
+def conv1d_model() -> keras.Model:
+    model = make_conv1d_model()
     give_direction(model)
     return model
 

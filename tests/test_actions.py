@@ -253,3 +253,33 @@ def test_saved_flossed_model_loads_back_and_sounds_the_same(tiny_model, action, 
     kept.model.save(tmp_path / "f.keras")
     again = keras.models.load_model(tmp_path / "f.keras")
     assert floss(y, again, []).normal.tobytes() == kept.audio.tobytes()
+
+
+@pytest.mark.parametrize("action", ALL)
+def test_conv1d_layers_are_damaged_as_conv2d_ones_are(conv1d_model, action):
+    # Frequency bins as channels, 1-D convs over time: every action finds, damages and
+    # reproduces these layers as it does 2-D ones, and the source stays untouched.
+    assert conv_layer_names(conv1d_model) == ["c1d_a", "c1d_b", "c1d_out"]
+    before = _weights(conv1d_model)
+    y = tone(1.0)
+    spec = actions.get(action)
+    recipes = [Recipe("tiny1d", "", action, m, 11) for m in spec.magnitude.titration[-2:]]
+    first = floss(y, conv1d_model, recipes)
+    again = floss(y, conv1d_model, recipes)
+    for a, b in zip(first.flossed, again.flossed):
+        assert a.audio.tobytes() == b.audio.tobytes()
+    low, high = (out.metrics["snr_db"] for out in first.flossed)
+    assert high < low < 200  # damaged, and more so at the higher magnitude
+    for name, ws in _weights(conv1d_model).items():
+        for w0, w1 in zip(before[name], ws):
+            np.testing.assert_array_equal(w0, w1)
+
+
+@pytest.mark.parametrize("action", ["fog", "ablate", "bitflip"])
+def test_named_channels_of_a_conv1d_layer_only(conv1d_model, action):
+    damaged = _damage(conv1d_model, action, magnitude=1.0 if action != "fog" else 0.5, layers="c1d_b:1,3")
+    assert _changed_channels(conv1d_model.get_layer("c1d_b").get_weights(),
+                             damaged.get_layer("c1d_b").get_weights(), "c1d_b") == {1, 3}
+    for name in ("c1d_a", "c1d_out"):
+        assert _changed_channels(conv1d_model.get_layer(name).get_weights(),
+                                 damaged.get_layer(name).get_weights(), name) == set()

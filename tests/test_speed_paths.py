@@ -38,6 +38,10 @@ def test_receptive_field_matches_a_probe(arch):
     assert time_receptive_field(model) == _probe_reach(model)
 
 
+def test_receptive_field_of_1d_convs_over_frames_matches_a_probe(conv1d_model):
+    assert time_receptive_field(conv1d_model) == _probe_reach(conv1d_model) == 3
+
+
 def test_receptive_field_of_the_tiny_model_and_unknown_layers(tiny_model):
     import keras
 
