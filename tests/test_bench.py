@@ -131,3 +131,45 @@ def test_quick_rq_bench_completes_with_no_job_lost(models_dir, tmp_path):
     assert res["hop"]["local_median_s"] > 0 and res["hop"]["rq_median_s"] > 0
     assert res["throughput"]["one_worker"]["done"] == res["throughput"]["two_workers"]["done"] == 5
     assert "queue hop overhead" in proc.stdout and "SIGKILLed" in proc.stdout
+
+
+def test_librosa_comparison_runs_and_agrees(tmp_path, capsys):
+    from benchmarks import librosa_compare
+
+    out = tmp_path / "librosa.json"
+    assert librosa_compare.main(["--rounds", "1", "--short", "1", "--long", "2.5", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    for seconds in ("1", "2.5"):
+        for task in ("load", "analysis", "synthesis", "process"):
+            row = res[f"{task} {seconds} s"]
+            assert row["ours_s"] > 0 and row["librosa_s"] > 0 and row["ours_mib"] > 0
+            # Both sides compute the same thing (the round trip differs only at librosa's last,
+            # singly-covered samples).
+            assert row["max_abs_diff"] < (1e-3 if task == "process" else 1e-5), (task, row)
+        assert res[f"spectrogram {seconds} s"]["librosa_s"] > 0
+    assert "time ours" in capsys.readouterr().out
+
+
+def test_models_table_measures_every_model_on_every_set(models_dir, tmp_path, capsys):
+    import soundfile as sf
+
+    from benchmarks import models_table
+    from conftest import tone
+
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        sf.write(folder / "x.wav", tone(3.0, seed=len(name)), 22050)
+    out = tmp_path / "table.json"
+    assert models_table.main(["--heldout", f"music={tmp_path / 'a'}", "--heldout", f"speech={tmp_path / 'b'}",
+                              "--models-dir", str(models_dir), "--clips", "1", "--clip-seconds", "2",
+                              "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res) == {"tiny", "tinyfixed"}
+    for entry in res.values():
+        assert entry["music"]["clips"] == entry["speech"]["clips"] == 1
+        assert entry["forward"]["gflop_per_s_audio"] > 0
+    table = capsys.readouterr().out
+    assert "| tiny |" in table and "music: SI-SNR" in table
+    with pytest.raises(SystemExit):
+        models_table.main(["--heldout", "nolabel", "--models-dir", str(models_dir)])
