@@ -29,6 +29,8 @@ N_MELS = 128
 DB_RANGE = (-90.0, 0.0)
 """Levels at the ends of the colour bar, in dB relative to a full-scale sine."""
 CMAP = "magma"
+MIN_SIZE = (320, 160)
+"""Smallest image (width, height) in pixels that holds the axes, their labels and the colour bar."""
 
 
 @functools.cache
@@ -90,7 +92,7 @@ def save_spectrogram(y: np.ndarray, path: str | os.PathLike, *, width: int = 800
     path : str or os.PathLike
         Where to write the PNG.
     width, height : int, keyword-only
-        Image size in pixels. Tracks with more frames than ``width`` are
+        Image size in pixels, at least :data:`MIN_SIZE`. Tracks with more frames than ``width`` are
         pooled to at most ``width`` columns by their loudest frame, so short
         transients stay visible.
     dpi : int, keyword-only
@@ -106,6 +108,9 @@ def save_spectrogram(y: np.ndarray, path: str | os.PathLike, *, width: int = 800
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    if width < MIN_SIZE[0] or height < MIN_SIZE[1]:
+        raise ValueError(f"a spectrogram image needs at least {MIN_SIZE[0]} x {MIN_SIZE[1]} pixels for its axes "
+                         f"and colour bar, got {width} x {height}")
     db = mel_db(y)
     frames = db.shape[1]
     first = np.arange(frames + 1)  # first frame of each column, and the end

@@ -59,3 +59,9 @@ def test_the_image_has_the_asked_size_and_shows_a_click_where_it_is(tmp_path, si
     drawn = cols[brightness > 0]
     left, right = drawn.min(), drawn.max()
     assert abs(peak - (left + right) / 2) < 0.03 * (right - left) + 2
+
+
+def test_an_image_too_small_for_its_axes_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="at least 320 x 160 pixels.*got 200 x 256"):
+        spectrogram.save_spectrogram(np.zeros(SR, np.float32), tmp_path / "x.png", width=200)
+    assert not (tmp_path / "x.png").exists()
