@@ -316,7 +316,8 @@ def plot_card(card: dict[str, Any], path: Path) -> Path:
     for action, curve in curves.items():
         # Older cards keep one list of magnitudes for every action.
         mags = curve.get("magnitudes") or ev.get("magnitudes") or []
-        ax.plot(mags, curve["snr_db_median"], marker="o", label=action)
+        snr = [np.nan if v is None or not math.isfinite(v) else v for v in curve["snr_db_median"]]  # no damage
+        ax.plot(mags, snr, marker="o", label=action)
     if curves:
         ax.set_xscale("log")
         ax.axhline(0, color="grey", lw=0.5)
@@ -392,6 +393,11 @@ def find_universal_direction(
     return path, info
 
 
+def _db_text(snr: float | None) -> str:
+    # An infinite SNR (stored as null in a card) means the output equals the normal one.
+    return "no change" if snr is None or not math.isfinite(snr) else f"{snr:.1f}"
+
+
 def markdown_tables(cards: Sequence[dict[str, Any]]) -> str:
     """The README's tables of the shipped models, made from their cards (a test keeps the README equal).
 
@@ -421,7 +427,7 @@ def markdown_tables(cards: Sequence[dict[str, Any]]) -> str:
         for action, curve in ((c.get("evaluation") or {}).get("dose_response") or {}).items():
             mags = curve.get("magnitudes") or (c.get("evaluation") or {}).get("magnitudes") or []
             rows.append(f"| `{c['name']}` | {action} | {' / '.join(f'{m:g}' for m in mags)} | "
-                        f"{' / '.join(f'{v:.1f}' for v in curve['snr_db_median'])} |")
+                        f"{' / '.join(_db_text(v) for v in curve['snr_db_median'])} |")
     out += "\n".join(rows) + "\n"
     lines = []
     for c in cards:

@@ -7,9 +7,7 @@ models into one folder, returning a manifest of what it wrote.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -24,6 +22,7 @@ from . import device
 from . import envelope as envelope_mod
 from .actions import conv_channels, worst_case
 from .models import ModelRegistry
+from .jsonfile import write_json
 from .normal_cache import NormalCache, cache_key, link_or_copy
 from .peaks import write_peaks
 from .pipeline import Progress, floss
@@ -39,24 +38,6 @@ def safe_stem(name: str, *, default: str = "audio") -> str:
     """A file-name stem made only of safe characters (for names derived from user input)."""
     stem = _STEM_RE.sub("_", Path(str(name)).stem).strip("._-")[:80]
     return stem or default
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (non-finite floats become null)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
 
 
 def resolve_model(

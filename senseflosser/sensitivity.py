@@ -24,6 +24,7 @@ import numpy as np
 from . import actions
 from .errors import RecipeError
 from .models import ModelRegistry, conv_layer_names, input_frames
+from .jsonfile import write_json
 from .pipeline import Progress, floss
 from .runners import compiled_call
 from .recipe import Recipe, parse_magnitudes
@@ -146,7 +147,7 @@ def write_map(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, s
     """Write ``map.json``, ``map.csv`` and ``map.png`` (the heat map); returns their names."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "map.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "map.json", report)
     with open(out / "map.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["layer", "magnitude", "snr_db_median", "snr_db_min", "snr_db_max",

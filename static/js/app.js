@@ -103,14 +103,16 @@
     const ev = card.evaluation;
     const normal = ev && typeof ev === "object" ? ev.normal : null;
     if (normal && typeof normal.si_snr_db_median === "number") {
-      parts.push(`On held-out music it reconstructs at ${normal.si_snr_db_median.toFixed(1)} dB SI-SNR ` +
+      parts.push(`On held-out audio it reconstructs at ${normal.si_snr_db_median.toFixed(1)} dB SI-SNR ` +
                  `(log-spectral distance ${Number(normal.lsd_db_median).toFixed(2)} dB).`);
     }
     const action = selectedAction();
     const curve = ev && ev.dose_response && ev.dose_response[action];
     const mags = curve && (curve.magnitudes || ev.magnitudes);
     if (curve && Array.isArray(mags) && Array.isArray(curve.snr_db_median)) {
-      const pts = mags.map((m, i) => `${m}: ${Number(curve.snr_db_median[i]).toFixed(0)} dB`);
+      // null: the output equals normal (no channel or weight is hit at that magnitude on this model)
+      const pts = mags.map((m, i) => `${m}: ${curve.snr_db_median[i] === null ? "no change"
+        : `${Number(curve.snr_db_median[i]).toFixed(0)} dB`}`);
       parts.push(`${sentence(action).replace(/\.$/, "")} damage, SNR against normal: ${pts.join(", ")}.`);
     }
     return parts.filter(Boolean).join(" ");
@@ -343,7 +345,7 @@
     let text;
     if (scale && scale.calibrated) {
       text = `damage ${Math.round(100 * p)} % = ${action} ${fmtMag(m)}`;
-      damageValue.title = `about ${scale.snrAt(p).toFixed(0)} dB SNR against normal on held-out music`;
+      damageValue.title = `about ${scale.snrAt(p).toFixed(0)} dB SNR against normal on held-out audio`;
     } else {
       text = `${action} ${fmtMag(m)} (log scale)`;
       damageValue.title = "";
