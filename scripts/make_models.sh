@@ -15,7 +15,7 @@
 # 5-second ones: about ten times the steps per minute, which is what made them
 # reach a cleaner reconstruction on a CPU budget. Both at once, one thread each,
 # about an hour; rerunning resumes. Then game-orchestral-lite, the same at half the
-# width (a quarter of the forward cost), about half an hour.
+# width (a quarter of the forward cost), another hour.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-.senseflosser-work/corpus}
@@ -84,10 +84,10 @@ $PY -m senseflosser train --data-dir "$WORK/speech-cs/train" --name speech-czech
   > "$WORK/speech-czech.log" 2>&1 &
 wait
 # game-orchestral-lite: the same recipe at half the width (16 channels at full resolution, 32 at
-# 513 bins): a quarter of the FLOPs, so three times the steps again (6000 in 31 minutes alone on
-# one core) with a cosine decay planned over all of them.
+# 513 bins): a quarter of the FLOPs, so about four times the steps per minute (12,000 in an hour
+# alone on one core) with a cosine decay planned over all of them.
 $PY -m senseflosser train --data-dir "$WORK/game-orchestral/train" --name game-orchestral-lite --seed 1 \
-  "${short[@]}" --width 16 --epochs 150 --max-minutes 70 --work-dir "$WORK/run-game-orchestral-lite" \
+  "${short[@]}" --width 16 --epochs 300 --max-minutes 80 --work-dir "$WORK/run-game-orchestral-lite" \
   --corpus "Debian packages pushover-data (10 themes) and freedroidrpg-data (16 music tracks), 4 tracks held out" \
   --licence "GPL-3+ (pushover-data), GPL-2+ (freedroidrpg-data)" \
   --summary "Orchestral and electronic game music (Pushover, FreedroidRPG): the bottleneck net at half the width, a quarter of the FLOPs. Takes audio of any length." \

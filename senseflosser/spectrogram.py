@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import librosa
@@ -102,12 +103,14 @@ def save_spectrogram(y: np.ndarray, path: str | os.PathLike, *, width: int = 800
     -------
     pathlib.Path
         The path written.
-    """
-    # Matplotlib's object API (no pyplot): no global state, safe in a threaded server.
-    import librosa.display
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
+    Notes
+    -----
+    A job draws several images of one length (the original, the normal output,
+    each damaged one): they share one drawn figure, and only its spectrogram
+    is drawn again (the axes, their text and the colour bar are two thirds of
+    the cost of an image).
+    """
     if width < MIN_SIZE[0] or height < MIN_SIZE[1]:
         raise ValueError(f"a spectrogram image needs at least {MIN_SIZE[0]} x {MIN_SIZE[1]} pixels for its axes "
                          f"and colour bar, got {width} x {height}")
@@ -119,25 +122,62 @@ def save_spectrogram(y: np.ndarray, path: str | os.PathLike, *, width: int = 800
         db = librosa.util.sync(db, first, aggregate=np.max, pad=False)
     # Each column drawn at the middle of its frames (frame k is centred on sample k * HOP).
     times = (first[:-1] + first[1:] - 1) / 2 * HOP / SAMPLE_RATE
+    key = (frames, width, height, dpi)
+    with _figures_lock:
+        figure = _figures.pop(key, None) or _Figure(db, times, width=width, height=height, dpi=dpi)
+        _figures[key] = figure  # most recently used last
+        while len(_figures) > _FIGURES_MAX:
+            _figures.pop(next(iter(_figures)))
+        return figure.paint(db, Path(path))
 
-    # Fixed margins in pixels (room for the tick labels) instead of a layout engine, which
-    # would draw the figure twice; the colour bar takes the right-hand strip.
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    FigureCanvasAgg(fig)
-    left, right, bottom, top, bar_w, gap = 74, 96, 40, 10, 12, 10
-    ax = fig.add_axes([left / width, bottom / height, 1 - (left + right) / width, 1 - (bottom + top) / height])
-    cax = fig.add_axes([1 - (right - gap) / width, bottom / height, bar_w / width, 1 - (bottom + top) / height])
-    lo, hi = DB_RANGE
-    mesh = librosa.display.specshow(db, x_coords=times, x_axis="time", y_axis="mel", sr=SAMPLE_RATE,
-                                    hop_length=HOP, n_fft=N_FFT, fmax=SAMPLE_RATE / 2, cmap=CMAP, vmin=lo,
-                                    vmax=hi, ax=ax)
-    ax.set_xlabel("time")
-    ax.set_ylabel("frequency (Hz)")
-    bar = fig.colorbar(mesh, cax=cax, format="%+.0f dB")
-    bar.set_label("dB re full-scale sine", fontsize="small")
-    p = Path(path)
-    fig.savefig(p, format="png")
-    return p
+
+_FIGURES_MAX = 4
+"""Drawn figures kept per process, one per image shape and track length."""
+_figures: dict[tuple, _Figure] = {}
+_figures_lock = threading.Lock()
+
+
+class _Figure:
+    """One drawn spectrogram figure (axes, labels, colour bar) whose spectrogram is redrawn per image."""
+
+    def __init__(self, db: np.ndarray, times: np.ndarray, *, width: int, height: int, dpi: int) -> None:
+        # Matplotlib's object API (no pyplot): no global state, safe in a threaded server.
+        import librosa.display
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        # Fixed margins in pixels (room for the tick labels) instead of a layout engine, which
+        # would draw the figure twice; the colour bar takes the right-hand strip.
+        fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+        self.canvas = FigureCanvasAgg(fig)
+        left, right, bottom, top, bar_w, gap = 74, 96, 40, 10, 12, 10
+        self.ax = fig.add_axes([left / width, bottom / height, 1 - (left + right) / width,
+                                1 - (bottom + top) / height])
+        cax = fig.add_axes([1 - (right - gap) / width, bottom / height, bar_w / width, 1 - (bottom + top) / height])
+        lo, hi = DB_RANGE
+        self.mesh = librosa.display.specshow(db, x_coords=times, x_axis="time", y_axis="mel", sr=SAMPLE_RATE,
+                                             hop_length=HOP, n_fft=N_FFT, fmax=SAMPLE_RATE / 2, cmap=CMAP,
+                                             vmin=lo, vmax=hi, ax=self.ax)
+        self.ax.set_xlabel("time")
+        self.ax.set_ylabel("frequency (Hz)")
+        bar = fig.colorbar(self.mesh, cax=cax, format="%+.0f dB")
+        bar.set_label("dB re full-scale sine", fontsize="small")
+        # Everything but the spectrogram, drawn once.
+        self.mesh.set_visible(False)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(fig.bbox)
+        self.mesh.set_visible(True)
+
+    def paint(self, db: np.ndarray, path: Path) -> Path:
+        from PIL import Image
+
+        self.mesh.set_array(db)
+        self.canvas.restore_region(self.background)
+        self.ax.draw_artist(self.mesh)
+        for spine in self.ax.spines.values():  # the frame stays on top, as in a full draw
+            self.ax.draw_artist(spine)
+        Image.fromarray(np.asarray(self.canvas.buffer_rgba())).save(path, format="PNG")
+        return path
 
 
 def warm_up() -> None:

@@ -65,3 +65,24 @@ def test_an_image_too_small_for_its_axes_is_refused(tmp_path):
     with pytest.raises(ValueError, match="at least 320 x 160 pixels.*got 200 x 256"):
         spectrogram.save_spectrogram(np.zeros(SR, np.float32), tmp_path / "x.png", width=200)
     assert not (tmp_path / "x.png").exists()
+
+
+def test_images_of_one_length_share_a_figure_and_each_shows_its_own_audio(tmp_path):
+    def click_at(seconds):
+        y = np.zeros(20 * SR, np.float32)
+        y[int(seconds * SR) : int(seconds * SR) + 64] = 0.5
+        return y
+
+    def peak_column(path):
+        image = np.asarray(Image.open(path).convert("L"), dtype=float)[20:-50, 100:-120]
+        return int(np.argmax(image.mean(axis=0)))
+
+    spectrogram._figures.clear()
+    first = spectrogram.save_spectrogram(click_at(15.0), tmp_path / "a.png")
+    second = spectrogram.save_spectrogram(click_at(5.0), tmp_path / "b.png")
+    assert len(spectrogram._figures) == 1  # one drawn figure served both
+    assert peak_column(second) < peak_column(first)
+    # The shared figure draws what a fresh one draws, pixel for pixel.
+    spectrogram._figures.clear()
+    fresh = spectrogram.save_spectrogram(click_at(5.0), tmp_path / "c.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(second)), np.asarray(Image.open(fresh)))
