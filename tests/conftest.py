@@ -39,6 +39,27 @@ def make_tiny_model(*, frames: int | None = None, seed: int = 0, name: str = "ti
     return keras.Model(inp, out, name=name)
 
 
+def state_on_disk(data_dir: Path, job_id: str) -> dict:
+    """A job's state as its runner wrote it (``<data_dir>/<id>/state.json``)."""
+    return json.loads((data_dir / job_id / "state.json").read_text())
+
+
+def wait_on_disk(data_dir: Path, job_id: str, predicate, what: str, timeout: float = 240.0) -> dict:
+    """Poll a job's state file until ``predicate(state)``; fail naming ``what`` never happened."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = state_on_disk(data_dir, job_id)
+        except (OSError, ValueError):  # not written yet, or caught mid-replace
+            state = None
+        if state is not None and predicate(state):
+            return state
+        assert time.monotonic() < deadline, f"job {job_id} never {what}: {state}"
+        time.sleep(0.02)
+
+
 def make_conv1d_model(*, seed: int = 0) -> keras.Model:
     """Frequency bins as channels: 1-D convs over time (the shape of cheap architectures to come)."""
     keras.utils.set_random_seed(seed)

@@ -11,7 +11,6 @@ worker is SIGKILLed in the middle of a job.
 from __future__ import annotations
 
 import io
-import json
 import os
 import signal
 import threading
@@ -24,7 +23,7 @@ import pytest
 from benchmarks import servers
 import soundfile as sf
 
-from conftest import SR, tone
+from conftest import SR, state_on_disk, tone, wait_on_disk
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
@@ -333,23 +332,6 @@ def gunicorn(models_dir, tmp_path):
     yield make
     for server in servers:
         server.stop()
-
-
-def state_on_disk(data_dir: Path, job_id: str) -> dict:
-    return json.loads((data_dir / job_id / "state.json").read_text())
-
-
-def wait_on_disk(data_dir: Path, job_id: str, predicate, what: str, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            state = state_on_disk(data_dir, job_id)
-        except (OSError, ValueError):
-            state = None
-        if state is not None and predicate(state):
-            return state
-        assert time.monotonic() < deadline, f"job {job_id} never {what}: {state}"
-        time.sleep(0.02)
 
 
 def submit_http(base: str, audio: bytes, filename: str = "song.wav", **fields) -> str:

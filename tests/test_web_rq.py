@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks import servers
-from conftest import SR, job_executor, tone
+from conftest import SR, job_executor, state_on_disk, tone, wait_on_disk
 
 FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 HEARTBEAT_S = 0.5
@@ -59,25 +59,6 @@ def wait_view(client, job_id: str, predicate, what: str, timeout: float = 240.0)
 
 def finished(client, job_id: str, timeout: float = 240.0) -> dict:
     return wait_view(client, job_id, lambda v: v["state"] in ("done", "failed"), "finished", timeout)
-
-
-def state_on_disk(data_dir: Path, job_id: str) -> dict:
-    import json
-
-    return json.loads((data_dir / job_id / "state.json").read_text())
-
-
-def wait_disk(data_dir: Path, job_id: str, predicate, what: str, timeout: float = 240.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            state = state_on_disk(data_dir, job_id)
-        except (OSError, ValueError):
-            state = None
-        if state is not None and predicate(state):
-            return state
-        assert time.monotonic() < deadline, f"job {job_id} never {what}: {state}"
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -128,11 +109,11 @@ def test_workers_sigkilled_mid_job_jobs_still_end_and_positions_are_global(rq_si
 
     long_clip = wav(tone(300.0))  # titrated: seconds of work, long enough to be caught running
     long_job = submit(a, long_clip, "long.wav", titrate="1")["id"]
-    first = wait_disk(data_dir, long_job, lambda s: s["state"] == "running", "ran")
+    first = wait_on_disk(data_dir, long_job, lambda s: s["state"] == "running", "ran")
     victim, survivor = (w1, w2) if first["worker"] == "w1" else (w2, w1)
     # The survivor takes a long job of its own, so the next ones wait in the queue.
     other_long = submit(b, long_clip, "other.wav", titrate="1", seed="5")["id"]
-    wait_disk(data_dir, other_long, lambda s: s["state"] == "running", "ran")
+    wait_on_disk(data_dir, other_long, lambda s: s["state"] == "running", "ran")
 
     clips = [wav(tone(1.0, freqs=(110.0 * (i + 2), 170.0 * (i + 1)), seed=i)) for i in range(3)]
     queued = []
@@ -146,7 +127,7 @@ def test_workers_sigkilled_mid_job_jobs_still_end_and_positions_are_global(rq_si
     assert state_on_disk(data_dir, long_job)["state"] == "running"  # still running when its worker dies
     victim.kill()
     # Re-queued after its heartbeat lapsed, then run by the survivor after its current job.
-    again = wait_disk(data_dir, long_job, lambda s: s["state"] == "running" and s["attempts"] == 2,
+    again = wait_on_disk(data_dir, long_job, lambda s: s["state"] == "running" and s["attempts"] == 2,
                       "started again", timeout=300)
     assert again["worker"] != first["worker"]
     assert finished(a, long_job, 300)["state"] == "done"
@@ -165,9 +146,9 @@ def test_workers_sigkilled_mid_job_jobs_still_end_and_positions_are_global(rq_si
     w3 = rq_site.worker("w3")
     w3.wait_log(servers.WORKER_READY, timeout=300)
     doomed = submit(a, long_clip, "doomed.wav", titrate="1", seed="9")["id"]
-    s1 = wait_disk(data_dir, doomed, lambda s: s["state"] == "running", "ran")
+    s1 = wait_on_disk(data_dir, doomed, lambda s: s["state"] == "running", "ran")
     {"w1": w1, "w2": w2, "w3": w3}[s1["worker"]].kill()
-    s2 = wait_disk(data_dir, doomed, lambda s: s["state"] == "running" and s["attempts"] == 2, "restarted",
+    s2 = wait_on_disk(data_dir, doomed, lambda s: s["state"] == "running" and s["attempts"] == 2, "restarted",
                    timeout=300)
     {"w1": w1, "w2": w2, "w3": w3}[s2["worker"]].kill()
     failed = finished(b, doomed, 120)
