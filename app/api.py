@@ -11,8 +11,9 @@ from flask import Blueprint, current_app, jsonify, request, send_file, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from senseflosser import envelope
-from senseflosser.actions import ACTIONS
-from senseflosser.errors import RecipeError
+from senseflosser.actions import ACTIONS, get
+from senseflosser.errors import InputError
+from senseflosser.jobspec import JobSpec
 from senseflosser.normal_cache import link_or_copy
 from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
@@ -20,8 +21,8 @@ from . import services
 from .config import parse_bool
 from .engine import MODEL_FILE, OUTPUT_STEM
 from .errors import ApiError
-from .forms import FormError, parse_job_form, split_filename
-from .jobs import JobFailed, QueueFull, StorageFull, valid_job_id
+from .forms import parse_job_form, split_filename
+from .jobs import QueueFull, StorageFull, valid_job_id
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ def _create(kind: str):
         form = _map_form(form)
     if model_upload is None:
         job = _job_form(form, filename)
+        if kind == "map":
+            _check_map(job)
     if not svc.runner.has_room():
         raise _busy("the queue is full")
 
@@ -102,8 +105,10 @@ def _create(kind: str):
         (job_dir / "input").mkdir()
         model_spec: dict[str, Any] = {}
         if model_upload is not None:
-            model_spec, name, channels = _save_model(model_upload, job_dir / "input")
-            job = _job_form(form, filename, uploaded=(name, channels))
+            model_spec, name, channels, sha = _save_model(model_upload, job_dir / "input")
+            job = _job_form(form, filename, uploaded=(name, channels, sha))
+            if kind == "map":
+                _check_map(job)
         dest = job_dir / "input" / f"{OUTPUT_STEM}{job.extension}"
         if source is not None:
             link_or_copy(source[0], dest)  # the source job may expire first: this job keeps its own
@@ -112,21 +117,11 @@ def _create(kind: str):
         size = dest.stat().st_size
         if size > current_app.config["MAX_UPLOAD_MB"] * 1024 * 1024:
             raise RequestEntityTooLarge()
-        try:
-            info = svc.engine.check_audio(dest, offset=job.offset, duration=job.duration,
-                                          display_name=job.filename)
-        except JobFailed as exc:
-            raise ApiError(400, str(exc)) from None
+        info = svc.engine.check_audio(dest, offset=job.offset, duration=job.duration, display_name=job.filename)
         spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info, **model_spec}
-        if job.envelope:
-            try:
-                points = envelope.resolve(job.envelope, info["segment_duration"])
-                envelope.check_within(points, info["segment_duration"])
-            except RecipeError as exc:
-                raise ApiError(400, str(exc)) from None
-            spec["envelope"] = [list(p) for p in points]
+        spec["spec"] = job.spec.fixed(info["segment_duration"]).to_dict()  # envelope points now the audio is known
         if kind == "map":
-            spec.update(kind="map", seeds=_map_seeds(form), layers=None, save_model=False)
+            spec.update(kind="map", seeds=_map_seeds(form))
         state = svc.runner.submit(job_id, spec)
     except QueueFull as exc:
         svc.store.delete(job_id)
@@ -175,53 +170,51 @@ def _map_form(form):
         fields["titrate"] = "1"
     if not form.get("duration"):
         fields["duration"] = str(DEFAULT_DURATION)
-    try:
-        seconds = float(fields["duration"])
-    except ValueError:
-        seconds = None  # the job form says what is wrong
-    if seconds is not None and seconds > MAP_MAX_SECONDS:
-        raise ApiError(400, f"a map measures at most {MAP_MAX_SECONDS:g} seconds of audio; got duration {seconds:g}")
     fields.setlist("layers", [])
     return fields
 
 
+def _check_map(job) -> None:
+    """What a map's spec may not hold: an envelope, or more than :data:`MAP_MAX_SECONDS` of audio."""
+    if job.spec.enveloped:
+        raise InputError("a map damages each layer at fixed magnitudes: send magnitudes (or none for the "
+                         "action's titration), not an envelope")
+    if job.duration is not None and job.duration > MAP_MAX_SECONDS:
+        raise InputError(f"a map measures at most {MAP_MAX_SECONDS:g} seconds of audio; got duration {job.duration:g}")
+
+
 def _map_seeds(form) -> int:
     text = (form.get("seeds") or "").strip() or str(DEFAULT_SEEDS)
-    if not text.isdigit() or not 1 <= int(text) <= MAP_MAX_SEEDS:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAP_MAX_SEEDS:
         raise ApiError(400, f"seeds must be a whole number from 1 to {MAP_MAX_SEEDS}, got {text[:20]!r}")
     return int(text)
 
 
-def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int]] | None = None):
+def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int], str] | None = None):
+    """The job's spec from its form (any :class:`~senseflosser.errors.SenseflosserError` is answered as a 400)."""
     svc = services()
-    try:
-        if uploaded is None:
-            return parse_job_form(form, form.getlist, filename=filename, model_names=svc.engine.model_names(),
-                                  conv_layers=svc.engine.conv_layers, max_duration=current_app.config["MAX_DURATION_S"])
-        name, channels = uploaded
-        return parse_job_form(form, form.getlist, filename=filename, model_names=[name],
-                              conv_layers=lambda _: channels, max_duration=current_app.config["MAX_DURATION_S"],
-                              uploaded_model=name)
-    except FormError as exc:
-        raise ApiError(400, str(exc)) from None
+    limit = current_app.config["MAX_DURATION_S"]
+    if uploaded is None:
+        return parse_job_form(form, form.getlist, filename=filename, model_names=svc.engine.model_names(),
+                              conv_layers=svc.engine.conv_layers, max_duration=limit, outputs=svc.engine.outputs())
+    name, channels, sha = uploaded
+    return parse_job_form(form, form.getlist, filename=filename, model_names=[name], conv_layers=lambda _: channels,
+                          max_duration=limit, uploaded_model=name, model_sha256=sha, outputs=svc.engine.outputs())
 
 
-def _save_model(part, folder) -> tuple[dict[str, Any], str, dict[str, int]]:
-    """Store an uploaded model beside the job's audio and check it; ``(spec fields, model name, conv channels)``."""
+def _save_model(part, folder) -> tuple[dict[str, Any], str, dict[str, int], str]:
+    """Store an uploaded model beside the job's audio and check it; ``(spec fields, name, conv channels, sha256)``."""
     display = split_filename(part.filename)[0]
     dest = folder / MODEL_FILE
     part.save(dest)
     limit = current_app.config["MAX_MODEL_MB"]
     if dest.stat().st_size > limit * 1024 * 1024:
         raise ApiError(413, f"the model file is larger than the limit of {limit:g} MB for uploaded models")
-    try:
-        info = services().engine.check_uploaded_model(dest, display_name=display,
-                                                      max_parameters=current_app.config["MAX_MODEL_PARAMS"])
-    except JobFailed as exc:
-        raise ApiError(400, str(exc)) from None
+    info = services().engine.check_uploaded_model(dest, display_name=display,
+                                                  max_parameters=current_app.config["MAX_MODEL_PARAMS"])
     spec = {"model_file": MODEL_FILE, "model_filename": display, "model_sha256": info["model_sha256"],
             "model_parameters": info["parameters"]}
-    return spec, info["model_name"], info["conv_channels"]
+    return spec, info["model_name"], info["conv_channels"], info["model_sha256"]
 
 
 @bp.get("/jobs/<job_id>")
@@ -257,8 +250,9 @@ def map_view(state: dict) -> dict[str, Any]:
         "id": job_id, "state": state["state"],
         "position": state.get("position") if state["state"] == "queued" else None,
         "progress": state.get("progress", 0.0), "message": state.get("message"), "error": state.get("error"),
-        "filename": spec.get("filename"), "model": spec.get("model"), "action": spec.get("action"),
-        "seeds": spec.get("seeds"), "map": None, "files": None,
+        "filename": spec.get("filename"), "model": spec.get("model"),
+        "action": JobSpec.from_checked(spec["spec"]).base.action, "seeds": spec.get("seeds"), "map": None,
+        "files": None,
     }
     if manifest and isinstance(manifest.get("map"), dict):
         report = dict(manifest["map"])
@@ -347,31 +341,45 @@ def _output(job_id: str, entry: dict) -> dict[str, Any]:
     }
 
 
-def cli_command(spec: dict, manifest: dict | None) -> str:
-    """The command line that reproduces a job with the CLI."""
-    magnitudes = spec["magnitudes"]
-    seed = manifest.get("seed", spec["seed"]) if manifest else spec["seed"]
-    model = spec.get("model_filename") if spec.get("model_file") else spec["model"]
-    parts = ["senseflosser", "floss", "-i", spec["filename"], "-m", model, "-a", spec["action"]]
-    if spec.get("envelope"):
-        parts += ["--envelope", envelope.to_text(tuple(tuple(p) for p in spec["envelope"]))]
-    elif len(magnitudes) == 1:
-        parts += ["-g", repr(float(magnitudes[0]))]
+def cli_command(request_spec: dict, manifest: dict | None) -> str:
+    """The command line that reproduces a job with the CLI (flags from the action's declared parameters)."""
+    job = JobSpec.from_checked(request_spec["spec"])
+    base = job.base
+    model = request_spec.get("model_filename") if request_spec.get("model_file") else base.model
+    parts = ["senseflosser", "floss", "-i", request_spec["filename"], "-m", model, "-a", base.action]
+    if base.envelope is not None:
+        parts += ["--envelope", envelope.to_text(base.envelope)]
+    elif len(job.recipes) == 1:
+        parts += ["-g", repr(base.magnitude)]
     else:
-        parts += ["--magnitudes", ",".join(repr(float(m)) for m in magnitudes)]
-    parts += ["--seed", str(seed)]
-    if spec.get("layers"):
-        parts += ["--layers", ",".join(spec["layers"])]
-    if spec.get("offset"):
-        parts += ["--offset", repr(float(spec["offset"]))]
-    if spec.get("duration") is not None:
-        parts += ["--duration", repr(float(spec["duration"]))]
-    if spec.get("on_input"):
-        parts.append("--adversarial-on-input")
-    if spec.get("save_model"):
+        parts += ["--magnitudes", ",".join(repr(m) for m in job.magnitudes)]
+    parts += ["--seed", str(base.seed)]
+    if base.layers:
+        parts += ["--layers", ",".join(base.layers)]
+    if base.offset:
+        parts += ["--offset", repr(base.offset)]
+    if base.duration is not None:
+        parts += ["--duration", repr(base.duration)]
+    spec = get(base.action)
+    for name, value in base.params:
+        param = spec.param(name)
+        if value != param.default:
+            parts += [param.flags[0]] if param.type == "bool" else [param.flags[0], repr(value)]
+    if job.outputs.save_model:
         parts.append("--save-model")
     parts.append("--spectrograms")
     return shlex.join(parts)
+
+
+def request_summary(request_spec: dict) -> dict[str, Any]:
+    """What a job was asked for, read off its spec (``request`` in the job's view)."""
+    job = JobSpec.from_checked(request_spec["spec"])
+    base = job.base
+    return {"model": base.model, "action": base.action, "magnitudes": list(job.magnitudes), "seed": base.seed,
+            "layers": list(base.layers) if base.layers is not None else None, "offset": base.offset,
+            "duration": base.duration, "params": dict(base.params),
+            "envelope": [list(p) for p in base.envelope] if base.envelope is not None else None,
+            "save_model": job.outputs.save_model}
 
 
 def job_view(state: dict) -> dict[str, Any]:
@@ -380,7 +388,8 @@ def job_view(state: dict) -> dict[str, Any]:
     spec = state["request"]
     manifest = state.get("manifest") if state["state"] == "done" else None
     ttl = current_app.config["RESULT_TTL_S"]
-    recipe = {k: spec[k] for k in ("model", "action", "magnitudes", "seed", "layers", "offset", "duration")}
+    asked = request_summary(spec)
+    recipe = {k: asked[k] for k in ("model", "action", "magnitudes", "seed", "layers", "offset", "duration", "params")}
     if manifest and isinstance(manifest.get("recipe"), dict):
         recipe = {k: v for k, v in manifest["recipe"].items() if k != "magnitude"}
     view: dict[str, Any] = {
@@ -392,8 +401,7 @@ def job_view(state: dict) -> dict[str, Any]:
         "message": state.get("message"),
         "error": state.get("error"),
         "filename": spec.get("filename"),
-        "request": {k: spec.get(k) for k in ("model", "action", "magnitudes", "seed", "layers", "offset",
-                                               "duration", "envelope", "save_model")},
+        "request": asked,
         "created": state.get("created"),
         "started": state.get("started"),
         "finished": state.get("finished"),

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from senseflosser import audio, device, spectrogram, untrusted
-from senseflosser.errors import SenseflosserError
+from senseflosser.errors import AudioError, SenseflosserError
+from senseflosser.jobspec import JobSpec, Outputs
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
 from senseflosser.normal_cache import NormalCache
 from senseflosser.runners import warm_up
-from senseflosser.render import floss_to_dir, safe_stem
+from senseflosser.render import floss_file, safe_stem
 from senseflosser.sensitivity import DEFAULT_SEEDS, map_to_dir
 
 from .jobs import JobFailed, Progress
@@ -143,6 +144,10 @@ class Engine:
             return {str(k): None for k in layers}
         return None
 
+    def outputs(self) -> Outputs:
+        """What every web job writes besides its WAVs (the page plays, draws and downloads them)."""
+        return Outputs(original=True, spectrograms=self.spectrograms, peaks=True, stem=OUTPUT_STEM)
+
     def device(self) -> str:
         """The compute device the models run on (asked once)."""
         if self._device is None:
@@ -159,14 +164,11 @@ class Engine:
 
         Raises
         ------
-        JobFailed
+        ModelError
             Saying why the model is refused.
         """
         limits = untrusted.Limits(max_parameters=int(max_parameters))
-        try:
-            model = untrusted.load_untrusted(path, limits=limits, label=display_name)
-        except SenseflosserError as exc:
-            raise JobFailed(str(exc)) from None
+        model = untrusted.load_untrusted(path, limits=limits, label=display_name)
         return {
             "model_name": safe_stem(display_name, default="uploaded"),
             "model_sha256": file_sha256(path),
@@ -184,21 +186,22 @@ class Engine:
 
         Raises
         ------
-        JobFailed
+        AudioError
             With the core's message, naming the user's file.
         """
         try:
             info = audio.probe(path)
             if offset >= info.duration:  # also keeps absurd offsets (1e308) away from the decoder
-                raise JobFailed(f"{display_name}: offset {offset:g} s is past the end of the "
-                                f"{info.duration:.1f} s file")
+                raise AudioError(f"{display_name}: offset {offset:g} s is past the end of the "
+                                 f"{info.duration:.1f} s file")
             y = audio.load(path, offset=offset, duration=duration, max_duration=self.max_duration)
         except SenseflosserError as exc:
-            raise JobFailed(user_message(exc, path.name, display_name)) from None
+            exc.args = (user_message(exc, path.name, display_name),)
+            raise
         seconds = len(y) / audio.SAMPLE_RATE
         if seconds < MIN_SEGMENT_S:
-            raise JobFailed(f"{display_name}: the audio to process is only {seconds:.3g} s long; "
-                            f"at least {MIN_SEGMENT_S:g} s is needed")
+            raise AudioError(f"{display_name}: the audio to process is only {seconds:.3g} s long; "
+                             f"at least {MIN_SEGMENT_S:g} s is needed")
         return {"file_duration": info.duration, "segment_duration": seconds}
 
     def _model(self, job_dir: Path, request: dict) -> Any:
@@ -216,44 +219,36 @@ class Engine:
     def render(self, job_dir: Path, request: dict, progress: Progress) -> dict:
         """Run one job: floss (or map, for ``kind="map"``) the stored input into ``job_dir/out``.
 
-        Returns the manifest: the outputs of a flossing job, ``{"kind": "map", "map": ...}`` of a map.
+        ``request["spec"]`` is the job spec the web edge built (trusted: nothing
+        is checked again). Returns the manifest: the outputs of a flossing job,
+        ``{"kind": "map", "map": ...}`` of a map.
+
+        Raises
+        ------
+        SenseflosserError
+            A user's error, its message naming the user's file.
         """
         out = job_dir / "out"
         if out.exists():  # a run interrupted by a crash left partial files
             shutil.rmtree(out)
         input_path = job_dir / "input" / request["input"]
+        spec = JobSpec.from_checked(request["spec"])
         try:
             model = self._model(job_dir, request)
             if request.get("kind") == "map":
                 report = map_to_dir(
-                    input_path, registry=self.registry, model=model, output_dir=out, action=request["action"],
-                    magnitudes=request["magnitudes"], seeds=request.get("seeds", DEFAULT_SEEDS),
-                    seed=request["seed"], offset=request["offset"], duration=request["duration"],
+                    input_path, registry=self.registry, model=model, output_dir=out, action=spec.base.action,
+                    magnitudes=spec.magnitudes, seeds=request.get("seeds", DEFAULT_SEEDS),
+                    seed=spec.base.seed, offset=spec.offset, duration=spec.duration,
                     max_duration=self.max_duration, progress=progress,
                 )
                 return json_safe({"kind": "map", "map": report})
-            manifest = floss_to_dir(
-                input_path,
-                registry=self.registry,
-                model=model,
-                action=request["action"],
-                magnitudes=None if request.get("envelope") else request["magnitudes"],
-                seed=request["seed"],
-                layers=request["layers"],
-                offset=request["offset"],
-                duration=request["duration"],
-                on_input=bool(request.get("on_input")),
-                envelope=request.get("envelope"),
-                output_dir=out,
-                stem=OUTPUT_STEM,
-                save_model=request["save_model"],
-                spectrograms=self.spectrograms,
-                write_original=True,
-                max_duration=self.max_duration,
-                progress=progress,
-                peaks=True,
+            manifest = floss_file(
+                spec, input_path, registry=self.registry, output_dir=out, model=model,
+                max_duration=self.max_duration, progress=progress,
                 normal_cache=NormalCache(job_dir.parent / NORMALS_DIR, max_age_s=self.normal_cache_ttl),
             )
         except SenseflosserError as exc:
-            raise JobFailed(user_message(exc, input_path.name, request["filename"])) from None
+            exc.args = (user_message(exc, input_path.name, request["filename"]),)
+            raise
         return json_safe(manifest)

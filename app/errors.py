@@ -8,6 +8,8 @@ import time
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from senseflosser.errors import SenseflosserError
+
 log = logging.getLogger(__name__)
 
 # Headers of an HTTP error that the JSON response must keep.
@@ -71,6 +73,15 @@ def handle_api_error(exc: ApiError):
     return render_template("error.html", status=exc.status, message=exc.message), exc.status, exc.headers
 
 
+def handle_user_error(exc: SenseflosserError):
+    """Any error a user can cause, raised anywhere below a request: a 400 with its sentence (no traceback logged)."""
+    message = str(exc).strip() or type(exc).__name__
+    log.info("refused %s %s: %s", request.method, request.path, message)
+    if _wants_json():
+        return json_error(400, message)
+    return render_template("error.html", status=400, message=message), 400
+
+
 def handle_http_exception(exc: HTTPException):
     code = exc.code or 500
     if code >= 500:
@@ -88,4 +99,5 @@ def handle_http_exception(exc: HTTPException):
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(SenseflosserError, handle_user_error)
     app.register_error_handler(HTTPException, handle_http_exception)

@@ -1,7 +1,8 @@
-"""Validation of the job submission form (``POST /api/jobs``).
+"""The job submission form (``POST /api/jobs``) turned into a job spec: the web edge.
 
-Every problem becomes a :class:`FormError` whose message says what is wrong and
-how to fix it; the core's validators supply the rules for recipes.
+Every problem raises a :class:`~senseflosser.errors.SenseflosserError` whose
+message says what is wrong and how to fix it (the app answers it as a 400);
+the core's :func:`senseflosser.jobspec.build_job` holds the rules of a job.
 """
 
 from __future__ import annotations
@@ -9,50 +10,70 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
-from senseflosser.errors import RecipeError
-from senseflosser import envelope as envelope_mod
-from senseflosser.actions import ACTION_NAMES, parse_layers
-from senseflosser.recipe import build_recipes
+from senseflosser.actions import get, names, params_from_fields
+from senseflosser.errors import InputError
+from senseflosser.jobspec import MAX_LAYERS, JobSpec, Outputs, build_job  # noqa: F401  (MAX_LAYERS: the form's limit)
 from senseflosser.render import safe_stem
 
 from .config import parse_bool
 
 MAX_FIELD_CHARS = 1000
-MAX_LAYERS = 64
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,8}$")
 
-
-class FormError(ValueError):
-    """A form field is missing or wrong; ``str(exc)`` is a plain sentence."""
+FormError = InputError
+"""A form field is missing or wrong (the core's :class:`~senseflosser.errors.InputError`)."""
 
 
 @dataclass(frozen=True)
 class JobRequest:
-    """A validated job submission (without the audio file itself)."""
+    """A checked job submission (without the audio file itself): its spec and the upload's names."""
 
-    model: str
-    action: str
-    magnitudes: tuple[float, ...]
-    seed: int
-    layers: tuple[str, ...] | None
-    offset: float
-    duration: float | None
-    save_model: bool
+    spec: JobSpec
     filename: str
     stem: str
     extension: str
-    on_input: bool = False
-    envelope: str | None = None
+    envelope_text: str | None = None
+
+    @property
+    def model(self) -> str:
+        return self.spec.base.model
+
+    @property
+    def action(self) -> str:
+        return self.spec.base.action
+
+    @property
+    def magnitudes(self) -> tuple[float, ...]:
+        return self.spec.magnitudes
+
+    @property
+    def seed(self) -> int:
+        return self.spec.base.seed
+
+    @property
+    def layers(self) -> tuple[str, ...] | None:
+        return self.spec.base.layers
+
+    @property
+    def offset(self) -> float:
+        return self.spec.offset
+
+    @property
+    def duration(self) -> float | None:
+        return self.spec.duration
+
+    @property
+    def save_model(self) -> bool:
+        return self.spec.outputs.save_model
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["magnitudes"] = list(self.magnitudes)
-        d["layers"] = list(self.layers) if self.layers is not None else None
-        return d
+        """What the job's stored request keeps: the spec (as the queue carries it) and the upload's names."""
+        return {"spec": self.spec.to_dict(), "model": self.model, "filename": self.filename, "stem": self.stem,
+                "extension": self.extension, "envelope_text": self.envelope_text}
 
 
 def _show(value: str, limit: int = 40) -> str:
@@ -115,8 +136,10 @@ def parse_job_form(
     conv_layers: Callable[[str], Mapping[str, int] | None],
     max_duration: float | None = None,
     uploaded_model: str | None = None,
+    model_sha256: str = "",
+    outputs: Outputs | None = None,
 ) -> JobRequest:
-    """Check the fields of a job submission.
+    """Check the fields of a job submission and build its spec.
 
     Parameters
     ----------
@@ -135,10 +158,15 @@ def parse_job_form(
     uploaded_model : str or None
         The name of a model uploaded with the job (``model_file``), checked
         already; the form must then not also name a registry model.
+    model_sha256 : str
+        The uploaded model's file hash (recorded in the recipes).
+    outputs : Outputs or None
+        What the server writes besides the WAVs (``save_model`` comes from the form).
 
     Raises
     ------
-    FormError
+    SenseflosserError
+        :class:`~senseflosser.errors.InputError` or :class:`~senseflosser.errors.RecipeError`.
     """
     model = _text(form, "model")
     if uploaded_model is not None:
@@ -152,11 +180,8 @@ def parse_job_form(
 
     action = _text(form, "action")
     if not action:
-        raise FormError(f"choose an action: {', '.join(ACTION_NAMES)}")
-    if action not in ACTION_NAMES:
-        raise FormError(f"unknown action {_show(action)}; choose one of: {', '.join(ACTION_NAMES)}")
-    titrate = _flag(form, "titrate")
-    magnitudes = _text(form, "magnitudes") or _text(form, "magnitude") or None
+        raise FormError(f"choose an action: {', '.join(names())}")
+    get(action)  # an unknown action is refused before its parameters are read
     envelope_text = _text(form, "envelope") or None
     layer_values = [v for v in getlist("layers") if v is not None]
     if sum(len(v) for v in layer_values) > MAX_FIELD_CHARS * 4:
@@ -166,25 +191,13 @@ def parse_job_form(
     if duration is not None and max_duration is not None and duration > max_duration:
         raise FormError(f"duration may be at most {max_duration:g} seconds on this server; "
                         f"got {_show(_text(form, 'duration'))}")
-    try:
-        layers = parse_layers(layer_values) if layer_values else None
-        if layers is not None and len(layers) > MAX_LAYERS:
-            raise FormError(f"at most {MAX_LAYERS} layers may be chosen")
-        recipes = build_recipes(
-            model=model, action=action, magnitudes=magnitudes, titrate=titrate, seed=_text(form, "seed") or None,
-            layers=layers, conv_layers=conv_layers(model), offset=offset, duration=duration,
-            on_input=_flag(form, "adversarial_on_input"),
-            # Checked here; its points are fixed once the audio's length is known (see the API).
-            envelope=envelope_mod.resolve(envelope_text, duration or 3600.0) if envelope_text else None,
-        )
-    except RecipeError as exc:
-        raise FormError(str(exc)) from None
-    magnitudes = tuple(r.magnitude for r in recipes)
-    seed, layers = recipes[0].seed, recipes[0].layers
-    save_model = _flag(form, "save_model")
-    display, stem, ext = split_filename(filename)
-    return JobRequest(
-        model=model, action=action, magnitudes=magnitudes, seed=seed, layers=layers,
-        offset=offset, duration=duration, save_model=save_model,
-        filename=display, stem=stem, extension=ext, on_input=recipes[0].on_input, envelope=envelope_text,
+    spec = build_job(
+        model=model, model_sha256=model_sha256, action=action,
+        magnitudes=_text(form, "magnitudes") or _text(form, "magnitude") or None,
+        titrate=_flag(form, "titrate"), seed=_text(form, "seed") or None,
+        layers=layer_values or None, conv_layers=conv_layers(model), offset=offset, duration=duration,
+        envelope=envelope_text, params=params_from_fields(action, lambda key: _text(form, key) or None),
+        outputs=replace(outputs or Outputs(), save_model=_flag(form, "save_model")),
     )
+    display, stem, ext = split_filename(filename)
+    return JobRequest(spec=spec, filename=display, stem=stem, extension=ext, envelope_text=envelope_text)

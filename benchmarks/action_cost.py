@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     from senseflosser.actions import ACTIONS
     from senseflosser.models import ModelRegistry
     from senseflosser.runners import warm_up
-    from senseflosser.render import floss_to_dir
+    from senseflosser.jobspec import Outputs, build_job
+    from senseflosser.render import floss_file
 
     reg = ModelRegistry(args.models_dir)
     warm_up(reg.load(args.model))
@@ -47,14 +48,19 @@ def main(argv=None) -> int:
     clip = work / "clip.wav"
     sf.write(clip, y.astype(np.float32), 22050)
     runs = {name: dict(magnitudes=[spec.magnitude.titration[2]]) for name, spec in ACTIONS.items()}
-    runs["adversarial (on input)"] = dict(magnitudes=[ACTIONS["adversarial"].magnitude.titration[2]], on_input=True)
+    for name, spec in ACTIONS.items():  # and each true-or-false parameter switched on (adversarial on the input)
+        for param in spec.params:
+            if param.type == "bool":
+                runs[f"{name} ({param.name})"] = dict(magnitudes=[spec.magnitude.titration[2]],
+                                                      params={param.name: not param.default})
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for r in range(args.rounds + 1):  # round 0 warms every action up (traces, scratch copies)
         for name, opts in runs.items():
             action = name.split(" ")[0]
             c0, w0 = time.process_time(), time.perf_counter()
-            floss_to_dir(clip, registry=reg, model=args.model, action=action, output_dir=work / f"out{r}",
-                         seed=r, spectrograms=True, write_original=True, **opts)
+            spec = build_job(model=args.model, action=action, seed=r,
+                             outputs=Outputs(original=True, spectrograms=True), **opts)
+            floss_file(spec, clip, registry=reg, output_dir=work / f"out{r}")
             if r:
                 times[name].append((time.process_time() - c0, time.perf_counter() - w0))
     fog_cpu = statistics.median(c for c, _ in times["fog"])

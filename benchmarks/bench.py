@@ -316,7 +316,8 @@ def measure_traces(registry, model_name: str, clip_seconds: float, jobs: int, ma
     seed and a clip of a different length (so different frame counts reach
     the model), as web jobs do.
     """
-    from senseflosser.render import floss_to_dir
+    from senseflosser.jobspec import build_job
+    from senseflosser.render import floss_file
 
     actions = ("fog", "lapse")
     lengths = [clip_seconds * (0.7 + 0.6 * k / max(1, jobs - 1)) for k in range(jobs)]
@@ -327,8 +328,8 @@ def measure_traces(registry, model_name: str, clip_seconds: float, jobs: int, ma
         files.append(p)
 
     def job(k: int, action: str) -> None:
-        floss_to_dir(files[k], registry=registry, model=model_name, action=action, magnitudes=[magnitude],
-                     seed=1000 + k, output_dir=work / f"trace_out_{k}")
+        spec = build_job(model=model_name, action=action, magnitudes=[magnitude], seed=1000 + k)
+        floss_file(spec, files[k], registry=registry, output_dir=work / f"trace_out_{k}")
 
     for k, action in enumerate(actions):
         job(k, action)

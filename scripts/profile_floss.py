@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="game-orchestral")
     ap.add_argument("--models-dir", default=None)
     ap.add_argument("--seconds", type=float, default=30.0)
-    from senseflosser.actions import ACTION_NAMES
+    from senseflosser.actions import names
 
-    ap.add_argument("--action", default="fog", choices=ACTION_NAMES)
+    ap.add_argument("--action", default="fog", choices=names())
     ap.add_argument("--magnitudes", default="0.1", help="comma list (five for a titration)")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args(argv)
@@ -42,10 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     from senseflosser.models import ModelRegistry
     from senseflosser.pipeline import floss
     from senseflosser.runners import warm_up
-    from senseflosser.recipe import Recipe, parse_magnitudes
-    from senseflosser.render import floss_to_dir
+    from senseflosser.jobspec import split_magnitudes
+    from senseflosser.recipe import Recipe
+    from senseflosser.jobspec import Outputs, build_job
+    from senseflosser.render import floss_file
 
-    mags = parse_magnitudes(args.magnitudes, args.action)
+    mags = split_magnitudes(args.magnitudes)
     registry = ModelRegistry(args.models_dir)
     warm_up(registry.load(args.model))
     model = registry.load(args.model)
@@ -72,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
 
         def job() -> None:
             k = next(runs)
-            floss_to_dir(src, registry=registry, model=args.model, action=args.action, magnitudes=mags, seed=k,
-                         output_dir=Path(tmp) / f"out{k}", stem="audio", spectrograms=True, write_original=True)
+            spec = build_job(model=args.model, action=args.action, magnitudes=mags, seed=k,
+                             outputs=Outputs(original=True, spectrograms=True, peaks=True, stem="audio"))
+            floss_file(spec, src, registry=registry, output_dir=Path(tmp) / f"out{k}")
 
-        show("job (floss_to_dir as the web app runs it)", job)
+        show("job (floss_file as the web app runs it)", job)
     return 0
 
 

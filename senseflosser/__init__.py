@@ -13,9 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import layers  # noqa: E402,F401  (registers custom layers for keras.models.load_model)
 from .errors import AudioError, ModelError, RecipeError, SenseflosserError, TrainingError
+from .jobspec import JobSpec, Outputs, build_job
 from .legacy import run_senseflosser
 from .pipeline import FlossResult, floss
-from .recipe import ACTIONS, DEFAULT_TITRATION, Recipe, build_recipes
+from .recipe import ACTIONS, DEFAULT_TITRATION, Recipe
 
 __version__ = "0.1.0"
 
@@ -24,12 +25,14 @@ __all__ = [
     "DEFAULT_TITRATION",
     "AudioError",
     "FlossResult",
+    "JobSpec",
     "ModelError",
+    "Outputs",
     "Recipe",
     "RecipeError",
     "SenseflosserError",
     "TrainingError",
-    "build_recipes",
+    "build_job",
     "floss",
     "run_senseflosser",
 ]

@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("floss", help="run audio through a damaged model")
     p.add_argument("--input", "-i", required=True, help="audio file (WAV, FLAC, OGG, MP3, ...)")
     p.add_argument("--model", "-m", help="registry model name or a .keras/.h5 file (see `senseflosser models`)")
-    from .actions import ACTION_NAMES
+    from .actions import all_params, names
 
-    p.add_argument("--action", "-a", choices=ACTION_NAMES, metavar="{" + ",".join(ACTION_NAMES) + "}",
+    p.add_argument("--action", "-a", choices=names(), metavar="{" + ",".join(names()) + "}",
                    help=_action_help())
     p.add_argument("--magnitude", "-g", help="strength, in the action's range (default: the action's default)")
     p.add_argument("--titrate", "-t", action="store_true",
@@ -94,9 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                                           "between them, held after the last: '0:0,30:0.1,60:0'")
     shape.add_argument("--ramp", metavar="A,B", help="envelope from magnitude A at the start to B at the end")
     shape.add_argument("--lfo", metavar="LOW,HIGH,PERIOD_S", help="envelope: a sine between LOW and HIGH")
-    p.add_argument("--adversarial-on-input", action="store_true",
-                   help="adversarial: find the worst-case direction on this audio (a few seconds of search) "
-                        "instead of the model's stored universal one")
+    for param in all_params().values():  # every action's declared parameters (see `senseflosser actions`)
+        owners = ", ".join(a for a in names() if param in _declared(a))
+        if param.type == "bool":
+            p.add_argument(*param.flags, dest=f"param_{param.name}", action="store_true", default=None,
+                           help=f"{owners}: {param.help}")
+        else:
+            p.add_argument(*param.flags, dest=f"param_{param.name}", metavar=param.type.upper(),
+                           help=f"{owners}: {param.help} (default {param.default})")
     p.add_argument("--offset", type=_seconds, default=0.0, help="start of the segment in seconds")
     p.add_argument("--duration", "-d", type=_seconds, default=None, help="length of the segment in seconds")
     p.add_argument("--output-dir", "-o", default="output", help="where outputs go (default ./output)")
@@ -109,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("map", help="sensitivity map: each conv layer damaged alone at each magnitude")
     p.add_argument("--input", "-i", required=True, help="audio file")
     p.add_argument("--model", "-m", required=True, help="registry model name or a .keras file")
-    p.add_argument("--action", "-a", default="fog", choices=ACTION_NAMES, metavar="{" + ",".join(ACTION_NAMES) + "}",
+    p.add_argument("--action", "-a", default="fog", choices=names(), metavar="{" + ",".join(names()) + "}",
                    help="action (default fog)")
     p.add_argument("--magnitudes", help="comma-separated magnitudes (default: the action's titration)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
@@ -183,16 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true", help="print the figures without updating the card")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
-    _add_worker_parser(sub)
     return parser
-
-
-def _add_worker_parser(sub) -> None:
-    """``senseflosser worker ...``: the web app's RQ worker, whose options it passes on untouched."""
-    # No option of its own (prefix_chars that never occur): everything, --help included, goes to the worker.
-    p = sub.add_parser("worker", add_help=False, prefix_chars="\0", help="run a model-warm job worker for the "
-                       "web app (python -m app.worker; needs its dependencies and Redis)")
-    p.add_argument("worker_args", nargs=argparse.REMAINDER)
 
 
 def _registry(args):
@@ -201,48 +197,62 @@ def _registry(args):
     return ModelRegistry(args.models_dir)
 
 
-def _cmd_floss(args) -> int:
+def _declared(action: str) -> tuple:
+    """The parameters ``action`` declares."""
     from .actions import get
-    from .recipe import recipes_from_json
-    from .render import floss_to_dir
 
-    envelope = (args.envelope or (f"ramp:{args.ramp}" if args.ramp else None)
-                or (f"lfo:{args.lfo}" if args.lfo else None))
-    opts = dict(
-        model=args.model, action=args.action, seed=args.seed, layers=args.layers,
-        offset=args.offset, duration=args.duration, on_input=args.adversarial_on_input, envelope=envelope,
-    )
+    return get(action).params
+
+
+def floss_spec(args):
+    """The job spec of a ``floss`` command line (or of its ``--recipe`` file): every value checked here, once.
+
+    The model is not known yet: :func:`_cmd_floss` fixes it (and checks the
+    layers against it) once it is loaded.
+    """
+    from .actions import params_from_fields
+    from .jobspec import JobSpec, Outputs, build_job
+    from .recipe import recipes_from_json
+
+    outputs = Outputs(spectrograms=args.spectrograms, save_model=args.save_model)
     if args.recipe:
         try:
             recipes = recipes_from_json(Path(args.recipe).read_text())
         except OSError as exc:
             raise SenseflosserError(f"cannot read recipe {args.recipe!r}: {exc.strerror}") from None
-        recipe = recipes[0]
-        opts.update(model=args.model or recipe.model, action=recipe.action, seed=recipe.seed,
-                    layers=list(recipe.layers) if recipe.layers else None,
-                    offset=recipe.offset, duration=recipe.duration, on_input=recipe.on_input,
-                    envelope=recipe.envelope)
-        mags = None if recipe.envelope is not None else [r.magnitude for r in recipes]
-    elif args.magnitudes:
+        if args.model:
+            recipes = [r.derive(model=args.model) for r in recipes]
+        return JobSpec(recipes=tuple(recipes), outputs=outputs)
+    if not args.model:
+        raise SenseflosserError("--model is required (a name from `senseflosser models` or a .keras file)")
+    if not args.action:
+        from .actions import names
+
+        raise SenseflosserError(f"--action is required ({', '.join(names())})")
+    envelope = (args.envelope or (f"ramp:{args.ramp}" if args.ramp else None)
+                or (f"lfo:{args.lfo}" if args.lfo else None))
+    if args.magnitudes:
         mags = args.magnitudes
     elif args.magnitude is not None:
-        mags = [args.magnitude]
-    else:
+        mags = args.magnitude
+    elif args.titrate or envelope is not None:
         mags = None
-    if not opts["model"]:
-        raise SenseflosserError("--model is required (a name from `senseflosser models` or a .keras file)")
-    if not opts["action"]:
-        from .actions import ACTION_NAMES
+    else:
+        from .actions import get
 
-        raise SenseflosserError(f"--action is required ({', '.join(ACTION_NAMES)})")
-    if mags is None and not args.titrate and opts["envelope"] is None:
-        mags = [get(opts["action"]).magnitude.default]
-    manifest = floss_to_dir(
-        args.input, registry=_registry(args), magnitudes=mags, titrate=args.titrate and not args.recipe,
-        output_dir=args.output_dir,
-        save_model=args.save_model, spectrograms=args.spectrograms, allow_model_paths=True,
-        progress=ProgressBar("flossing"), **opts,
-    )
+        mags = get(args.action).magnitude.default
+    params = params_from_fields(args.action, lambda name: getattr(args, f"param_{name}", None))
+    return build_job(model=args.model, action=args.action, magnitudes=mags, titrate=args.titrate, seed=args.seed,
+                     layers=args.layers, offset=args.offset, duration=args.duration, envelope=envelope,
+                     params=params, outputs=outputs)
+
+
+def _cmd_floss(args) -> int:
+    from .render import floss_file
+
+    spec = args.spec if getattr(args, "spec", None) is not None else floss_spec(args)
+    manifest = floss_file(spec, args.input, registry=_registry(args), output_dir=args.output_dir,
+                          allow_model_paths=True, progress=ProgressBar("flossing"))
     out = Path(args.output_dir)
     print(f"seed {manifest['seed']}; normal output: {out / manifest['normal']['file']}")
     for f in manifest["flossed"]:
@@ -291,6 +301,8 @@ def _cmd_actions(args) -> int:
             print(f"{spec.name}: {spec.description}\n  magnitude = {m.meaning}, {m.min:g} to {m.max:g} "
                   f"(default {m.default:g}; titration {', '.join(f'{v:g}' for v in m.titration)}); "
                   f"changes {spec.changes}")
+            for param in spec.params:
+                print(f"  {param.flags[0]} ({param.type}, default {param.default}): {param.help}")
     return 0
 
 
@@ -375,30 +387,20 @@ COMMANDS = {"floss": _cmd_floss, "map": _cmd_map, "actions": _cmd_actions, "mode
             "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate}
 
 
-def _cmd_worker(args) -> int:
-    """The worker lives in the web app (it imports rq and redis; the core never does): import it only now."""
-    try:
-        from app.worker import main as worker_main
-    except ImportError as exc:
-        raise SenseflosserError(f"the worker needs the web app and its dependencies (app/, rq, redis): {exc}; "
-                                "install requirements.txt, or run `python -m app.worker` in a checkout") from None
-    return worker_main(args.worker_args)
-
-
-COMMANDS["worker"] = _cmd_worker
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "floss" and args.action and args.magnitude is not None:
-        from .recipe import validate_magnitude
+    if args.command == "floss":
+        from .errors import MagnitudeError
 
-        try:  # a magnitude out of the action's range is a usage error, as an unknown action is
-            validate_magnitude(args.magnitude, args.action)
+        try:  # the spec is built (every value checked) before anything is loaded
+            args.spec = floss_spec(args)
+        except MagnitudeError as exc:  # a magnitude out of the action's range is a usage error, as an action is
+            parser.error(str(exc))
         except SenseflosserError as exc:
-            parser.error(f"argument --magnitude/-g: {exc}")
+            print(f"senseflosser: error: {exc}", file=sys.stderr)
+            return 1
     level = getattr(args, "log_sub", None) or args.log
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from .errors import RecipeError
 
 MAX_POINTS = 512
 LFO_POINTS_PER_PERIOD = 16
+MIN_LFO_PERIOD_S = 0.05
+"""Shortest lfo period: about one model frame (1024 samples at 22050 Hz is 46 ms)."""
 
 Points = tuple[tuple[float, float], ...]
 
@@ -73,28 +76,96 @@ def parse_points(spec: Any) -> Points:
     return tuple(points)
 
 
-def resolve(spec: Any, duration: float) -> Points:
-    """Points of any envelope form, given the audio's length in seconds (for ``ramp:`` and ``lfo:``)."""
+@dataclass(frozen=True)
+class Shape:
+    """An envelope as a user gave it: points, or a ``ramp``/``lfo`` shortcut not yet fixed to an audio length.
+
+    :func:`parse` makes one from text (the only place envelope text is read);
+    :meth:`fix` turns it into the points a recipe records once the audio's
+    length is known: pure arithmetic on checked numbers, nothing parsed again.
+
+    Attributes
+    ----------
+    kind : {"points", "ramp", "lfo"}
+    values : tuple of float
+        ``ramp``: ``(A, B)``; ``lfo``: ``(LOW, HIGH, PERIOD_S)``; ``points``: empty.
+    points : Points or None
+        For ``kind="points"``.
+    """
+
+    kind: Literal["points", "ramp", "lfo"]
+    values: tuple[float, ...] = ()
+    points: Points | None = None
+
+    @property
+    def magnitudes(self) -> tuple[float, ...]:
+        """Every magnitude the envelope takes at a point, or the bounds it moves between (to check once)."""
+        if self.kind == "points":
+            return tuple(m for _, m in self.points)
+        return tuple(self.values[:2])
+
+    @property
+    def peak(self) -> float:
+        """The largest magnitude it reaches (what a recipe's ``magnitude`` records)."""
+        return max(self.magnitudes)
+
+    def fix(self, duration: float) -> Points:
+        """The points over ``duration`` seconds of audio; values stay within :attr:`magnitudes`' bounds."""
+        if self.kind == "points":
+            return self.points
+        end = max(float(duration), 1e-3)
+        if self.kind == "ramp":
+            return ((0.0, self.values[0]), (end, self.values[1]))
+        low, high, period = self.values
+        n = min(MAX_POINTS, max(2, int(math.ceil(min(duration / period, MAX_POINTS) * LFO_POINTS_PER_PERIOD)) + 1))
+        times = np.linspace(0.0, end, n)
+        mags = low + (high - low) * 0.5 * (1 - np.cos(2 * np.pi * times / period))
+        lo, hi = min(low, high), max(low, high)
+        return tuple((float(t), min(hi, max(lo, float(f"{m:.6g}")))) for t, m in zip(times, mags))
+
+    def to_text(self) -> str:
+        """The text :func:`parse` reads back."""
+        if self.kind == "points":
+            return to_text(self.points)
+        return f"{self.kind}:{','.join(repr(v) for v in self.values)}"
+
+
+def parse(spec: Any) -> Shape:
+    """An envelope's :class:`Shape` from its text (``"0:0,30:0.1"``, ``"ramp:A,B"``, ``"lfo:LOW,HIGH,PERIOD"``),
+    a sequence of pairs, or a :class:`Shape`.
+
+    Raises
+    ------
+    RecipeError
+        For a malformed shortcut or point (see :func:`parse_points`).
+    """
+    if isinstance(spec, Shape):
+        return spec
     if isinstance(spec, str) and spec.strip().lower().startswith(("ramp:", "lfo:")):
         kind, _, rest = spec.strip().partition(":")
+        kind = kind.lower()
         try:
-            values = [float(v) for v in rest.split(",")]
+            values = tuple(float(v) for v in rest.split(","))
         except ValueError:
-            raise RecipeError(f"{kind.lower()} takes numbers: {rest[:60]!r}") from None
-        if kind.lower() == "ramp":
+            raise RecipeError(f"{kind} takes numbers: {rest[:60]!r}") from None
+        if not all(math.isfinite(v) for v in values):
+            raise RecipeError(f"{kind} takes finite numbers, got {rest[:60]!r}")
+        if kind == "ramp":
             if len(values) != 2:
                 raise RecipeError(f"ramp takes two magnitudes, from start to end (ramp:A,B), got {rest[:60]!r}")
-            return parse_points([(0.0, values[0]), (max(duration, 1e-3), values[1])])
+            return Shape("ramp", values)
         if len(values) != 3:
             raise RecipeError(f"lfo takes LOW,HIGH,PERIOD_S (lfo:0,0.1,8), got {rest[:60]!r}")
-        low, high, period = values
-        if not period > 0:
-            raise RecipeError(f"the lfo period must be more than 0 seconds, got {period:g}")
-        n = min(MAX_POINTS, max(2, int(math.ceil(duration / period * LFO_POINTS_PER_PERIOD)) + 1))
-        times = np.linspace(0.0, max(duration, 1e-3), n)
-        mags = low + (high - low) * 0.5 * (1 - np.cos(2 * np.pi * times / period))
-        return parse_points([(float(t), float(f"{m:.6g}")) for t, m in zip(times, mags)])
-    return parse_points(spec)
+        if not values[2] >= MIN_LFO_PERIOD_S:
+            raise RecipeError(f"the lfo period must be at least {MIN_LFO_PERIOD_S:g} seconds (about one model frame), "
+                              f"got {values[2]:g}")
+        return Shape("lfo", values)
+    return Shape("points", points=parse_points(spec))
+
+
+def resolve(spec: Any, duration: float) -> Points:
+    """Points of any envelope form, given the audio's length in seconds (for ``ramp:`` and ``lfo:``)."""
+    return parse(spec).fix(duration)
 
 
 def values_at(points: Points, times: np.ndarray) -> np.ndarray:

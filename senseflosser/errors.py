@@ -26,3 +26,11 @@ class RecipeError(SenseflosserError, ValueError):
 
 class TrainingError(SenseflosserError):
     """Training or evaluation cannot run with the given data or settings."""
+
+
+class MagnitudeError(RecipeError):
+    """A magnitude is not a number in its action's range (the command line calls it a usage error)."""
+
+
+class InputError(SenseflosserError, ValueError):
+    """A field of a request (a web form, a command line) is missing or malformed."""

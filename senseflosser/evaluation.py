@@ -18,7 +18,7 @@ import numpy as np
 
 from . import actions, audio, metrics
 from .actions import ACTIONS, worst_case
-from .errors import TrainingError
+from .errors import RecipeError, TrainingError
 from .models import ModelRegistry, input_frames
 from .pipeline import Progress, floss
 from .runners import Runner
@@ -143,22 +143,28 @@ def evaluate(
     if magnitudes is None:
         magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items()}
     magnitudes = {a: tuple(mags) for a, mags in magnitudes.items()}
-    if "adversarial" in magnitudes and worst_case.attached(model) is None:
-        if not worst_case.attach_from_file(model, registry.path(name)):
-            log.warning("%s has no stored adversarial direction (senseflosser adversarial); not evaluated", name)
-            del magnitudes["adversarial"]
-    # Each action also runs on a denser grid around its titration, for the calibration; fog also at
-    # adversarial's magnitudes: how much worse the worst case is than random damage of the same size.
+    source = registry.path(name)
+    for action in list(magnitudes):  # an action whose per-model data is missing (a stored direction) is skipped
+        if ACTIONS[action].prepare is not None:
+            try:
+                actions.prepare(model, None, [Recipe(name, sha, action, magnitudes[action][0], EVAL_SEED)],
+                                source=source)
+            except RecipeError as exc:
+                log.warning("%s: %s not evaluated: %s", name, action, exc)
+                del magnitudes[action]
+    # Each action also runs on a denser grid around its titration, for the calibration; an action that is
+    # compared with another (adversarial with fog: how much worse the worst case is than random damage of
+    # the same size) has that one run at its magnitudes too.
     runs = {a: tuple(sorted(set(mags) | set(calibration_grid(a) if calibrate else ())))
             for a, mags in magnitudes.items()}
-    compare = [m for m in magnitudes.get("adversarial", ()) if m not in runs.get("fog", ())]
-    if compare:
-        runs["fog"] = tuple(sorted(set(runs.get("fog", ())) | set(compare)))
+    pairs = [(a, ACTIONS[a].compare_with) for a in magnitudes if ACTIONS[a].compare_with]
+    for action, other in pairs:
+        runs[other] = tuple(sorted(set(runs.get(other, ())) | set(magnitudes[action])))
     curves = {a: [[] for _ in mags] for a, mags in runs.items()}
     recipes = [Recipe(name, sha, a, m, EVAL_SEED) for a, mags in runs.items() for m in mags]
     for i, (path, offset) in enumerate(clips):
         y = audio.load(path, offset=offset, duration=clip_seconds)
-        res = floss(y, model, recipes)
+        res = floss(y, model, recipes, source=source)
         # Unscaled normal output: undo any anti-clipping gain before measuring.
         normal = res.normal / res.normal_metrics["gain"]
         si.append(metrics.si_snr_db(y, normal))
@@ -177,12 +183,15 @@ def evaluate(
             "snr_db_median": [round(v, 2) for v in med],
             "monotone": all(a > b for a, b in zip(med, med[1:])),
         }
-    versus = [
-        {"magnitude": m, "fog_snr_db": round(medians["fog"][m], 2),
-         "adversarial_snr_db": round(medians["adversarial"][m], 2),
-         "worse_by_db": round(medians["fog"][m] - medians["adversarial"][m], 2)}
-        for m in magnitudes.get("adversarial", ()) if m in medians.get("fog", {})
-    ]
+    comparisons = {
+        f"{action}_vs_{other}": [
+            {"magnitude": m, f"{other}_snr_db": round(medians[other][m], 2),
+             f"{action}_snr_db": round(medians[action][m], 2),
+             "worse_by_db": round(medians[other][m] - medians[action][m], 2)}
+            for m in magnitudes[action] if m in medians.get(other, {})
+        ]
+        for action, other in pairs
+    }
     return {
         "data": str(Path(data_dir).name),
         "clip_seconds": clip_seconds,
@@ -196,7 +205,7 @@ def evaluate(
         },
         "seed": EVAL_SEED,
         "dose_response": dose,
-        "adversarial_vs_fog": versus,
+        **comparisons,
         "calibration": {
             "levels_db": list(CALIBRATION_LEVELS),
             "magnitudes": {a: calibration(sorted(medians[a].items()), CALIBRATION_LEVELS) for a in magnitudes},

@@ -64,8 +64,9 @@ def run_senseflosser(
         magnitude. Unlike the original, a random seed is drawn and recorded
         in the recipe JSON written beside each output.
     """
+    from .jobspec import Outputs, build_job
     from .models import ModelRegistry
-    from .render import floss_to_dir
+    from .render import floss_file
 
     if titrate:
         mags = list(DEFAULT_TITRATION)
@@ -74,11 +75,9 @@ def run_senseflosser(
     else:
         mags = list(magnitude)
     out = Path(output_dir)
-    manifest = floss_to_dir(
-        input_file, registry=ModelRegistry(), model=str(model_file), action=action,
-        magnitudes=mags, output_dir=out, duration=duration, save_model=save_model,
-        allow_model_paths=True,
-    )
+    spec = build_job(model=str(model_file), action=action, magnitudes=mags, duration=duration,
+                     outputs=Outputs(save_model=save_model))
+    manifest = floss_file(spec, input_file, registry=ModelRegistry(), output_dir=out, allow_model_paths=True)
     return [str(out / manifest["normal"]["file"])] + [str(out / f["file"]) for f in manifest["flossed"]]
 
 
@@ -95,7 +94,7 @@ def _fail(prog: str, exc: BaseException) -> int:
 
 def run_main(argv: Sequence[str] | None = None) -> int:
     """``run_senseflosser``: the original ``run_senseflosser.py`` command line."""
-    from .actions import ACTION_NAMES
+    from .actions import names
 
     p = argparse.ArgumentParser(prog="run_senseflosser",
                                 description="The original tool's command line (senseflosser floss does more).")
@@ -103,7 +102,7 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--magnitude", type=float, default=None, help="magnitude of the damage (default 0.01)")
     p.add_argument("--titrate", action="store_true", help="titrate: 0.01, 0.05, 0.1, 0.2, 0.5")
     p.add_argument("--duration", type=float, help="duration of audio in seconds")
-    p.add_argument("--action", default="fog", help=f"action to perform ({', '.join(ACTION_NAMES)}; default fog)")
+    p.add_argument("--action", default="fog", help=f"action to perform ({', '.join(names())}; default fog)")
     p.add_argument("--input", required=True, help="input file to process")
     p.add_argument("--output-dir", default="./output", help="output directory (default: ./output)")
     p.add_argument("--save-model", action="store_true", help="save flossed model")
@@ -113,8 +112,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.titrate and args.magnitude is not None:
         log.warning("Titrate takes precedence over magnitude; ignoring magnitude if specified...")
-    if args.action not in ACTION_NAMES:
-        log.error("Action must be one of: %s", ", ".join(ACTION_NAMES))
+    if args.action not in names():
+        log.error("Action must be one of: %s", ", ".join(names()))
         return 1
     try:
         paths = run_senseflosser(args.model, 0.01 if args.magnitude is None else args.magnitude, args.action,

@@ -10,6 +10,7 @@ concern.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,6 @@ import keras
 import numpy as np
 
 from . import actions, metrics
-from .actions import worst_case
 from .errors import AudioError
 from .models import check_model, input_frames, time_receptive_field
 from .recipe import Recipe
@@ -79,6 +79,8 @@ class FlossResult:
     seconds: float = 0.0
     normal_raw: np.ndarray | None = None
     """The normal output before any clipping gain: what ``floss(..., normal=)`` takes back."""
+    provenance: list[dict] = field(default_factory=list)
+    """Per recipe, what its action's prepared data records (adversarial: the direction's SHA-256)."""
 
 
 def _fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -98,6 +100,7 @@ def floss(
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     context: int | None = None,
     normal: tuple[np.ndarray, dict] | None = None,
+    source: str | os.PathLike | None = None,
 ) -> FlossResult:
     """Run the undamaged model and one damaged copy per recipe over a waveform.
 
@@ -109,10 +112,11 @@ def floss(
         The pristine model, ``(batch, frames, 1025, 2)`` in and out. Never mutated.
     recipes : sequence of Recipe
         What to do to each copy (titrating = several magnitudes). May be empty.
-        A recipe with ``on_input`` first searches its adversarial direction on
-        this audio (once per layer selection and seed); one with an
-        ``envelope`` is rendered knot by knot (see :class:`EnvelopeRunner`),
-        and then every output is computed on that plan.
+        An action with a ``prepare`` hook does its per-job work first (for
+        adversarial on the input: its direction search on this audio, once per
+        layer selection and seed); a recipe with an ``envelope`` is rendered
+        knot by knot (see :class:`EnvelopeRunner`), and then every output is
+        computed on that plan.
     progress : callable or None, keyword-only
         Called as ``progress(fraction, message)`` while the work advances.
     keep_models : bool, keyword-only
@@ -130,6 +134,9 @@ def floss(
         earlier result's ``(normal_raw, normal_metrics)``: the undamaged pass
         is skipped and these are used instead (a re-run costs only the damaged
         passes). Same inputs give the same outputs, bit for bit, either way.
+    source : path or None, keyword-only
+        The model's file, beside which per-model data of an action lies
+        (adversarial's stored direction).
 
     Returns
     -------
@@ -166,17 +173,10 @@ def floss(
             progress(last[0], message)
 
     report(0.0, "preparing damaged models")
-    # Adversarial directions found on this input: one search per layer selection and seed, shared by
-    # every magnitude of a titration.
-    searches = sorted({(r.layers or (), r.seed) for r in recipes if r.on_input})
-    directions = {}
-    for k, (layers, seed) in enumerate(searches):
-        lo, hi = 0.3 * k / len(searches), 0.3 * (k + 1) / len(searches)
-        directions[(layers, seed)] = worst_case.direction_on_input(
-            model, y, actions.targets(model, "adversarial", layers or None), seed=seed,
-            progress=lambda f, msg, lo=lo, hi=hi: report(lo + (hi - lo) * f, msg),
-        )
-    start = 0.3 if searches else 0.0
+    hooked = any(actions.get(r.action).prepare is not None for r in recipes)
+    prepared = actions.prepare(model, y, recipes, source=source,
+                               progress=lambda f, msg: report(0.3 * f, msg)) if hooked else [None] * len(recipes)
+    start = 0.3 if hooked else 0.0
     damaged: list[keras.Model | None] = []
     if normal is not None:
         normal_given = np.asarray(normal[0], dtype=np.float32)
@@ -189,12 +189,12 @@ def floss(
     if enveloped:
         n = n_frames(len(y))
         plan, knot = envelope_plan(n, context=context, fixed=fixed)
-    for i, recipe in enumerate(recipes):
+    for i, (recipe, ready) in enumerate(zip(recipes, prepared)):
         if recipe.envelope is not None:
-            damaged.append(damaged_runner(model, recipe, directions)[1] if keep_models else None)
-            runners.append(EnvelopeRunner(model, recipe, directions, plan, knot))
+            damaged.append(damaged_runner(model, recipe, ready, keep=True)[1] if keep_models else None)
+            runners.append(EnvelopeRunner(model, recipe, ready, plan, knot))
         else:
-            runner, dmg = damaged_runner(model, recipe, directions, keep=keep_models)
+            runner, dmg = damaged_runner(model, recipe, ready, keep=keep_models)
             runners.append(runner)
             damaged.append(dmg)
         report(start + 0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
@@ -235,6 +235,7 @@ def floss(
             nonfinite=runner.nonfinite,
         )
         result.flossed.append(FlossedOutput(recipe, out, m, dmg if keep_models else None))
+    result.provenance = [actions.provenance(r, p) for r, p in zip(recipes, prepared)]
     result.seconds = time.perf_counter() - t0
     report(1.0, "done")
     return result

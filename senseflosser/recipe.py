@@ -12,22 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from .actions import (
-    ACTION_NAMES,
-    MAX_SEED,
-    check,
-    draw_seed,
-    get,
-    parse_layers,
-    validate_action,
-    validate_magnitude,
-    validate_seed,
-)
+from . import actions
 from . import envelope as envelope_mod
+from .actions import MAX_SEED, draw_seed, get, parse_layers, validate_action, validate_magnitude, validate_seed
+from .actions.base import Params
 from .errors import RecipeError
 
-ACTIONS = ACTION_NAMES
-"""The ways a model can be damaged (names from the action registry, :data:`senseflosser.actions.ACTIONS`)."""
+ACTIONS = actions.ACTION_NAMES
+"""The built-in ways a model can be damaged (the registry, :data:`senseflosser.actions.ACTIONS`, may hold more)."""
 
 DEFAULT_TITRATION = (0.01, 0.05, 0.1, 0.2, 0.5)
 """The original tool's titration (its ``--titrate``), kept for :func:`senseflosser.run_senseflosser`.
@@ -36,38 +28,15 @@ DEFAULT_TITRATION = (0.01, 0.05, 0.1, 0.2, 0.5)
 across its audible range: ``actions.get(name).magnitude.titration``.
 """
 
-MAX_MAGNITUDES = 20
-"""Most magnitudes one job may titrate."""
-
 __all__ = [
-    "ACTIONS", "DEFAULT_TITRATION", "MAX_MAGNITUDES", "MAX_SEED", "Recipe", "build_recipes", "draw_seed",
-    "parse_magnitudes", "recipes_from_json", "validate_action", "validate_layers", "validate_magnitude",
-    "validate_seed",
+    "ACTIONS", "DEFAULT_TITRATION", "MAX_SEED", "Recipe", "draw_seed", "recipes_from_json",
+    "validate_action", "validate_layers", "validate_magnitude", "validate_seed",
 ]
 
 
 def validate_layers(layers: Any) -> tuple[str, ...] | None:
     """Normalise a layer selection (``down:0,5,9,mid``); see :func:`senseflosser.actions.parse_layers`."""
     return parse_layers(layers)
-
-
-def parse_magnitudes(text: Any, action: str) -> tuple[float, ...]:
-    """Parse magnitudes for ``action``: a comma-separated string (``"0.01, 0.1"``) or a sequence.
-
-    Raises
-    ------
-    RecipeError
-        For none, more than :data:`MAX_MAGNITUDES`, a repeated one, or one out of the action's range.
-    """
-    parts = [p.strip() for p in str(text).split(",") if p.strip()] if isinstance(text, str) else list(text)
-    if not parts:
-        raise RecipeError("give at least one magnitude")
-    if len(parts) > MAX_MAGNITUDES:
-        raise RecipeError(f"at most {MAX_MAGNITUDES} magnitudes at once, got {len(parts)}")
-    mags = tuple(validate_magnitude(p, action) for p in parts)
-    if len(set(mags)) != len(mags):
-        raise RecipeError("each magnitude may appear only once")
-    return mags
 
 
 @dataclass(frozen=True)
@@ -93,12 +62,18 @@ class Recipe:
         Start of the audio segment in seconds.
     duration : float or None
         Length of the segment in seconds; ``None`` = to the end.
-    on_input : bool
-        ``adversarial`` only: the direction is found on the input audio
-        (seeded) instead of the model's stored universal one.
     envelope : tuple of (seconds, magnitude) or None
         The magnitude over the output's time (see :mod:`senseflosser.envelope`);
         ``magnitude`` then records the envelope's peak.
+    params : mapping or tuple of (name, value)
+        The action's declared parameters (:attr:`senseflosser.actions.ActionSpec.params`),
+        stored as ``(name, value)`` pairs with every declared one present
+        (defaults filled in), e.g. adversarial's ``on_input``.
+
+    Constructing a recipe checks every field (this is where a magnitude's
+    range, a seed or a parameter is checked); a recipe that exists is valid,
+    and :meth:`derive` and :meth:`from_checked` make others from checked values
+    without checking again.
     """
 
     model: str
@@ -109,21 +84,18 @@ class Recipe:
     layers: tuple[str, ...] | None = None
     offset: float = 0.0
     duration: float | None = None
-    on_input: bool = False
     envelope: tuple[tuple[float, float], ...] | None = None
+    params: Params = ()
 
     def __post_init__(self) -> None:
-        validate_action(self.action)
-        object.__setattr__(self, "magnitude", validate_magnitude(self.magnitude, self.action))
+        spec = get(self.action)
+        object.__setattr__(self, "magnitude", spec.magnitude.validate(self.magnitude, spec.name))
         object.__setattr__(self, "seed", validate_seed(self.seed))
         object.__setattr__(self, "layers", parse_layers(self.layers))
-        if not isinstance(self.on_input, bool):
-            raise RecipeError(f"on_input must be true or false, got {self.on_input!r}")
         if self.envelope is not None:
             points = envelope_mod.parse_points(self.envelope)
-            object.__setattr__(self, "envelope", tuple((t, validate_magnitude(m, self.action)) for t, m in points))
-        if self.on_input and self.action != "adversarial":
-            raise RecipeError(f"on_input (a direction found on the input audio) is for adversarial, not {self.action}")
+            object.__setattr__(self, "envelope", tuple((t, spec.magnitude.validate(m, spec.name)) for t, m in points))
+        object.__setattr__(self, "params", spec.parse_params(self.params))
         if not isinstance(self.model, str) or not self.model:
             raise RecipeError(f"model id must be a non-empty string, got {self.model!r}")
         for what, v, zero_ok in (("offset", self.offset, True), ("duration", self.duration, False)):
@@ -141,19 +113,49 @@ class Recipe:
     def slug(self) -> str:
         """``<action>_<magnitude>`` as used in output file names (``adversarial-input_...`` on input,
         ``<action>_envelope`` with an envelope)."""
+        base = f"{self.action}{get(self.action).slug_suffix(self.params)}"
         if self.envelope is not None:
-            return f"{self.action}{'-input' if self.on_input else ''}_envelope"
-        return f"{self.action}{'-input' if self.on_input else ''}_{self.magnitude:g}"
+            return f"{base}_envelope"
+        return f"{base}_{self.magnitude:g}"
 
     def with_magnitude(self, magnitude: float) -> Recipe:
-        """The same recipe at another magnitude."""
+        """The same recipe at another magnitude (checked)."""
         return replace(self, magnitude=magnitude)
+
+    def derive(self, **changes: Any) -> Recipe:
+        """The same recipe with some fields replaced by values that are already checked (not checked again).
+
+        For the pipeline's own copies: a magnitude read off a checked envelope,
+        the envelope dropped, points fixed from a checked envelope shape.
+        """
+        fields = {**self.__dict__, **changes}
+        new = object.__new__(Recipe)
+        for key, value in fields.items():
+            object.__setattr__(new, key, value)
+        return new
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = list(self.layers) if self.layers is not None else None
         d["envelope"] = [list(p) for p in self.envelope] if self.envelope is not None else None
+        d["params"] = dict(self.params)
         return d
+
+    @classmethod
+    def from_checked(cls, data: Mapping[str, Any]) -> Recipe:
+        """A recipe from the dict :meth:`to_dict` wrote for a recipe that was checked (a job spec off the queue).
+
+        Only the types JSON loses are restored; nothing is checked again.
+        """
+        fields = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        fields["layers"] = tuple(fields["layers"]) if fields.get("layers") is not None else None
+        fields["envelope"] = (tuple((float(t), float(m)) for t, m in fields["envelope"])
+                              if fields.get("envelope") is not None else None)
+        fields["params"] = tuple((k, v) for k, v in (fields.get("params") or {}).items())
+        new = object.__new__(cls)
+        for f in cls.__dataclass_fields__:
+            object.__setattr__(new, f, fields.get(f, cls.__dataclass_fields__[f].default))
+        return new
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -175,8 +177,8 @@ class Recipe:
             layers=data.get("layers"),
             offset=data.get("offset", 0.0) or 0.0,
             duration=data.get("duration"),
-            on_input=data.get("on_input") or False,
             envelope=data.get("envelope"),
+            params=_params_of(data),
         )
 
     @classmethod
@@ -212,89 +214,14 @@ def _recipe_object(text: str) -> Any:
     return data
 
 
-def build_recipes(
-    *,
-    model: str,
-    model_sha256: str = "",
-    action: Any,
-    magnitudes: Any = None,
-    titrate: bool = False,
-    seed: Any = None,
-    layers: Any = None,
-    conv_layers: Mapping[str, int] | None = None,
-    offset: Any = 0.0,
-    duration: Any = None,
-    max_duration: float | None = None,
-    on_input: bool = False,
-    envelope: Any = None,
-) -> list[Recipe]:
-    """The recipes of one job: every rule of a job's settings, in one place.
-
-    The CLI, the web form and :func:`senseflosser.render.floss_to_dir` all
-    call this, so a magnitude range, a duplicate magnitude, a layer name or a
-    segment bound is checked once, the same way everywhere.
-
-    Parameters
-    ----------
-    model, model_sha256 : str, keyword-only
-        The model's id and file hash, recorded in each recipe.
-    action : str, keyword-only
-        A registered action.
-    magnitudes : str or sequence or None, keyword-only
-        One or more magnitudes (a comma-separated string is split); ignored
-        when ``titrate``.
-    titrate : bool, keyword-only
-        Use the action's default titration.
-    seed : int or str or None, keyword-only
-        ``None`` draws one (recorded in every recipe).
-    layers : selection or None, keyword-only
-        ``down:0,5,9,mid`` text or a sequence of entries; ``None``: the action's default.
-    conv_layers : mapping or None, keyword-only
-        The model's conv layer names -> channel counts; when given, the
-        selection is checked against it (unknown layers and channels refused).
-    offset, duration : keyword-only
-        The audio segment in seconds (``duration=None``: to the end).
-    max_duration : float or None, keyword-only
-        Refuse a longer ``duration``.
-    on_input : bool, keyword-only
-        ``adversarial`` only: find the direction on the input audio.
-    envelope : points or str or None, keyword-only
-        The magnitude over time, as points (``"0:0,30:0.1"`` or pairs); the
-        ``ramp:``/``lfo:`` shortcuts must be resolved first
-        (:func:`senseflosser.envelope.resolve`). Replaces ``magnitudes``.
-
-    Returns
-    -------
-    list of Recipe
-        One per magnitude, in the order given.
-
-    Raises
-    ------
-    RecipeError
-    """
-    action = validate_action(action)
-    if envelope is not None:
-        if titrate or (magnitudes is not None and not (isinstance(magnitudes, str) and not magnitudes.strip())):
-            raise RecipeError("an envelope sets the magnitude over time: give either an envelope or magnitudes "
-                              "(or titrate), not both")
-        points = tuple((t, validate_magnitude(m, action)) for t, m in envelope_mod.parse_points(envelope))
-        magnitudes = [max(m for _, m in points)]
-    if titrate:
-        mags = get(action).magnitude.titration
-    elif magnitudes is None or (isinstance(magnitudes, str) and not magnitudes.strip()):
-        spec = get(action).magnitude
-        raise RecipeError(f"give a magnitude from {spec.min:g} to {spec.max:g} ({spec.meaning}), or titrate")
-    elif isinstance(magnitudes, (str, Sequence)):
-        mags = parse_magnitudes(magnitudes, action)
-    else:
-        mags = parse_magnitudes([magnitudes], action)
-    seed = draw_seed() if seed is None or (isinstance(seed, str) and not seed.strip()) else validate_seed(seed)
-    entries = parse_layers(layers)
-    if entries is not None and conv_layers is not None:
-        check(entries, conv_layers, default=(), model_name=model)
-    base = Recipe(model=model, model_sha256=model_sha256, action=action, magnitude=mags[0], seed=seed,
-                  layers=entries, offset=0.0 if offset is None else offset, duration=duration,
-                  on_input=bool(on_input), envelope=points if envelope is not None else None)
-    if max_duration is not None and base.duration is not None and base.duration > max_duration:
-        raise RecipeError(f"duration may be at most {max_duration:g} seconds here; got {base.duration:g}")
-    return [base.with_magnitude(m) for m in mags]
+def _params_of(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe dict's parameters (recipes written before parameters were declared kept them at the top level)."""
+    params = data.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise RecipeError(f"the recipe's params must be a JSON object, got {params!r}")
+    params = dict(params)
+    declared = get(data["action"]).params if isinstance(data.get("action"), str) else ()
+    for p in declared:
+        if p.name in data and data[p.name] is not None:
+            params.setdefault(p.name, data[p.name])
+    return params

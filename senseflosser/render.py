@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,12 @@ import numpy as np
 
 from . import audio as audio_io
 from . import device
-from . import envelope as envelope_mod
-from .actions import conv_channels, worst_case
-from .models import ModelRegistry
+from .jobspec import JobSpec
 from .jsonfile import write_json
+from .models import ModelRegistry, conv_channels
 from .normal_cache import NormalCache, cache_key, link_or_copy
 from .peaks import write_peaks
 from .pipeline import Progress, floss
-from .recipe import build_recipes
 from .spectrogram import save_spectrogram
 
 log = logging.getLogger(__name__)
@@ -45,102 +42,62 @@ def resolve_model(
     model: str | tuple[str, keras.Model, str],
     *,
     allow_paths: bool = False,
-    action: str | None = None,
-) -> tuple[str, keras.Model, str, str | None]:
-    """A model by registry name, path or as ``(name, model, sha256)``, ready for ``action``.
-
-    For ``adversarial``, the universal direction stored beside the model's file
-    is attached (see :mod:`senseflosser.actions.worst_case`).
+) -> tuple[str, keras.Model, str, Path | None, str | None]:
+    """A model by registry name, path or as ``(name, model, sha256)``.
 
     Returns
     -------
-    name, model, sha256, note
-        ``note`` says how to reproduce with a model that is not in the registry.
+    name, model, sha256, source, note
+        ``source`` is the model's file (``None`` for one given in memory), where
+        an action's per-model data lies; ``note`` says how to reproduce with a
+        model that is not in the registry.
     """
-    note = None
     if isinstance(model, tuple):
         name, net, sha = model
         note = f"model {name!r} is not in the registry: supply the same file (SHA-256 {sha}) with --model to reproduce"
-        return name, net, sha, note
+        return name, net, sha, None, note
     name, net, sha = registry.resolve(model, allow_paths=allow_paths)
-    if action == "adversarial" and worst_case.attached(net) is None:
-        source = Path(model) if allow_paths and Path(model).is_file() else registry.path(name)
-        worst_case.attach_from_file(net, source)
-    return name, net, sha, note
+    source = Path(model) if allow_paths and Path(model).is_file() else registry.path(name)
+    return name, net, sha, source, None
 
 
 def floss_to_dir(
+    spec: JobSpec,
     input_path: str | os.PathLike,
     *,
-    registry: ModelRegistry,
-    model: str | tuple[str, keras.Model, str],
-    action: str,
-    magnitudes: Sequence[float] | str | None = None,
+    net: keras.Model,
     output_dir: str | os.PathLike,
-    titrate: bool = False,
-    seed: int | None = None,
-    layers: Sequence[str] | str | None = None,
-    offset: float = 0.0,
-    duration: float | None = None,
-    stem: str | None = None,
-    save_model: bool = False,
-    spectrograms: bool = False,
-    write_original: bool = False,
+    source: str | os.PathLike | None = None,
+    audio: np.ndarray | None = None,
     max_duration: float | None = None,
-    allow_model_paths: bool = False,
-    on_input: bool = False,
-    envelope: str | Sequence | None = None,
+    model_note: str | None = None,
     progress: Progress | None = None,
-    peaks: bool = False,
     normal_cache: NormalCache | None = None,
 ) -> dict[str, Any]:
-    """Floss one audio file and write the results into a folder.
+    """Floss one audio file as ``spec`` says and write the results into a folder.
 
     Parameters
     ----------
+    spec : JobSpec
+        The job, checked where it was built (:func:`senseflosser.jobspec.build_job`);
+        nothing in it is checked again here.
     input_path : str or os.PathLike
-        Audio file (anything :func:`senseflosser.audio.load` reads).
-    registry : ModelRegistry, keyword-only
-        Where ``model`` is looked up.
-    model : str or tuple, keyword-only
-        Registry name (or a file path when ``allow_model_paths``), or an
-        already loaded model as ``(name, model, sha256)`` (an uploaded one,
-        which never enters the registry).
-    action : str, keyword-only
-        A name from the action registry.
-    magnitudes : sequence of float or str, keyword-only
-        One flossed output per magnitude, each from the pristine model.
-    titrate : bool, keyword-only
-        Use the action's default titration instead of ``magnitudes``.
+        Audio file (anything :func:`senseflosser.audio.load` reads); its name
+        gives the output stem unless ``spec.outputs.stem`` does.
+    net : keras.Model, keyword-only
+        The pristine model the recipes name (never mutated).
     output_dir : str or os.PathLike, keyword-only
         Created if needed.
-    seed : int or None, keyword-only
-        ``None`` draws one; it is recorded in every recipe.
-    layers, offset, duration : keyword-only
-        See :class:`~senseflosser.recipe.Recipe`.
-    stem : str or None, keyword-only
-        Stem of the output names (default: the input's).
-    save_model : bool, keyword-only
-        Also write ``<model>_<action>_<magnitude>.keras`` for each magnitude.
-    spectrograms : bool, keyword-only
-        Also write a PNG spectrogram beside each WAV.
-    write_original : bool, keyword-only
-        Also write the decoded input segment (mono, 22050 Hz) as ``<stem>_original.wav``.
+    source : path or None, keyword-only
+        The model's file, beside which per-model data of an action lies.
+    audio : np.ndarray or None, keyword-only, shape (n_samples,)
+        The segment already decoded (the CLI decodes it to fix the spec); read from ``input_path`` if ``None``.
     max_duration : float or None, keyword-only
         Refuse longer segments.
-    allow_model_paths : bool, keyword-only
-        Let ``model`` be a file path (the CLI allows it; the web app does not).
-    on_input : bool, keyword-only
-        ``adversarial`` only: find the direction on this audio instead of
-        using the model's stored universal one.
-    envelope : str or sequence or None, keyword-only
-        The magnitude over the output's time instead of ``magnitudes``: points
-        (``"0:0,30:0.1,60:0"``) or ``"ramp:A,B"`` / ``"lfo:LOW,HIGH,PERIOD"``
-        (see :mod:`senseflosser.envelope`); the recipe records the points.
+    model_note : str or None, keyword-only
+        How to reproduce with a model that is not in the registry (recorded in the recipe files).
     progress : callable or None, keyword-only
         ``progress(fraction, message)``.
-    peaks : bool, keyword-only
-        Also write ``<stem>_<label>.peaks.json`` (see :mod:`senseflosser.peaks`) beside each WAV.
     normal_cache : NormalCache or None, keyword-only
         Reuse the normal output (and the files of the normal and original)
         of an earlier run on the same segment and model, and store this
@@ -152,27 +109,17 @@ def floss_to_dir(
         The manifest (also written as ``manifest.json``): file names relative
         to ``output_dir``, recipes and metrics.
     """
-    name, net, sha, note = resolve_model(registry, model, allow_paths=allow_model_paths, action=action)
-    settings = dict(
-        model=name, model_sha256=sha, action=action, magnitudes=magnitudes, titrate=titrate, seed=seed,
-        layers=layers, conv_layers=conv_channels(net), offset=offset, duration=duration,
-        max_duration=max_duration, on_input=on_input,
-    )
-    if envelope is not None:  # checked now; its points are fixed once the audio's length is known
-        build_recipes(**settings, envelope=envelope_mod.resolve(envelope, duration or 3600.0))
-    else:
-        recipes = build_recipes(**settings)
-    y = audio_io.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
-    if envelope is not None:
-        points = envelope_mod.resolve(envelope, len(y) / audio_io.SAMPLE_RATE)
-        envelope_mod.check_within(points, len(y) / audio_io.SAMPLE_RATE)
-        recipes = build_recipes(**settings, envelope=points)
-    base, mags, seed = recipes[0], [r.magnitude for r in recipes], recipes[0].seed
-    found = worst_case.attached(net) if base.action == "adversarial" and not base.on_input else None
-    direction_sha = found[1] if found else None
+    y = audio if audio is not None else audio_io.load(input_path, offset=spec.offset, duration=spec.duration,
+                                                      max_duration=max_duration)
+    spec = spec.fixed(len(y) / audio_io.SAMPLE_RATE)
+    recipes = list(spec.recipes)
+    base, mags, seed = spec.base, list(spec.magnitudes), spec.base.seed
+    sha = base.model_sha256
+    opts = spec.outputs
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = safe_stem(stem or Path(input_path).name)
+    stem = safe_stem(opts.stem or Path(input_path).name)
+    note = model_note
 
     def sub(lo: float, hi: float) -> Progress | None:
         if progress is None:
@@ -181,26 +128,27 @@ def floss_to_dir(
 
     key = cached = None
     if normal_cache is not None:
-        key = cache_key(y, sha, chunking="envelope" if envelope is not None else "plain")
+        key = cache_key(y, sha, chunking="envelope" if base.envelope is not None else "plain")
         cached = normal_cache.get(key)
-    result = floss(y, net, recipes, progress=sub(0.0, 0.85), keep_models=save_model,
-                   normal=(cached.raw, cached.metrics) if cached else None)
+    result = floss(y, net, recipes, progress=sub(0.0, 0.85), keep_models=opts.save_model,
+                   normal=(cached.raw, cached.metrics) if cached else None, source=source)
     if progress:
         progress(0.85, "writing files")
     written: dict[str, dict[str, Path]] = {}
 
     def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
         try:
-            files = _reuse(cached, label, out_dir, stem, spectrograms, peaks) if label in ("original", "normal") else None
+            files = (_reuse(cached, label, out_dir, stem, opts.spectrograms, opts.peaks)
+                     if label in ("original", "normal") else None)
         except OSError:  # the cached files were deleted meanwhile: write them afresh
             files = None
         if files is not None:
             written[label] = files
             return _entry(files)
         files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
-        if spectrograms:
+        if opts.spectrograms:
             files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
-        if peaks:
+        if opts.peaks:
             files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
         written[label] = files
         return _entry(files)
@@ -210,13 +158,13 @@ def floss_to_dir(
         "stem": stem,
         "seed": seed,
         "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {})},
-        "adversarial_direction_sha256": direction_sha,
+        **(result.provenance[0] if result.provenance else {}),
         "device": device.describe(),
         "seconds": None,
         "duration": len(y) / audio_io.SAMPLE_RATE,
         "sample_rate": audio_io.SAMPLE_RATE,
     }
-    if write_original:
+    if opts.original:
         peak = float(np.max(np.abs(y)))
         manifest["original"] = wav("original", y if peak <= 1.0 else y / peak)
     manifest["normal"] = {**wav("normal", result.normal), "metrics": result.normal_metrics}
@@ -227,10 +175,10 @@ def floss_to_dir(
         recipe_file = out_dir / f"{stem}_{out.recipe.slug}.json"
         write_json(recipe_file, {"recipe": out.recipe.to_dict(), "metrics": out.metrics,
                                  "output": entry["file"], "device": manifest["device"],
-                                 **({"model_note": note} if note else {})})
+                                 **result.provenance[i], **({"model_note": note} if note else {})})
         entry["recipe_file"] = recipe_file.name
-        if save_model and out.model is not None:
-            model_file = out_dir / f"{safe_stem(name, default='model')}_{out.recipe.slug}.keras"
+        if opts.save_model and out.model is not None:
+            model_file = out_dir / f"{safe_stem(base.model, default='model')}_{out.recipe.slug}.keras"
             out.model.save(model_file)
             entry["model"] = model_file.name
         manifest["flossed"].append(entry)
@@ -246,6 +194,48 @@ def floss_to_dir(
                          home=out_dir / NORMAL_HOME)
     write_json(out_dir / "manifest.json", manifest)
     return manifest
+
+
+def floss_file(
+    spec: JobSpec,
+    input_path: str | os.PathLike,
+    *,
+    registry: ModelRegistry,
+    output_dir: str | os.PathLike,
+    model: str | tuple[str, keras.Model, str] | None = None,
+    allow_model_paths: bool = False,
+    max_duration: float | None = None,
+    progress: Progress | None = None,
+    normal_cache: NormalCache | None = None,
+) -> dict[str, Any]:
+    """Load the model a spec names, decode its segment once, and :func:`floss_to_dir`.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        Checked; its model id names a registry model (or a file, when
+        ``allow_model_paths``) unless ``model`` is given.
+    input_path : str or os.PathLike
+    registry : ModelRegistry, keyword-only
+    output_dir : str or os.PathLike, keyword-only
+    model : str or (name, keras.Model, sha256) or None, keyword-only
+        The model to use instead of the one the spec names (an uploaded one, which never enters the registry).
+    allow_model_paths : bool, keyword-only
+        Let the model be a file path (the CLI allows it; the web app does not).
+    max_duration, progress, normal_cache : keyword-only
+        See :func:`floss_to_dir`.
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    name, net, sha, source, note = resolve_model(registry, spec.base.model if model is None else model,
+                                                 allow_paths=allow_model_paths)
+    spec = spec.for_model(name, sha, conv_channels(net))
+    y = audio_io.load(input_path, offset=spec.offset, duration=spec.duration, max_duration=max_duration)
+    return floss_to_dir(spec, input_path, net=net, output_dir=output_dir, source=source, audio=y,
+                        model_note=note, progress=progress, normal_cache=normal_cache)
 
 
 NORMAL_HOME = ".normal"

@@ -16,19 +16,16 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from typing import Any
 
 import keras
 import numpy as np
 
 from . import actions, device
 from . import envelope as envelope_mod
-from .actions import worst_case
-from .actions.base import with_weights
 from .audio import SAMPLE_RATE
 from .errors import ModelError
 from .models import input_frames
-from .recipe import Recipe
 from .spectral import HOP, N_BINS, Chunk
 
 _COMPILED_MAX = 64
@@ -173,7 +170,7 @@ _scratch: OrderedDict[tuple, tuple[weakref.ref, keras.Model]] = OrderedDict()
 _scratch_lock = threading.Lock()
 
 
-def scratch_model(model: keras.Model, recipe: Recipe) -> keras.Model | None:
+def scratch_model(model: keras.Model, recipe) -> keras.Model | None:
     """The shared copy of ``model`` with the architecture ``recipe``'s action builds, or ``None`` (weights only).
 
     Built once per source model, action and layers, then run with each
@@ -198,28 +195,21 @@ def scratch_model(model: keras.Model, recipe: Recipe) -> keras.Model | None:
     return damaged
 
 
-def damaged_runner(model: keras.Model, recipe: Recipe, directions: dict, *, keep: bool = False):
-    """``(runner, kept model or None)`` for one recipe at its (single) magnitude.
+def damaged_runner(model: keras.Model, recipe, prepared: Any = None, *, keep: bool = False):
+    """``(runner, kept model or None)`` for one (checked) recipe at its (single) magnitude.
 
     A weight-only action (fog) runs the pristine architecture with new weights;
     one that changes the architecture (lapse) runs a shared damaged copy with
     the recipe's state. A model of its own is built only when it is to be kept.
+    ``prepared`` is what the action's ``prepare`` hook gave this recipe.
     """
-    recipe = replace(recipe, envelope=None)
-    if recipe.on_input:
-        weights = worst_case.apply_direction(
-            model, actions.targets(model, recipe.action, recipe.layers),
-            directions[(recipe.layers or (), recipe.seed)], magnitude=recipe.magnitude)
-        if keep:
-            kept = with_weights(model, weights)
-            return Runner(kept), kept
-        return Runner(model, weights), None
+    recipe = recipe.derive(envelope=None)
     if keep:
-        kept = actions.apply(model, recipe)
+        kept = actions.apply(model, recipe, prepared=prepared)
         return Runner(kept), kept
     scratch = scratch_model(model, recipe)
     if scratch is None:
-        return Runner(model, actions.damaged_weights(model, recipe)), None
+        return Runner(model, actions.damaged_weights(model, recipe, prepared)), None
     return Runner(scratch, state=actions.damaged_state(scratch, recipe)), None
 
 
@@ -259,8 +249,8 @@ class EnvelopeRunner:
     chunk, and meets itself exactly at every knot: no seams.
     """
 
-    def __init__(self, model: keras.Model, recipe: Recipe, directions: dict, plan: list[Chunk], knot: int) -> None:
-        self.model, self.recipe, self.directions = model, recipe, directions
+    def __init__(self, model: keras.Model, recipe, prepared: Any, plan: list[Chunk], knot: int) -> None:
+        self.model, self.recipe, self.prepared = model, recipe, prepared
         self.plan, self.knot = plan, knot
         self.nonfinite = 0
         times = np.arange(0, plan[-1].keep_stop + knot + 1, knot) * HOP / SAMPLE_RATE
@@ -271,7 +261,7 @@ class EnvelopeRunner:
         magnitude = float(magnitude)
         runner = self._runners.get(magnitude)
         if runner is None:
-            runner = damaged_runner(self.model, replace(self.recipe, magnitude=magnitude), self.directions)[0]
+            runner = damaged_runner(self.model, self.recipe.derive(magnitude=magnitude), self.prepared)[0]
             self._runners[magnitude] = runner
             while len(self._runners) > 4:
                 self._runners.popitem(last=False)

@@ -27,7 +27,8 @@ from .models import ModelRegistry, conv_layer_names, input_frames
 from .jsonfile import write_json
 from .pipeline import Progress, floss
 from .runners import compiled_call
-from .recipe import Recipe, parse_magnitudes
+from .jobspec import split_magnitudes
+from .recipe import Recipe
 from .spectral import stft
 
 DEFAULT_SEEDS = 3
@@ -48,6 +49,7 @@ def sensitivity_map(
     seed: int = 0,
     layers: Sequence[str] | None = None,
     progress: Progress | None = None,
+    source: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Damage each conv layer alone at each magnitude and measure the output against normal.
 
@@ -59,6 +61,8 @@ def sensitivity_map(
         The pristine model (never mutated).
     model_name, model_sha256 : str, keyword-only
         Recorded in the map and its recipes.
+    source : path or None, keyword-only
+        The model's file, beside which an action's per-model data lies (adversarial's direction).
     action : str, keyword-only
         Any registered action (default fog).
     magnitudes : sequence or str or None, keyword-only
@@ -81,7 +85,10 @@ def sensitivity_map(
         what produced it.
     """
     spec = actions.get(action)
-    mags = spec.magnitude.titration if magnitudes is None else parse_magnitudes(magnitudes, spec.name)
+    mags = (spec.magnitude.titration if magnitudes is None
+            else tuple(dict.fromkeys(spec.magnitude.validate(m, spec.name) for m in split_magnitudes(magnitudes))))
+    if not mags:
+        raise RecipeError("give at least one magnitude, or none for the action's titration")
     if not isinstance(seeds, int) or not 1 <= seeds <= 16:
         raise RecipeError(f"seeds must be a whole number from 1 to 16, got {seeds!r}")
     convs = conv_layer_names(model)
@@ -97,7 +104,7 @@ def sensitivity_map(
                for name in chosen for m in mags for s in range(seeds)]
     t_pass = _forward_seconds(model, y)
     t0 = time.perf_counter()
-    result = floss(y, model, recipes, progress=progress)
+    result = floss(y, model, recipes, progress=progress, source=source)
     seconds = time.perf_counter() - t0
     table: dict[str, list[dict[str, Any]]] = {}
     it = iter(result.flossed)
@@ -223,11 +230,11 @@ def map_to_dir(
     from . import audio
     from .render import resolve_model
 
-    name, net, sha, note = resolve_model(registry, model, allow_paths=allow_model_paths, action=action)
+    name, net, sha, source, note = resolve_model(registry, model, allow_paths=allow_model_paths)
     y = audio.load(input_path, offset=offset, duration=duration, max_duration=max_duration)
     split = 0.7 if channels else 1.0
     report = sensitivity_map(y, net, model_name=name, model_sha256=sha, action=action, magnitudes=magnitudes,
-                             seeds=seeds, seed=seed,
+                             seeds=seeds, seed=seed, source=source,
                              progress=(lambda f, m: progress(split * f, m)) if progress else None)
     if channels:
         report["channels"] = channel_ranking(

@@ -152,6 +152,21 @@ def hostile_model_files(folder: Path, marker: Path) -> dict[str, tuple[Path, str
     return files
 
 
+def floss_into(input_path, *, registry, output_dir, model: str = "tiny", action: str = "fog",
+               magnitudes=None, spectrograms: bool = False, write_original: bool = False, peaks: bool = False,
+               save_model: bool = False, stem: str | None = None, max_duration: float | None = None,
+               normal_cache=None, **job) -> dict:
+    """One job through the library's front door: :func:`build_job` then :func:`floss_file` (the manifest)."""
+    from senseflosser.jobspec import Outputs, build_job
+    from senseflosser.render import floss_file
+
+    spec = build_job(model=model, action=action, magnitudes=magnitudes,
+                     outputs=Outputs(original=write_original, spectrograms=spectrograms, peaks=peaks,
+                                     save_model=save_model, stem=stem), **job)
+    return floss_file(spec, input_path, registry=registry, output_dir=output_dir, max_duration=max_duration,
+                      normal_cache=normal_cache)
+
+
 def give_direction(model: keras.Model, path: Path | None = None) -> None:
     """Find a (quick) universal adversarial direction for a test model, attach it and optionally save it."""
     from senseflosser import actions

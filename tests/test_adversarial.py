@@ -59,19 +59,32 @@ def test_without_a_stored_direction_the_error_says_what_to_do():
 
 def test_on_input_is_seeded_and_reproducible(tiny_model):
     y = tone(1.0)
-    recipes = [Recipe("tiny", "", "adversarial", m, 7, on_input=True) for m in (0.001, 0.01)]
+    recipes = [Recipe("tiny", "", "adversarial", m, 7, params={"on_input": True}) for m in (0.001, 0.01)]
     a = floss(y, tiny_model, recipes)
     b = floss(y, tiny_model, [Recipe.from_json(recipes[1].to_json())])
     assert a.flossed[1].audio.tobytes() == b.flossed[0].audio.tobytes()
     assert a.flossed[0].metrics["snr_db"] > a.flossed[1].metrics["snr_db"]
-    c = floss(y, tiny_model, [Recipe("tiny", "", "adversarial", 0.01, 8, on_input=True)])
+    c = floss(y, tiny_model, [Recipe("tiny", "", "adversarial", 0.01, 8, params={"on_input": True})])
     assert c.flossed[0].audio.tobytes() != b.flossed[0].audio.tobytes()
     assert recipes[0].slug == "adversarial-input_0.001"
 
 
 def test_on_input_is_only_for_adversarial():
-    with pytest.raises(RecipeError, match="on_input.*adversarial"):
-        Recipe("tiny", "", "fog", 0.1, 1, on_input=True)
+    with pytest.raises(RecipeError, match="fog has no parameter 'on_input'"):
+        Recipe("tiny", "", "fog", 0.1, 1, params={"on_input": True})
+
+
+def test_a_stored_direction_is_read_from_beside_the_model_file(model_with_direction, tmp_path):
+    model, direction = model_with_direction
+    source = tmp_path / "other.keras"
+    adversarial.save_direction(adversarial.direction_file(source), direction, {"seed": 0})
+    fresh = make_tiny_model(seed=3, name="tinyadv")  # the same weights, with nothing attached
+    y = tone(1.0, seed=5)
+    recipe = Recipe("tinyadv", "", "adversarial", 0.01, 0)
+    from_file = floss(y, fresh, [recipe], source=source)
+    attached = floss(y, model, [recipe])
+    assert from_file.flossed[0].audio.tobytes() == attached.flossed[0].audio.tobytes()
+    assert from_file.provenance[0]["adversarial_direction_sha256"] != "test"
 
 
 def test_direction_file_roundtrip(model_with_direction, tmp_path):

@@ -9,7 +9,8 @@ from senseflosser import envelope, metrics, spectral
 from senseflosser.errors import RecipeError
 from senseflosser.pipeline import floss
 from senseflosser.runners import KNOT_FRAMES
-from senseflosser.recipe import Recipe, build_recipes
+from senseflosser.jobspec import build_job
+from senseflosser.recipe import Recipe
 from conftest import SR, tone
 
 
@@ -39,16 +40,16 @@ def test_bad_envelopes(spec, match):
 
 def test_magnitudes_in_the_actions_range_and_not_beside_magnitudes():
     with pytest.raises(RecipeError, match="lapse magnitude"):
-        build_recipes(model="m", action="lapse", envelope="0:0,1:2")
+        build_job(model="m", action="lapse", envelope="0:0,1:2")
     with pytest.raises(RecipeError, match="either an envelope or magnitudes"):
-        build_recipes(model="m", action="fog", envelope="0:0,1:0.1", magnitudes="0.1")
+        build_job(model="m", action="fog", envelope="0:0,1:0.1", magnitudes="0.1")
     with pytest.raises(RecipeError, match="beyond the end of the audio"):
         envelope.check_within(((0.0, 0.0), (90.0, 0.1)), 60.0)
 
 
 def _renders(model, action, spec, seconds, seed=3):
     y = tone(seconds)
-    recipe = build_recipes(model="tiny", action=action, envelope=envelope.resolve(spec, seconds), seed=seed)[0]
+    recipe = build_job(model="tiny", action=action, envelope=spec, seed=seed, seconds=seconds).base
     res = floss(y, model, [recipe])
     return res.normal / res.normal_metrics["gain"], res.flossed[0].audio / res.flossed[0].metrics["gain"], recipe
 
@@ -82,7 +83,7 @@ def test_an_envelope_recipe_reproduces_bit_for_bit(tiny_model):
 
 def test_a_flat_envelope_equals_the_plain_magnitude(tiny_model):
     y = tone(5.0)
-    flat = build_recipes(model="tiny", action="fog", envelope="0:0.1", seed=9)[0]
+    flat = build_job(model="tiny", action="fog", envelope="0:0.1", seed=9).base
     plain = Recipe("tiny", "", "fog", 0.1, 9)
     a, b = floss(y, tiny_model, [flat]).flossed[0].audio, floss(y, tiny_model, [plain]).flossed[0].audio
     np.testing.assert_allclose(a, b, atol=1e-5)

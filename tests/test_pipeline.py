@@ -11,8 +11,7 @@ from senseflosser import metrics
 from senseflosser.errors import AudioError, ModelError, RecipeError
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
-from senseflosser.render import floss_to_dir
-from conftest import make_tiny_model, tone
+from conftest import floss_into, make_tiny_model, tone
 
 
 def _r(action="fog", magnitude=0.1, seed=7, **kw):
@@ -119,7 +118,7 @@ def test_bad_inputs(tiny_model):
 
 def test_floss_to_dir_writes_named_outputs_and_recipes(registry, wav_file, tmp_path):
     out = tmp_path / "out"
-    m = floss_to_dir(wav_file, registry=registry, model="tiny", action="fog", magnitudes=[0.05, 0.1],
+    m = floss_into(wav_file, registry=registry, model="tiny", action="fog", magnitudes=[0.05, 0.1],
                      seed=11, output_dir=out, save_model=True, spectrograms=True, write_original=True)
     names = {p.name for p in out.iterdir()}
     assert {"song_normal.wav", "song_fog_0.05.wav", "song_fog_0.1.wav", "song_fog_0.1.json",
@@ -134,13 +133,13 @@ def test_floss_to_dir_writes_named_outputs_and_recipes(registry, wav_file, tmp_p
 
 def test_same_recipe_gives_bit_identical_wav(registry, wav_file, tmp_path):
     for d in ("a", "b"):
-        floss_to_dir(wav_file, registry=registry, model="tiny", action="lapse", magnitudes=[0.2],
+        floss_into(wav_file, registry=registry, model="tiny", action="lapse", magnitudes=[0.2],
                      seed=3, output_dir=tmp_path / d)
     assert (tmp_path / "a/song_lapse_0.2.wav").read_bytes() == (tmp_path / "b/song_lapse_0.2.wav").read_bytes()
 
 
 def test_seed_is_drawn_and_recorded_when_not_given(registry, wav_file, tmp_path):
-    m = floss_to_dir(wav_file, registry=registry, model="tiny", action="fog", magnitudes=[0.1],
+    m = floss_into(wav_file, registry=registry, model="tiny", action="fog", magnitudes=[0.1],
                      output_dir=tmp_path / "o")
     assert isinstance(m["seed"], int) and m["flossed"][0]["recipe"]["seed"] == m["seed"]
 
@@ -161,4 +160,4 @@ def test_floss_to_dir_errors(registry, wav_file, tmp_path, kw, err, match):
     opts = dict(registry=registry, model="tiny", action="fog", magnitudes=[0.1], output_dir=tmp_path / "o")
     opts.update(kw)
     with pytest.raises(err, match=match):
-        floss_to_dir(wav_file, **opts)
+        floss_into(wav_file, **opts)

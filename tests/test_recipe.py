@@ -12,7 +12,7 @@ from senseflosser.errors import RecipeError
 from senseflosser import actions
 from senseflosser.recipe import (
     ACTIONS,
-    MAX_SEED, Recipe, parse_magnitudes, validate_action, validate_layers, validate_magnitude, validate_seed,
+    MAX_SEED, Recipe, validate_action, validate_layers, validate_magnitude, validate_seed,
 )
 
 
@@ -84,12 +84,18 @@ def test_layers_parsing():
         validate_layers([1, 2])
 
 
-def test_parse_magnitudes():
-    assert parse_magnitudes("0.01, 0.1", "fog") == (0.01, 0.1)
-    assert parse_magnitudes([0.5, "0.2"], "lapse") == (0.5, 0.2)
-    for bad in ("", "0.1,x", ",".join(["0.1"] * 21), "0.1,0.1", "3"):
-        with pytest.raises(RecipeError):
-            parse_magnitudes(bad, "lapse")
+def test_a_recipe_from_before_declared_parameters_reads_them_from_the_top_level():
+    old = '{"model": "m", "action": "adversarial", "magnitude": 0.001, "seed": 1, "on_input": true}'
+    r = Recipe.from_json(old)
+    assert dict(r.params) == {"on_input": True} and r.slug == "adversarial-input_0.001"
+    assert Recipe.from_json(r.to_json()) == r
+
+
+def test_a_parameter_the_action_does_not_declare_is_refused():
+    with pytest.raises(RecipeError, match="fog has no parameter 'on_input'"):
+        Recipe("m", "", "fog", 0.1, 1, params={"on_input": True})
+    with pytest.raises(RecipeError, match="on_input must be true or false"):
+        Recipe("m", "", "adversarial", 0.1, 1, params={"on_input": "maybe"})
 
 
 @pytest.mark.parametrize("text, match", [

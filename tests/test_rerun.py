@@ -11,8 +11,7 @@ from senseflosser.normal_cache import NormalCache
 from senseflosser.peaks import peaks
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
-from senseflosser.render import floss_to_dir
-from conftest import tone
+from conftest import floss_into, tone
 
 
 def _r(magnitude=0.1, seed=7):
@@ -50,7 +49,7 @@ def test_floss_to_dir_reuses_the_cached_normal_and_writes_peaks(registry, wav_fi
     cache = NormalCache(tmp_path / "cache")
     kw = dict(registry=registry, model="tiny", action="fog", seed=3, spectrograms=True, write_original=True,
               peaks=True, normal_cache=cache, stem="audio")
-    first = floss_to_dir(wav_file, magnitudes=[0.1], output_dir=tmp_path / "a", **kw)
+    first = floss_into(wav_file, magnitudes=[0.1], output_dir=tmp_path / "a", **kw)
     assert first["normal_cached"] is False
     for label in ("original", "normal"):
         assert first[label]["peaks"] == f"audio_{label}.peaks.json"
@@ -67,7 +66,7 @@ def test_floss_to_dir_reuses_the_cached_normal_and_writes_peaks(registry, wav_fi
         return real(self, model, *a, **k)
 
     monkeypatch.setattr(runners.Runner, "__init__", counting)
-    second = floss_to_dir(wav_file, magnitudes=[0.1], output_dir=tmp_path / "b", **kw)
+    second = floss_into(wav_file, magnitudes=[0.1], output_dir=tmp_path / "b", **kw)
     assert second["normal_cached"] is True
     assert len(normal_runs) == 1  # the damaged pass only
     for label in ("original", "normal"):
@@ -76,7 +75,7 @@ def test_floss_to_dir_reuses_the_cached_normal_and_writes_peaks(registry, wav_fi
     assert ((tmp_path / "a" / first["flossed"][0]["file"]).read_bytes()
             == (tmp_path / "b" / second["flossed"][0]["file"]).read_bytes())
     # another segment is another entry
-    third = floss_to_dir(wav_file, magnitudes=[0.1], output_dir=tmp_path / "c", offset=0.5, **kw)
+    third = floss_into(wav_file, magnitudes=[0.1], output_dir=tmp_path / "c", offset=0.5, **kw)
     assert third["normal_cached"] is False
 
 

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from senseflosser.errors import SenseflosserError
+
 STATES = ("queued", "running", "done", "failed")
 ACTIVE = ("queued", "running")
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
@@ -34,6 +36,10 @@ class StorageFull(Exception):
 
 class JobFailed(Exception):
     """A job failed for a reason its user can act on; ``str(exc)`` is a plain sentence."""
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (JobFailed, SenseflosserError)
+"""What a job raises for a reason its user can fix: its message is the job's error, with no traceback logged."""
 
 
 def new_job_id() -> str:

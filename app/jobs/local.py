@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .base import (ACTIVE, RQ_OWNER, UNSAVED_RESULT, Execute, JobFailed, QueueFull, internal_error,
+from .base import (ACTIVE, RQ_OWNER, UNSAVED_RESULT, USER_ERRORS, Execute, JobFailed, QueueFull, internal_error,
                    interrupted_error, new_state)
 from .retention import Retention
 from .store import JobStore
@@ -237,7 +237,7 @@ class LocalJobRunner:
         t0 = time.monotonic()
         try:
             manifest = self.execute(job_id, dict(state), progress)
-        except JobFailed as exc:
+        except USER_ERRORS as exc:
             self._finish(state, error=str(exc))
             log.info("job %s failed: %s", job_id, exc)
         except BaseException as exc:  # SystemExit raised by a library included: the worker goes on

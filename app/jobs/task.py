@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .base import ACTIVE, UNSAVED_RESULT, Execute, JobFailed, internal_error
+from .base import ACTIVE, UNSAVED_RESULT, USER_ERRORS, Execute, JobFailed, internal_error
 from .store import STATE_FILE, JobStore
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ def run(job_id: str) -> str:
     manifest, error = None, None
     try:
         manifest = ctx.execute(job_id, dict(state), progress)
-    except JobFailed as exc:
+    except USER_ERRORS as exc:
         error = str(exc)
         log.info("job %s failed: %s", job_id, exc)
     except BaseException as exc:  # SystemExit raised by a library included: the worker goes on

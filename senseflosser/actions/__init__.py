@@ -24,8 +24,9 @@ channels of that layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -33,25 +34,20 @@ import numpy as np
 from ..errors import ModelError, RecipeError
 from ..layers import Lapse
 from ..models import conv_layer_names
-from .worst_case import universal_weights
-from .base import MAX_SEED, ActionSpec, MagnitudeSpec, draw_seed, validate_seed, with_weights
+from . import worst_case
+from .base import MAX_SEED, ActionSpec, MagnitudeSpec, Param, Params, draw_seed, validate_seed, with_weights
 from .lapse import lapse_architecture, lapse_model, lapse_state
 from .selection import Resolved, canonical, check, conv_channels, parse_layers, resolve, split_entry
 from .weights import ablate_weights, bitflip_weights, fog_weights as _fog_weights
 
-if TYPE_CHECKING:
-    from ..recipe import Recipe
-
 __all__ = [
-    "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "ablate", "adversarial", "apply", "bitflip",
+    "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "Param", "Params", "ablate", "adversarial", "apply", "bitflip",
     "damage", "damaged_state", "damaged_weights", "default_layers", "draw_seed", "fog", "get", "lapse",
     "check", "conv_channels", "parse_layers", "resolve_layers", "split_entry", "targets", "validate_action", "validate_magnitude",
     "validate_seed",
 ]
 
-ACTIONS: dict[str, ActionSpec] = {
-    spec.name: spec
-    for spec in (
+_BUILT_IN: tuple[ActionSpec, ...] = (
         ActionSpec(
             name="fog",
             description="Gaussian noise on a random half of the weights of each conv layer: a haze of artefacts",
@@ -79,7 +75,11 @@ ACTIONS: dict[str, ActionSpec] = {
             description="fog-sized damage pointed where it hurts most (projected gradient ascent): the worst case",
             magnitude=MagnitudeSpec("size: the L2 norm of fog's noise at this standard deviation", 0.0, 10.0, 0.001,
                                     (0.0001, 0.0003, 0.001, 0.003, 0.01)),
-            changes="weights", default_layers="all", weights=universal_weights,
+            changes="weights", default_layers="all", weights=worst_case.adversarial_weights,
+            params=(Param("on_input", "bool", False,
+                          "find the worst-case direction on this audio (a few seconds of search) instead of "
+                          "the model's stored universal one", aliases=("adversarial_on_input",), slug="input"),),
+            prepare=worst_case.prepare, provenance=worst_case.provenance, compare_with="fog",
         ),
         ActionSpec(
             name="bitflip",
@@ -88,11 +88,86 @@ ACTIONS: dict[str, ActionSpec] = {
                                     (0.0003, 0.001, 0.01, 0.03, 0.1)),
             changes="weights", default_layers="all", weights=bitflip_weights,
         ),
-    )
-}
+)
+
+ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in _BUILT_IN}
 """The action registry, in the order forms and tables list it."""
 
 ACTION_NAMES: tuple[str, ...] = tuple(ACTIONS)
+
+
+def register(spec: ActionSpec) -> ActionSpec:
+    """Add an action to the registry (see "Adding an action" in the README); returns it.
+
+    Everything that lists actions (the CLI's choices and flags, the web form,
+    ``GET /api/actions``, the page, the README table) reads the registry when
+    it is built, so an action registered before the CLI parser or the app is
+    made is offered everywhere.
+
+    Raises
+    ------
+    RecipeError
+        If the name is taken or the entry lacks what its kind needs.
+    """
+    global ACTION_NAMES
+    if not isinstance(spec, ActionSpec):
+        raise RecipeError(f"an action is registered as an ActionSpec, got {spec!r}")
+    if spec.name in ACTIONS:
+        raise RecipeError(f"an action named {spec.name!r} is already registered")
+    if spec.changes == "weights" and spec.weights is None:
+        raise RecipeError(f"weights action {spec.name!r} needs a weights function")
+    if spec.changes == "architecture" and (spec.build is None or spec.architecture is None or spec.state is None):
+        raise RecipeError(f"architecture action {spec.name!r} needs build, architecture and state functions")
+    ACTIONS[spec.name] = spec
+    ACTION_NAMES = tuple(ACTIONS)
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove an action added with :func:`register` (the built-in ones stay)."""
+    global ACTION_NAMES
+    if any(spec.name == name for spec in _BUILT_IN):
+        raise RecipeError(f"{name!r} is a built-in action and cannot be removed")
+    ACTIONS.pop(name, None)
+    ACTION_NAMES = tuple(ACTIONS)
+
+
+def all_params() -> dict[str, Param]:
+    """Every declared parameter of every registered action, by name (the CLI's flags, the form's fields)."""
+    out: dict[str, Param] = {}
+    for spec in ACTIONS.values():
+        for p in spec.params:
+            out.setdefault(p.name, p)
+    return out
+
+
+def params_from_fields(action: str, lookup: Callable[[str], Any]) -> dict[str, Any]:
+    """The parameter values a form or command line gave for ``action``, unchecked (a recipe checks them).
+
+    ``lookup(name)`` returns a field's value or ``None``; each parameter is
+    looked up by its name and its aliases. A parameter that ``action`` does not
+    declare is passed on (and refused by the recipe) only when it is set to
+    something other than blank or false, so a form that always sends every
+    field still works.
+    """
+    declared = {p.name for p in get(action).params}
+    given: dict[str, Any] = {}
+    for name, p in all_params().items():
+        for key in (p.name, *p.aliases):
+            value = lookup(key)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            if name not in declared and (value is False or (isinstance(value, str)
+                                                            and value.strip().lower() in ("0", "false", "no", "off"))):
+                continue
+            given[name] = value
+            break
+    return given
+
+
+def names() -> tuple[str, ...]:
+    """The registered actions' names, in registry order (read at call time: see :func:`register`)."""
+    return tuple(ACTIONS)
 
 
 def markdown_table() -> str:
@@ -105,6 +180,12 @@ def markdown_table() -> str:
             f"| `{spec.name}` | {spec.description} | {m.meaning} | {m.min:g} to {m.max:g} | "
             f"{', '.join(f'{v:g}' for v in m.titration)} | {spec.changes} |"
         )
+    params = [(spec.name, p) for spec in ACTIONS.values() for p in spec.params]
+    if params:
+        rows += ["", "| action | parameter | type | default | CLI flag / form field | what it does |",
+                 "|---|---|---|---|---|---|"]
+        for name, p in params:
+            rows.append(f"| `{name}` | `{p.name}` | {p.type} | {p.default} | `{p.flags[0]}` / `{p.name}` | {p.help} |")
     return "\n".join(rows) + "\n"
 
 
@@ -117,7 +198,8 @@ def get(action: Any) -> ActionSpec:
         If it is not an action's name; the message lists them.
     """
     if not isinstance(action, str) or action not in ACTIONS:
-        raise RecipeError(f"unknown action {action!r}; choose one of: {', '.join(ACTION_NAMES)}")
+        shown = action if not isinstance(action, str) or len(action) <= 40 else action[:40] + "…"
+        raise RecipeError(f"unknown action {shown!r}; choose one of: {', '.join(ACTIONS)}")
     return ACTIONS[action]
 
 
@@ -161,7 +243,8 @@ def resolve_layers(model: keras.Model, layers: Sequence[str] | str | None, *, ac
 
 
 def damage(
-    model: keras.Model, *, action: str, magnitude: float, seed: int, layers: Sequence[str] | str | None = None
+    model: keras.Model, *, action: str, magnitude: float, seed: int, layers: Sequence[str] | str | None = None,
+    params: Mapping[str, Any] | None = None, source: str | os.PathLike | None = None,
 ) -> keras.Model:
     """A damaged copy of ``model`` (the source is never mutated).
 
@@ -175,23 +258,32 @@ def damage(
     seed : int, keyword-only
     layers : selection or None, keyword-only
         Conv layers (and channels) to damage; ``None``: the action's default.
+    params : mapping or None, keyword-only
+        The action's declared parameters (:attr:`ActionSpec.params`); defaults for those left out.
+    source : path or None, keyword-only
+        The model's file, beside which an action's per-model data lies (adversarial's direction).
 
     Returns
     -------
     keras.Model
     """
     spec = get(action)
-    magnitude = validate_magnitude(magnitude, spec.name)
-    seed = validate_seed(seed)
-    chosen = targets(model, spec.name, layers)
-    if spec.weights is not None:
-        return with_weights(model, spec.weights(model, chosen, magnitude=magnitude, seed=seed))
-    return spec.build(model, chosen, magnitude=magnitude, seed=seed)
+    recipe = _Checked(spec.name, spec.magnitude.validate(magnitude, spec.name), validate_seed(seed),
+                      canonical(targets(model, spec.name, layers)), spec.parse_params(params))
+    return apply(model, recipe, source=source)
+
+
+class _Checked:
+    """The fields of a recipe that :func:`apply` reads, checked by :func:`damage` (no model id needed)."""
+
+    def __init__(self, action: str, magnitude: float, seed: int, layers: tuple[str, ...], params: Params) -> None:
+        self.action, self.magnitude, self.seed, self.layers, self.params = action, magnitude, seed, layers, params
 
 
 def _action(name: str):
-    def act(model: keras.Model, *, magnitude: float, seed: int, layers: Sequence[str] | str | None = None):
-        return damage(model, action=name, magnitude=magnitude, seed=seed, layers=layers)
+    def act(model: keras.Model, *, magnitude: float, seed: int, layers: Sequence[str] | str | None = None,
+            **params: Any):
+        return damage(model, action=name, magnitude=magnitude, seed=seed, layers=layers, params=params)
 
     act.__name__ = name
     act.__doc__ = f"Damage a copy of ``model`` with {name}: {ACTIONS[name].description} (see :func:`damage`)."
@@ -208,16 +300,81 @@ bitflip = _action("bitflip")
 def fog_weights(model: keras.Model, *, magnitude: float, seed: int,
                 layers: Sequence[str] | str | None = None) -> dict[str, list[np.ndarray]]:
     """The weights :func:`fog` gives each targeted layer, without building a model."""
-    return _fog_weights(model, targets(model, "fog", layers), magnitude=validate_magnitude(magnitude, "fog"),
+    return _fog_weights(model, targets(model, "fog", layers), magnitude=get("fog").magnitude.validate(magnitude, "fog"),
                         seed=validate_seed(seed))
 
 
-def apply(model: keras.Model, recipe: Recipe) -> keras.Model:
-    """Damage ``model`` as ``recipe`` says and return the new model."""
-    return damage(model, action=recipe.action, magnitude=recipe.magnitude, seed=recipe.seed, layers=recipe.layers)
+def prepare(model: keras.Model, audio: np.ndarray | None, recipes: Sequence, *,
+            source: str | os.PathLike | None = None,
+            progress: Callable[[float, str], None] | None = None) -> list:
+    """Each recipe's prepared value (``None`` for an action without a ``prepare`` hook), one hook call per action.
+
+    Parameters
+    ----------
+    model : keras.Model
+    audio : np.ndarray or None, shape (n_samples,)
+        The job's input (for work on the input, such as adversarial's search).
+    recipes : sequence of Recipe
+        Checked recipes.
+    source : path or None, keyword-only
+        The model's file (where per-model data such as a stored direction lies).
+    progress : callable or None, keyword-only
+        ``progress(fraction, message)`` over all hooks together.
+
+    Returns
+    -------
+    list
+        Aligned with ``recipes``.
+    """
+    out: list = [None] * len(recipes)
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(recipes):
+        if get(r.action).prepare is not None:
+            groups.setdefault(r.action, []).append(i)
+    for k, (name, idx) in enumerate(groups.items()):
+        lo, hi = k / len(groups), (k + 1) / len(groups)
+        sub = None if progress is None else (lambda f, msg, lo=lo, hi=hi: progress(lo + (hi - lo) * f, msg))
+        for i, value in zip(idx, get(name).prepare(model, audio, [recipes[i] for i in idx], source=source,
+                                                    progress=sub)):
+            out[i] = value
+    return out
 
 
-def damaged_weights(model: keras.Model, recipe: Recipe) -> dict[str, list[np.ndarray]] | None:
+def provenance(recipe, prepared: Any) -> dict:
+    """What a manifest records of ``recipe``'s prepared value (its action's ``provenance`` hook; ``{}`` if none)."""
+    spec = get(recipe.action)
+    return spec.provenance(prepared) if spec.provenance is not None and prepared is not None else {}
+
+
+def _call_args(spec: ActionSpec, recipe, prepared: Any) -> dict[str, Any]:
+    kwargs = dict(recipe.params)
+    if spec.prepare is not None:
+        kwargs["prepared"] = prepared
+    return kwargs
+
+
+def _prepared_alone(model: keras.Model, recipe, source) -> Any:
+    spec = get(recipe.action)
+    return spec.prepare(model, None, [recipe], source=source)[0] if spec.prepare is not None else None
+
+
+def apply(model: keras.Model, recipe, *, prepared: Any = None, source: str | os.PathLike | None = None) -> keras.Model:
+    """Damage ``model`` as the (checked) ``recipe`` says and return the new model.
+
+    ``prepared``: the value :func:`prepare` gave this recipe; without it the
+    action's ``prepare`` hook runs here with no audio (from ``source``).
+    """
+    spec = get(recipe.action)
+    chosen = targets(model, spec.name, recipe.layers)
+    if spec.weights is not None:
+        if spec.prepare is not None and prepared is None:
+            prepared = _prepared_alone(model, recipe, source)
+        return with_weights(model, spec.weights(model, chosen, magnitude=recipe.magnitude, seed=recipe.seed,
+                                                **_call_args(spec, recipe, prepared)))
+    return spec.build(model, chosen, magnitude=recipe.magnitude, seed=recipe.seed, **dict(recipe.params))
+
+
+def damaged_weights(model: keras.Model, recipe, prepared: Any = None) -> dict[str, list[np.ndarray]] | None:
     """New weights by layer name for a weights-only action; ``None`` for one that changes the architecture.
 
     Running the source model's architecture with these weights gives what
@@ -227,10 +384,10 @@ def damaged_weights(model: keras.Model, recipe: Recipe) -> dict[str, list[np.nda
     if spec.weights is None:
         return None
     return spec.weights(model, targets(model, spec.name, recipe.layers), magnitude=recipe.magnitude,
-                        seed=recipe.seed)
+                        seed=recipe.seed, **_call_args(spec, recipe, prepared))
 
 
-def architecture(model: keras.Model, recipe: Recipe) -> keras.Model | None:
+def architecture(model: keras.Model, recipe) -> keras.Model | None:
     """The damaged architecture ``recipe`` needs, for any magnitude and seed; ``None`` for a weights-only action.
 
     It depends only on ``model``, the action and the layers, so one copy serves
@@ -242,12 +399,12 @@ def architecture(model: keras.Model, recipe: Recipe) -> keras.Model | None:
     return spec.architecture(model, targets(model, spec.name, recipe.layers))
 
 
-def damaged_state(damaged: keras.Model, recipe: Recipe) -> dict[str, np.ndarray]:
+def damaged_state(damaged: keras.Model, recipe) -> dict[str, np.ndarray]:
     """The state that turns :func:`architecture`'s copy into what :func:`apply` would build for ``recipe``."""
     spec = get(recipe.action)
     if spec.state is None:
         return {}
-    return spec.state(damaged, magnitude=recipe.magnitude, seed=recipe.seed)
+    return spec.state(damaged, magnitude=recipe.magnitude, seed=recipe.seed, **dict(recipe.params))
 
 
 def reset(model: keras.Model) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 import numbers
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import keras
 import numpy as np
 
-from ..errors import ModelError, RecipeError
+from ..errors import MagnitudeError, ModelError, RecipeError
 
 MAX_SEED = 2**32 - 1
 
@@ -40,12 +40,19 @@ class MagnitudeSpec:
     titration: tuple[float, ...]
 
     def validate(self, magnitude: Any, action: str) -> float:
-        """Parse ``magnitude`` (number or numeric string) and check it is in range."""
-        bad = RecipeError(
+        """Parse ``magnitude`` (number or numeric string) and check it is in range.
+
+        Raises
+        ------
+        MagnitudeError
+        """
+        bad = MagnitudeError(
             f"{action} magnitude ({self.meaning}) must be a number from {self.min:g} to {self.max:g}, "
             f"got {magnitude!r}"
         )
         if isinstance(magnitude, bool):
+            raise bad
+        if isinstance(magnitude, str) and not magnitude.strip().isascii():
             raise bad
         try:
             m = float(magnitude)
@@ -54,6 +61,96 @@ class MagnitudeSpec:
         if not math.isfinite(m) or not self.min <= m <= self.max:
             raise bad
         return m
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"", "0", "false", "no", "off"})
+
+
+@dataclass(frozen=True)
+class Param:
+    """One extra parameter an action declares (beyond magnitude, seed and layers).
+
+    The CLI flag (``--<name with dashes>``), the web form field (``<name>``),
+    ``GET /api/actions``, the page and the README are made from this
+    declaration, and :meth:`parse` is the one place its values are checked.
+
+    Attributes
+    ----------
+    name : str
+        The recipe key and the form field.
+    type : {"bool", "int", "float"}
+    default : bool or int or float
+    help : str
+        One line: what it does.
+    min, max : float or None
+        Accepted range of a number, both ends included.
+    aliases : tuple of str
+        Older names of the form field and CLI flag that are still accepted
+        (``adversarial_on_input`` for ``on_input``).
+    slug : str or None
+        For a ``bool``: appended to output file names as ``-<slug>`` when true.
+    """
+
+    name: str
+    type: Literal["bool", "int", "float"]
+    default: bool | int | float
+    help: str
+    min: float | None = None
+    max: float | None = None
+    aliases: tuple[str, ...] = ()
+    slug: str | None = None
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """The CLI flags of this parameter, its own first."""
+        return tuple("--" + n.replace("_", "-") for n in (self.name, *self.aliases))
+
+    def parse(self, value: Any, action: str) -> bool | int | float:
+        """The value as its declared type, checked against its range.
+
+        Accepts the typed value or its text form (``"1"``/``"yes"`` for a bool,
+        ASCII digits for a number).
+
+        Raises
+        ------
+        RecipeError
+            Naming the action, the parameter and the bad value.
+        """
+        where = f"{action} parameter {self.name}"
+        if self.type == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                return value.strip().lower() in _TRUE
+            raise RecipeError(f"{where} must be true or false (1 or 0), got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
+            raise RecipeError(f"{where} must be a number, got {value!r}")
+        text = value.strip() if isinstance(value, str) else None
+        if text is not None and not text.isascii():
+            raise RecipeError(f"{where} must be a number written in ASCII digits, got {value!r}")
+        try:
+            number = float(text if text is not None else value)
+        except ValueError:
+            raise RecipeError(f"{where} must be a number, got {value!r}") from None
+        bounds = f"from {self.min:g} to {self.max:g}" if self.min is not None and self.max is not None else ""
+        if not math.isfinite(number) or (self.min is not None and number < self.min) \
+                or (self.max is not None and number > self.max):
+            raise RecipeError(f"{where} must be a finite number {bounds}, got {value!r}".replace("  ", " "))
+        if self.type == "int":
+            if not number.is_integer():
+                raise RecipeError(f"{where} must be a whole number {bounds}, got {value!r}".replace("  ", " "))
+            return int(number)
+        return number
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public description (``GET /api/actions``)."""
+        return {"name": self.name, "type": self.type, "default": self.default, "min": self.min, "max": self.max,
+                "help": self.help, "aliases": list(self.aliases), "flag": self.flags[0]}
+
+
+Params = tuple[tuple[str, Any], ...]
+"""An action's parameter values: ``(name, value)`` pairs in declaration order, every declared one present."""
 
 
 @dataclass(frozen=True)
@@ -72,16 +169,32 @@ class ActionSpec:
         copy of the damaged architecture runs with the recipe's state.
     default_layers : {"all", "all but output"}
         Which conv layers it damages when none are named.
+    params : tuple of Param
+        Extra parameters, passed by name to ``weights``/``state``/``build`` and
+        ``prepare`` (see :class:`Param`).
     build : callable or None
         For ``changes="architecture"``: ``build(model, targets, *, magnitude,
-        seed) -> keras.Model``, a damaged copy.
+        seed, **params) -> keras.Model``, a damaged copy.
     weights : callable or None
         For ``changes="weights"``: ``weights(model, targets, *, magnitude,
-        seed)`` -> new weight arrays by layer name (a copy is built from them).
+        seed, **params)`` -> new weight arrays by layer name (with ``prepared=``
+        too when the action has a ``prepare`` hook).
     architecture, state : callable or None
         For ``changes="architecture"``: ``architecture(model, targets)`` builds
-        the damaged architecture once; ``state(damaged, *, magnitude, seed)``
-        gives the variable values of one recipe.
+        the damaged architecture once; ``state(damaged, *, magnitude, seed,
+        **params)`` gives the variable values of one recipe.
+    prepare : callable or None
+        Per-job work done once before any output is rendered:
+        ``prepare(model, audio, recipes, *, source, progress) -> list`` gives
+        one prepared value per recipe (adversarial: its direction, stored
+        beside the model file ``source`` or searched on ``audio``), passed to
+        ``weights`` as ``prepared=``. ``audio`` may be ``None`` outside a job.
+    provenance : callable or None
+        ``provenance(prepared) -> dict``: what a manifest records of a
+        prepared value (adversarial: the direction file's SHA-256).
+    compare_with : str or None
+        Another action that an evaluation measures this one against at equal
+        magnitudes (adversarial against fog: how much worse the worst case is).
     """
 
     name: str
@@ -89,10 +202,43 @@ class ActionSpec:
     magnitude: MagnitudeSpec
     changes: Literal["weights", "architecture"]
     default_layers: Literal["all", "all but output"]
+    params: tuple[Param, ...] = ()
     build: Callable[..., keras.Model] | None = field(default=None, repr=False)
     weights: Callable[..., dict[str, list[np.ndarray]]] | None = field(default=None, repr=False)
     architecture: Callable[..., keras.Model] | None = field(default=None, repr=False)
     state: Callable[..., dict[str, np.ndarray]] | None = field(default=None, repr=False)
+    prepare: Callable[..., list] | None = field(default=None, repr=False)
+    provenance: Callable[[Any], dict] | None = field(default=None, repr=False)
+    compare_with: str | None = None
+
+    @property
+    def kind(self) -> Literal["weights", "activation", "input"]:
+        """``weights`` (new weights), ``activation`` (a transform inserted after layers) or ``input``."""
+        return "weights" if self.changes == "weights" else "activation"
+
+    def param(self, name: str) -> Param:
+        """The declared parameter ``name`` (or one of its aliases)."""
+        for p in self.params:
+            if name == p.name or name in p.aliases:
+                return p
+        declared = ", ".join(p.name for p in self.params) or "none"
+        raise RecipeError(f"{self.name} has no parameter {name!r} (its parameters: {declared})")
+
+    def parse_params(self, values: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> Params:
+        """Every declared parameter's value (defaults for those not given), checked; unknown names refused."""
+        given = dict(values or {})
+        out = {}
+        for key, value in given.items():
+            p = self.param(key)
+            if p.name in out:
+                raise RecipeError(f"{self.name} parameter {p.name} is given twice")
+            out[p.name] = p.parse(value, self.name)
+        return tuple((p.name, out.get(p.name, p.default)) for p in self.params)
+
+    def slug_suffix(self, params: Params) -> str:
+        """What a recipe's parameters add to its output names (``-input`` for adversarial on input)."""
+        values = dict(params)
+        return "".join(f"-{p.slug}" for p in self.params if p.slug and p.type == "bool" and values.get(p.name))
 
     def to_dict(self) -> dict[str, Any]:
         """The public description (``GET /api/actions``)."""
@@ -102,8 +248,10 @@ class ActionSpec:
             "description": self.description,
             "magnitude": {"min": m.min, "max": m.max, "default": m.default, "meaning": m.meaning,
                           "titration": list(m.titration)},
+            "kind": self.kind,
             "changes": self.changes,
             "default_layers": self.default_layers,
+            "params": [p.to_dict() for p in self.params],
         }
 
 

@@ -12,8 +12,8 @@ Directions come from one of two places:
 
 - *universal*: found once per model on excerpts of its training or
   evaluation audio (:func:`find_direction`), saved beside the model as
-  ``<name>.adversarial.npz`` (:func:`save_direction`) and attached to the loaded
-  model (:func:`attach`); a job then costs what fog costs.
+  ``<name>.adversarial.npz`` (:func:`save_direction`) and read by the
+  registry's ``prepare`` hook (:func:`prepare`); a job then costs what fog costs.
 - *on input* (``--adversarial-on-input``): found on the job's own audio,
   a few steps on a short excerpt (:func:`direction_on_input`).
 
@@ -25,6 +25,7 @@ on input it seeds the search.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -32,6 +33,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -42,7 +44,7 @@ from .. import device
 from ..errors import ModelError, RecipeError
 from ..models import conv_layer_names, input_frames
 from ..spectral import stft
-from .selection import Resolved, channel_mask
+from .selection import Resolved, channel_mask, resolve
 
 Direction = dict[str, list[np.ndarray]]
 """Layer name -> one unit-norm array per weight array (``layer.get_weights()`` order)."""
@@ -267,33 +269,96 @@ def load_direction(path: str | os.PathLike) -> tuple[Direction, dict, str]:
 
 
 def attach(model: keras.Model, direction: Direction, sha256: str) -> None:
-    """Make ``direction`` the universal direction of ``model`` in this process."""
+    """Give an in-memory ``model`` (one with no file beside which a direction could lie) its universal direction."""
     with _lock:
         _attached[model] = (direction, sha256)
 
 
 def attached(model: keras.Model) -> tuple[Direction, str] | None:
-    """The universal direction attached to ``model`` and its file's SHA-256, or ``None``."""
+    """The universal direction given to ``model`` with :func:`attach` and its SHA-256, or ``None``."""
     with _lock:
         return _attached.get(model)
 
 
-def attach_from_file(model: keras.Model, model_path: str | os.PathLike) -> bool:
-    """Attach the direction stored beside ``model_path`` if there is one; returns whether there was."""
-    path = direction_file(model_path)
-    if not path.is_file():
-        return False
+@functools.lru_cache(maxsize=16)
+def _load_cached(path: str, mtime_ns: int, size: int) -> tuple[Direction, str]:
     direction, _, sha = load_direction(path)
-    attach(model, direction, sha)
-    return True
+    return direction, sha
 
 
-def universal_weights(model: keras.Model, targets: Resolved, *, magnitude: float, seed: int) -> dict:
-    """The registry's ``weights`` function: the attached universal direction at ``magnitude``."""
-    found = attached(model)
-    if found is None:
-        raise RecipeError(
-            f"model {model.name!r} has no stored adversarial direction; compute one with "
-            f"`senseflosser adversarial --model {model.name} --data-dir AUDIO`, or use --adversarial-on-input"
+def stored_direction(model: keras.Model, source: str | os.PathLike | None) -> tuple[Direction, str] | None:
+    """The universal direction of ``model``: stored beside its file ``source``, else given by :func:`attach`.
+
+    A file is read once per process while it is unchanged (keyed by its path, size and time).
+    """
+    if source is not None:
+        path = direction_file(source)
+        try:
+            st = path.stat()
+        except OSError:
+            st = None
+        if st is not None:
+            return _load_cached(str(path), st.st_mtime_ns, st.st_size)
+    return attached(model)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What one adversarial recipe runs with: its unit direction and where it came from."""
+
+    direction: Direction = field(repr=False)
+    sha256: str | None
+    """SHA-256 of the stored universal direction's file; ``None`` for one found on the input."""
+
+
+def prepare(model: keras.Model, audio: np.ndarray | None, recipes: Sequence, *,
+            source: str | os.PathLike | None = None,
+            progress: Callable[[float, str], None] | None = None) -> list[Prepared]:
+    """The registry's ``prepare`` hook: each recipe's direction, found once per job.
+
+    A recipe with ``on_input`` searches its direction on ``audio`` (once per
+    layer selection and seed, shared by every magnitude of a titration); the
+    others use the model's stored universal direction.
+
+    Raises
+    ------
+    RecipeError
+        If a universal direction is needed and the model has none, or a
+        search is needed and there is no audio.
+    """
+    searches = sorted({(r.layers or (), r.seed) for r in recipes if dict(r.params).get("on_input")})
+    universal = None
+    if any(not dict(r.params).get("on_input") for r in recipes):
+        universal = stored_direction(model, source)
+        if universal is None:
+            raise RecipeError(
+                f"model {model.name!r} has no stored adversarial direction; compute one with "
+                f"`senseflosser adversarial --model {model.name} --data-dir AUDIO`, or use --on-input"
+            )
+    if searches and audio is None:
+        raise RecipeError("an adversarial direction on the input needs the input audio")
+    found = {}
+    for k, (layers, seed) in enumerate(searches):
+        lo, hi = k / len(searches), (k + 1) / len(searches)
+        found[(layers, seed)] = direction_on_input(
+            model, audio, resolve(model, layers or None, default=tuple(conv_layer_names(model))), seed=seed,
+            progress=None if progress is None else (lambda f, msg, lo=lo, hi=hi: progress(lo + (hi - lo) * f, msg)),
         )
-    return apply_direction(model, targets, found[0], magnitude=magnitude)
+    return [Prepared(found[(r.layers or (), r.seed)], None) if dict(r.params).get("on_input")
+            else Prepared(universal[0], universal[1]) for r in recipes]
+
+
+def provenance(prepared: Prepared) -> dict:
+    """The registry's ``provenance`` hook: what a manifest records of a direction."""
+    return {"adversarial_direction_sha256": prepared.sha256}
+
+
+def adversarial_weights(model: keras.Model, targets: Resolved, *, magnitude: float, seed: int,
+                        on_input: bool = False, prepared: Prepared) -> dict:
+    """The registry's ``weights`` function: the prepared direction at fog's size for ``magnitude``.
+
+    At one direction a larger magnitude moves the same weights farther along
+    the same line (nesting holds); ``seed`` and ``on_input`` acted when the
+    direction was prepared.
+    """
+    return apply_direction(model, targets, prepared.direction, magnitude=magnitude)

@@ -1,0 +1,279 @@
+"""The job spec: one typed, frozen description of a flossing job, built once at the edge.
+
+Every entry point (CLI flags, ``--recipe`` files, the web form, the original
+tool's command lines, the map and re-run forms) turns what it was given into a
+:class:`JobSpec` with :func:`build_job`; that is where every value is checked.
+The queue carries :meth:`JobSpec.to_dict`; the worker and
+:func:`senseflosser.render.floss_to_dir` take the spec and trust its types.
+
+A spec holds one fully resolved :class:`~senseflosser.recipe.Recipe` per output
+(canonical layer and channel entries, envelope points in seconds of the real
+segment) and what to write besides the WAVs (:class:`Outputs`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from . import envelope as envelope_mod
+from .actions import check, draw_seed, get, parse_layers
+from .errors import RecipeError
+from .recipe import Recipe
+
+MAX_MAGNITUDES = 20
+"""Most magnitudes one job may render."""
+
+MAX_LAYERS = 64
+"""Most layer entries one selection may name."""
+
+__all__ = ["MAX_LAYERS", "MAX_MAGNITUDES", "JobSpec", "Outputs", "build_job", "split_magnitudes"]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a job writes besides one WAV and one recipe file per output.
+
+    Attributes
+    ----------
+    original : bool
+        The decoded input segment as ``<stem>_original.wav``.
+    spectrograms : bool
+        A PNG spectrogram beside each WAV.
+    peaks : bool
+        A ``.peaks.json`` waveform overview beside each WAV.
+    save_model : bool
+        Each flossed model as ``.keras``.
+    stem : str or None
+        Stem of the output names (``None``: the input file's).
+    """
+
+    original: bool = False
+    spectrograms: bool = False
+    peaks: bool = False
+    save_model: bool = False
+    stem: str | None = None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One flossing job: its recipes (one per output) and what to write.
+
+    Attributes
+    ----------
+    recipes : tuple of Recipe
+        Checked, one per flossed output, sharing model, action, seed, layers,
+        parameters and segment.
+    outputs : Outputs
+    envelope : envelope.Shape or None
+        An envelope shortcut (``ramp:``/``lfo:``) whose points wait for the
+        audio's length (see :meth:`fixed`); ``None`` once the recipes hold
+        the points, or for a job without an envelope.
+    """
+
+    recipes: tuple[Recipe, ...]
+    outputs: Outputs = field(default_factory=Outputs)
+    envelope: envelope_mod.Shape | None = None
+
+    @property
+    def base(self) -> Recipe:
+        """The first recipe (what all share)."""
+        return self.recipes[0]
+
+    @property
+    def magnitudes(self) -> tuple[float, ...]:
+        return tuple(r.magnitude for r in self.recipes)
+
+    @property
+    def offset(self) -> float:
+        return self.base.offset
+
+    @property
+    def duration(self) -> float | None:
+        return self.base.duration
+
+    @property
+    def enveloped(self) -> bool:
+        """Whether the magnitude follows an envelope (fixed or waiting for the audio's length)."""
+        return self.envelope is not None or self.base.envelope is not None
+
+    def fixed(self, seconds: float) -> JobSpec:
+        """The spec for ``seconds`` of audio: an envelope shortcut becomes points, checked to lie within it.
+
+        Raises
+        ------
+        RecipeError
+            If an envelope point lies beyond the end of the audio.
+        """
+        if self.envelope is not None:
+            points = self.envelope.fix(seconds)
+            spec = replace(self, recipes=tuple(r.derive(envelope=points) for r in self.recipes), envelope=None)
+        else:
+            spec = self
+        if spec.base.envelope is not None:
+            envelope_mod.check_within(spec.base.envelope, seconds)
+        return spec
+
+    def for_model(self, name: str, sha256: str, conv_layers: Mapping[str, int | None]) -> JobSpec:
+        """The spec for the model it names, once loaded: its id and file hash recorded, the layers checked against it.
+
+        For an edge that checks the other values before loading the model (the CLI).
+
+        Raises
+        ------
+        RecipeError
+            If the selection names a layer or channel the model lacks.
+        """
+        if self.base.layers is not None:
+            check(self.base.layers, conv_layers, default=(), model_name=name)
+        return replace(self, recipes=tuple(r.derive(model=name, model_sha256=sha256) for r in self.recipes))
+
+    def with_outputs(self, **changes: Any) -> JobSpec:
+        """The same recipes, writing other files."""
+        return replace(self, outputs=replace(self.outputs, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form the queue carries."""
+        return {
+            "recipes": [r.to_dict() for r in self.recipes],
+            "outputs": asdict(self.outputs),
+            "envelope": None if self.envelope is None else self.envelope.to_text(),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_checked(cls, data: Mapping[str, Any]) -> JobSpec:
+        """The spec :meth:`to_dict` wrote (off the queue, or a job's stored request): trusted, not checked again."""
+        shape = data.get("envelope")
+        return cls(
+            recipes=tuple(Recipe.from_checked(r) for r in data["recipes"]),
+            outputs=Outputs(**data.get("outputs") or {}),
+            envelope=envelope_mod.parse(shape) if shape else None,
+        )
+
+
+def split_magnitudes(text: Any) -> list[Any]:
+    """The magnitudes of a comma list (``"0.01, 0.1"``) or a sequence, unchecked (a recipe checks each)."""
+    if isinstance(text, str):
+        return [p.strip() for p in text.split(",") if p.strip()]
+    if isinstance(text, Sequence):
+        return list(text)
+    return [text]
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def build_job(
+    *,
+    model: str,
+    model_sha256: str = "",
+    action: Any,
+    magnitudes: Any = None,
+    titrate: bool = False,
+    seed: Any = None,
+    layers: Any = None,
+    conv_layers: Mapping[str, int | None] | None = None,
+    offset: Any = 0.0,
+    duration: Any = None,
+    max_duration: float | None = None,
+    envelope: Any = None,
+    params: Mapping[str, Any] | None = None,
+    seconds: float | None = None,
+    outputs: Outputs | None = None,
+) -> JobSpec:
+    """Check everything a job was given, once, and return its spec.
+
+    Parameters
+    ----------
+    model, model_sha256 : str, keyword-only
+        The model's id and file hash, recorded in each recipe.
+    action : str, keyword-only
+        A registered action.
+    magnitudes : str or number or sequence or None, keyword-only
+        One or more magnitudes (a comma list is split); ignored when ``titrate``.
+    titrate : bool, keyword-only
+        Use the action's default titration.
+    seed : int or str or None, keyword-only
+        ``None`` draws one (recorded in every recipe).
+    layers : selection or None, keyword-only
+        ``down:0,5,9,mid`` text or a sequence of entries; ``None``: the action's default.
+    conv_layers : mapping or None, keyword-only
+        The model's conv layer names -> channel counts; when given, the
+        selection is checked against it (unknown layers and channels refused).
+    offset, duration : keyword-only
+        The audio segment in seconds (``duration=None``: to the end).
+    max_duration : float or None, keyword-only
+        Refuse a longer ``duration``.
+    envelope : str or sequence or envelope.Shape or None, keyword-only
+        The magnitude over time instead of ``magnitudes``: points
+        (``"0:0,30:0.1"``) or ``ramp:A,B`` / ``lfo:LOW,HIGH,PERIOD``.
+    params : mapping or None, keyword-only
+        The action's declared parameters by name (text or typed values).
+    seconds : float or None, keyword-only
+        The segment's real length, when known: an envelope shortcut is then
+        fixed to points now (else :meth:`JobSpec.fixed` does it later).
+    outputs : Outputs or None, keyword-only
+
+    Returns
+    -------
+    JobSpec
+
+    Raises
+    ------
+    RecipeError
+        Saying what is wrong and how to fix it.
+    """
+    spec = get(action)
+    shape = None
+    if not _blank(envelope):
+        if titrate or not _blank(magnitudes):
+            raise RecipeError("an envelope sets the magnitude over time: give either an envelope or magnitudes "
+                              "(or titrate), not both")
+        shape = envelope_mod.parse(envelope)
+        raw = [shape.peak]
+    elif titrate:
+        raw = list(spec.magnitude.titration)
+    elif _blank(magnitudes):
+        m = spec.magnitude
+        raise RecipeError(f"give a magnitude from {m.min:g} to {m.max:g} ({m.meaning}), or titrate")
+    else:
+        raw = split_magnitudes(magnitudes)
+        if not raw:
+            raise RecipeError("give at least one magnitude")
+        if len(raw) > MAX_MAGNITUDES:
+            raise RecipeError(f"at most {MAX_MAGNITUDES} magnitudes at once, got {len(raw)}")
+    entries = parse_layers(layers)
+    if entries is not None and len(entries) > MAX_LAYERS:
+        raise RecipeError(f"at most {MAX_LAYERS} layers may be chosen, got {len(entries)}")
+    if entries is not None and conv_layers is not None:
+        check(entries, conv_layers, default=(), model_name=model)
+    seed = draw_seed() if _blank(seed) else seed
+    points = None
+    if shape is not None:
+        # The shape's magnitudes are checked once, as points of a recipe; fixing it later only interpolates them.
+        probe = tuple((float(i), m) for i, m in enumerate(shape.magnitudes))
+        points = probe if shape.kind != "points" else shape.points
+    first = Recipe(model=model, model_sha256=model_sha256, action=spec.name, magnitude=raw[0], seed=seed,
+                   layers=entries, offset=0.0 if _blank(offset) else offset, duration=None if _blank(duration)
+                   else duration, envelope=points, params=params or ())
+    if max_duration is not None and first.duration is not None and first.duration > max_duration:
+        raise RecipeError(f"duration may be at most {max_duration:g} seconds here; got {first.duration:g}")
+    recipes = [first] + [first.with_magnitude(m) for m in raw[1:]]
+    mags = [r.magnitude for r in recipes]
+    if len(set(mags)) != len(mags):
+        raise RecipeError("each magnitude may appear only once")
+    job = JobSpec(recipes=tuple(recipes), outputs=outputs or Outputs(), envelope=None)
+    if shape is not None and shape.kind != "points":
+        job = replace(job, recipes=tuple(r.derive(envelope=None) for r in job.recipes), envelope=shape)
+    if seconds is not None:
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise RecipeError(f"the audio's length must be a positive number of seconds, got {seconds!r}")
+        job = job.fixed(seconds)
+    return job
