@@ -154,7 +154,7 @@ def test_models_table_measures_every_model_on_every_set(models_dir, tmp_path, ca
     import soundfile as sf
 
     from benchmarks import models_table
-    from conftest import tone
+    from helpers import tone
 
     for name in ("a", "b"):
         folder = tmp_path / name

@@ -10,7 +10,7 @@ from senseflosser.errors import RecipeError
 from senseflosser.pipeline import floss
 from senseflosser.runners import KNOT_FRAMES
 from senseflosser.recipe import Recipe, build_recipes
-from conftest import SR, tone
+from helpers import SR, tone
 
 
 def test_points_and_shortcuts():

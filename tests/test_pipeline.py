@@ -12,7 +12,7 @@ from senseflosser.errors import AudioError, ModelError, RecipeError
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
 from senseflosser.render import floss_to_dir
-from conftest import make_tiny_model, tone
+from helpers import make_tiny_model, tone
 
 
 def _r(action="fog", magnitude=0.1, seed=7, **kw):

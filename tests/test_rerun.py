@@ -12,7 +12,7 @@ from senseflosser.peaks import peaks
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
 from senseflosser.render import floss_to_dir
-from conftest import tone
+from helpers import tone
 
 
 def _r(magnitude=0.1, seed=7):

@@ -15,7 +15,7 @@ from senseflosser.architectures import build
 from senseflosser.models import time_receptive_field
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
-from conftest import tone
+from helpers import tone
 
 
 def _r(action="fog", magnitude=0.1, seed=7):

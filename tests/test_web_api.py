@@ -15,7 +15,7 @@ import threading
 import pytest
 import soundfile as sf
 
-from conftest import job_executor, web_wav_bytes
+from helpers import job_executor, web_wav_bytes
 
 
 @pytest.fixture(params=["local", "rq"])
@@ -317,7 +317,7 @@ def test_upload_name_never_becomes_a_path(web_app, web_submit, web_wait, tmp_pat
 
 
 def block(runner) -> tuple[threading.Event, threading.Event]:
-    """Make a runner's work (see :func:`conftest.job_executor`) wait on an event: returns (started, release)."""
+    """Make a runner's work (see :func:`helpers.job_executor`) wait on an event: returns (started, release)."""
     release, started = threading.Event(), threading.Event()
     real = runner.execute
 

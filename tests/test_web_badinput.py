@@ -26,7 +26,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import web_wav_bytes
+from helpers import web_wav_bytes
 
 SR = 22050
 GOOD_FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}

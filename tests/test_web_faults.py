@@ -23,7 +23,7 @@ import pytest
 from benchmarks import servers
 import soundfile as sf
 
-from conftest import SR, state_on_disk, tone, wait_on_disk
+from helpers import SR, state_on_disk, tone, wait_on_disk
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import servers
 
-from conftest import web_wav_bytes
+from helpers import web_wav_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks import servers
-from conftest import SR, job_executor, state_on_disk, tone, wait_on_disk
+from helpers import SR, job_executor, state_on_disk, tone, wait_on_disk
 
 FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 HEARTBEAT_S = 0.5
