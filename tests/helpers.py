@@ -87,6 +87,13 @@ def tone(seconds: float = 2.0, sr: int = SR, *, freqs=(220.0, 440.0, 1330.0), am
     return y
 
 
+def tiny_recipe(action: str = "fog", magnitude: float = 0.1, seed: int = 7, **kw):
+    """A recipe on the tiny model (what the tests call ``_r``): fog, magnitude 0.1, seed 7 unless told."""
+    from senseflosser.recipe import Recipe
+
+    return Recipe("tiny", "", action, magnitude, seed, **kw)
+
+
 def hostile_model_files(folder: Path, marker: Path) -> dict[str, tuple[Path, str]]:
     """Model files an attacker or a careless user might upload: name -> (file, what the refusal says).
 
