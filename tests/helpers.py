@@ -176,14 +176,19 @@ def give_direction(model: keras.Model, path: Path | None = None) -> None:
 WEB_WAIT_S = 120.0
 
 
-def web_wav_bytes(seconds: float = 1.5, sr: int = SR, *, channels: int = 1, subtype: str = "PCM_16",
-                  fmt: str = "WAV") -> bytes:
-    """A synthesized sine mix encoded in memory (WAV unless ``fmt`` says otherwise)."""
+def encode_audio(y: np.ndarray, sr: int = SR, *, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
+    """``y`` encoded in memory: 16-bit WAV unless ``subtype`` or ``fmt`` say otherwise."""
     import io
 
     buf = io.BytesIO()
-    sf.write(buf, tone(seconds, sr, channels=channels), sr, subtype=subtype, format=fmt)
+    sf.write(buf, y, sr, subtype=subtype, format=fmt)
     return buf.getvalue()
+
+
+def web_wav_bytes(seconds: float = 1.5, sr: int = SR, *, channels: int = 1, subtype: str = "PCM_16",
+                  fmt: str = "WAV") -> bytes:
+    """A synthesized sine mix encoded in memory (WAV unless ``fmt`` says otherwise)."""
+    return encode_audio(tone(seconds, sr, channels=channels), sr, subtype=subtype, fmt=fmt)
 
 
 # ------------------------------------------------------------------ Redis and RQ

@@ -26,21 +26,15 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import web_wav_bytes
+from helpers import SR, web_wav_bytes
+from helpers import encode_audio as encode
 
-SR = 22050
 GOOD_FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 MESSAGE_LIMIT = 600
 TOKEN = uuid.uuid4().hex[:12]  # marks hostile names, to look for stray files afterwards
 
 
 # ------------------------------------------------------------------ audio makers
-
-
-def encode(y: np.ndarray, sr: int = SR, *, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, y, sr, subtype=subtype, format=fmt)
-    return buf.getvalue()
 
 
 def chunk_offset(data: bytes, cid: bytes) -> int:

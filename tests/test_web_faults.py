@@ -24,15 +24,10 @@ from benchmarks import servers
 import soundfile as sf
 
 from helpers import SR, state_on_disk, tone, wait_on_disk
+from helpers import encode_audio as wav
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
-
-
-def wav(y: np.ndarray, sr: int = SR) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, y, sr, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
 
 
 def distinct_clips(n: int, seconds: float = 1.0) -> list[bytes]:

@@ -17,17 +17,12 @@ import pytest
 import soundfile as sf
 
 from benchmarks import servers
-from helpers import SR, job_executor, state_on_disk, tone, wait_on_disk
+from helpers import job_executor, state_on_disk, tone, wait_on_disk
+from helpers import encode_audio as wav
 
 FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 HEARTBEAT_S = 0.5
 DEAD_AFTER_S = 3.0
-
-
-def wav(y: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, y, SR, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
 
 
 def post(client, audio: bytes, filename: str = "song.wav", **fields):
