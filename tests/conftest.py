@@ -15,6 +15,7 @@ pytest.register_assert_rewrite("helpers")  # its asserts report like the tests' 
 
 # helpers first: it sets TF_CPP_MIN_LOG_LEVEL before Keras (and TensorFlow) are imported.
 from helpers import (  # noqa: E402
+    JOB_FIELDS,
     REDIS_TEST_QUEUE,
     WEB_WAIT_S,
     ThreadWorker,
@@ -185,7 +186,7 @@ def web_submit():
     import io
 
     def submit(client, audio=_DEFAULT_AUDIO, filename: str = "song.wav", headers=None, **fields):
-        data = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
+        data = dict(JOB_FIELDS)
         data.update(fields)
         data = {k: v for k, v in data.items() if v is not None}
         if audio is _DEFAULT_AUDIO:

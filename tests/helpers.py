@@ -11,6 +11,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from types import MappingProxyType
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -174,6 +175,8 @@ def give_direction(model: keras.Model, path: Path | None = None) -> None:
 # Helpers of the web app's tests (tests/test_web_*.py).
 
 WEB_WAIT_S = 120.0
+# The form fields of a plain job (tiny model, fog, magnitude 0.1); read-only, tests copy it.
+JOB_FIELDS = MappingProxyType({"model": "tiny", "action": "fog", "magnitude": "0.1"})
 
 
 def encode_audio(y: np.ndarray, sr: int = SR, *, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
@@ -189,6 +192,14 @@ def web_wav_bytes(seconds: float = 1.5, sr: int = SR, *, channels: int = 1, subt
                   fmt: str = "WAV") -> bytes:
     """A synthesized sine mix encoded in memory (WAV unless ``fmt`` says otherwise)."""
     return encode_audio(tone(seconds, sr, channels=channels), sr, subtype=subtype, fmt=fmt)
+
+
+def post_job(client, audio: bytes, filename: str = "song.wav", **fields):
+    """POST /api/jobs from a Flask test client: ``audio`` as the upload, ``JOB_FIELDS`` updated by ``fields``."""
+    import io
+
+    data = {**JOB_FIELDS, **fields, "audio": (io.BytesIO(audio), filename)}
+    return client.post("/api/jobs", data=data, content_type="multipart/form-data")
 
 
 # ------------------------------------------------------------------ Redis and RQ

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import SR, web_wav_bytes
+from helpers import JOB_FIELDS as GOOD_FIELDS
 from helpers import encode_audio as encode
 
-GOOD_FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 MESSAGE_LIMIT = 600
 TOKEN = uuid.uuid4().hex[:12]  # marks hostile names, to look for stray files afterwards
 

@@ -24,10 +24,11 @@ from benchmarks import servers
 import soundfile as sf
 
 from helpers import SR, state_on_disk, tone, wait_on_disk
+from helpers import JOB_FIELDS as FIELDS
 from helpers import encode_audio as wav
+from helpers import post_job as post
 
 ROOT = Path(__file__).resolve().parent.parent
-FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 
 
 def distinct_clips(n: int, seconds: float = 1.0) -> list[bytes]:
@@ -39,11 +40,6 @@ def decode(data: bytes) -> np.ndarray:
     y, sr = sf.read(io.BytesIO(data), dtype="float32")
     assert sr == SR
     return y
-
-
-def post(client, audio: bytes, filename: str = "song.wav", **fields):
-    data = {**FIELDS, **fields, "audio": (io.BytesIO(audio), filename)}
-    return client.post("/api/jobs", data=data, content_type="multipart/form-data")
 
 
 def du(path: Path) -> int:

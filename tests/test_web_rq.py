@@ -19,15 +19,10 @@ import soundfile as sf
 from benchmarks import servers
 from helpers import job_executor, state_on_disk, tone, wait_on_disk
 from helpers import encode_audio as wav
+from helpers import post_job as post
 
-FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 HEARTBEAT_S = 0.5
 DEAD_AFTER_S = 3.0
-
-
-def post(client, audio: bytes, filename: str = "song.wav", **fields):
-    data = {**FIELDS, **fields, "audio": (io.BytesIO(audio), filename)}
-    return client.post("/api/jobs", data=data, content_type="multipart/form-data")
 
 
 def submit(client, audio: bytes, filename: str = "song.wav", **fields) -> dict:
