@@ -202,6 +202,41 @@ def post_job(client, audio: bytes, filename: str = "song.wav", **fields):
     return client.post("/api/jobs", data=data, content_type="multipart/form-data")
 
 
+def block(runner) -> tuple[threading.Event, threading.Event]:
+    """Make a runner's work (see :func:`job_executor`) wait on an event: returns (started, release)."""
+    release, started = threading.Event(), threading.Event()
+    real = runner.execute
+
+    def execute(job_id, state, progress):
+        started.set()
+        release.wait(60)
+        return real(job_id, state, progress)
+
+    runner.execute = execute
+    return started, release
+
+
+def fail_first(runner, fault: BaseException, *, report: tuple[float, str] | None = None) -> list[str]:
+    """Make the first job a runner's work (see :func:`job_executor`) is given raise ``fault``, after
+    reporting progress ``report`` (fraction, message) when given; later jobs run as before.
+
+    Returns the list of job ids the work is called with, in order.
+    """
+    real = runner.execute
+    calls: list[str] = []
+
+    def execute(job_id, state, progress):
+        calls.append(job_id)
+        if len(calls) == 1:
+            if report is not None:
+                progress(*report)
+            raise fault
+        return real(job_id, state, progress)
+
+    runner.execute = execute
+    return calls
+
+
 # ------------------------------------------------------------------ Redis and RQ
 
 REDIS_TEST_QUEUE = "senseflosser-test"
