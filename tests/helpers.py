@@ -24,6 +24,7 @@ from senseflosser.layers import SpectralCompress, SpectralExpand  # noqa: E402
 from senseflosser.spectral import N_BINS  # noqa: E402
 
 SR = 22050
+ROOT = Path(__file__).resolve().parent.parent  # the project's root folder
 
 # ---------------------------------------------------------------- core section
 

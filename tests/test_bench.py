@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
 
 
 @pytest.mark.slow

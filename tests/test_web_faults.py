@@ -28,8 +28,6 @@ from helpers import JOB_FIELDS as FIELDS
 from helpers import encode_audio as wav
 from helpers import post_job as post
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def distinct_clips(n: int, seconds: float = 1.0) -> list[bytes]:
     """``n`` clips that differ audibly (different pitches and noise)."""

@@ -14,7 +14,6 @@ from helpers import web_wav_bytes
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 240.0
 JOB_TIMEOUT_S = 180.0
 
