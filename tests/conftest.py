@@ -1,4 +1,4 @@
-"""Shared fixtures.
+"""Shared fixtures (plain helpers live in helpers.py; tests import them from there).
 
 Core section: tiny models and synthesized audio, so tests are fast and need no
 download. Web fixtures follow in their own section.
@@ -7,175 +7,29 @@ download. Web fixtures follow in their own section.
 from __future__ import annotations
 
 import json
-import os
-import threading
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import pytest
+
+pytest.register_assert_rewrite("helpers")  # its asserts report like the tests' own
+
+# helpers first: it sets TF_CPP_MIN_LOG_LEVEL before Keras (and TensorFlow) are imported.
+from helpers import (  # noqa: E402
+    JOB_FIELDS,
+    REDIS_TEST_QUEUE,
+    WEB_WAIT_S,
+    ThreadWorker,
+    give_direction,
+    make_conv1d_model,
+    make_tiny_model,
+    tone,
+    web_wav_bytes,
+)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-import senseflosser  # noqa: E402,F401  (registers custom layers)
-from senseflosser.layers import SpectralCompress, SpectralExpand  # noqa: E402
-from senseflosser.spectral import N_BINS  # noqa: E402
-
-SR = 22050
-
 # ---------------------------------------------------------------- core section
-
-
-def make_tiny_model(*, frames: int | None = None, seed: int = 0, name: str = "tiny") -> keras.Model:
-    """A small conv autoencoder of the shipped models' shape: compress, 3 convs, expand."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input(shape=(frames, N_BINS, 2), name="stft")
-    x = SpectralCompress(0.3, name="compress")(inp)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="gelu", name="conv_a")(x)
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="gelu", name="conv_b")(x)
-    x = keras.layers.Conv2D(2, 3, padding="same", name="conv_out")(x)
-    out = SpectralExpand(0.3, name="expand")(x)
-    return keras.Model(inp, out, name=name)
-
-
-def state_on_disk(data_dir: Path, job_id: str) -> dict:
-    """A job's state as its runner wrote it (``<data_dir>/<id>/state.json``)."""
-    return json.loads((data_dir / job_id / "state.json").read_text())
-
-
-def wait_on_disk(data_dir: Path, job_id: str, predicate, what: str, timeout: float = 240.0) -> dict:
-    """Poll a job's state file until ``predicate(state)``; fail naming ``what`` never happened."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            state = state_on_disk(data_dir, job_id)
-        except (OSError, ValueError):  # not written yet, or caught mid-replace
-            state = None
-        if state is not None and predicate(state):
-            return state
-        assert time.monotonic() < deadline, f"job {job_id} never {what}: {state}"
-        time.sleep(0.02)
-
-
-def make_conv1d_model(*, seed: int = 0) -> keras.Model:
-    """Frequency bins as channels: 1-D convs over time (the shape of cheap architectures to come)."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input(shape=(None, N_BINS, 2), name="stft")
-    x = SpectralCompress(0.3, name="compress")(inp)
-    x = keras.layers.Reshape((-1, 2 * N_BINS), name="bins_as_channels")(x)
-    x = keras.layers.Conv1D(8, 3, padding="same", activation="gelu", name="c1d_a")(x)
-    x = keras.layers.Conv1D(8, 3, padding="same", activation="gelu", name="c1d_b")(x)
-    x = keras.layers.Conv1D(2 * N_BINS, 3, padding="same", name="c1d_out")(x)
-    x = keras.layers.Reshape((-1, N_BINS, 2), name="channels_as_bins")(x)
-    out = SpectralExpand(0.3, name="expand")(x)
-    return keras.Model(inp, out, name="tiny1d")
-
-
-def tone(seconds: float = 2.0, sr: int = SR, *, freqs=(220.0, 440.0, 1330.0), amp: float = 0.25,
-         channels: int = 1, seed: int = 0) -> np.ndarray:
-    """A mix of sines plus a little noise, shape (n,) or (n, channels)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    y = sum(np.sin(2 * np.pi * f * t + i) for i, f in enumerate(freqs)) / len(freqs)
-    y = amp * y + 0.01 * rng.standard_normal(t.size)
-    y = y.astype(np.float32)
-    if channels > 1:
-        y = np.stack([y * (1 - 0.1 * c) for c in range(channels)], axis=1)
-    return y
-
-
-def hostile_model_files(folder: Path, marker: Path) -> dict[str, tuple[Path, str]]:
-    """Model files an attacker or a careless user might upload: name -> (file, what the refusal says).
-
-    The Lambda model's function would write ``marker`` if it ever ran.
-    """
-    import io
-    import zipfile
-
-    folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, tuple[Path, str]] = {}
-    good = folder / "good.keras"
-    make_tiny_model(name="good").save(good)
-
-    inp = keras.Input(shape=(None, N_BINS, 2))
-    path_text = str(marker)
-    x = keras.layers.Lambda(lambda t: t + 0.0 * len(open(path_text, "w").write("pwned") and "x"))(inp)
-    x = keras.layers.Conv2D(2, 3, padding="same")(x)
-    keras.Model(inp, x).save(folder / "lambda.keras")
-    marker.unlink(missing_ok=True)  # building the model traced the function once; the file must not come back
-    files["lambda"] = (folder / "lambda.keras", "Lambda")
-
-    @keras.saving.register_keras_serializable(package="evil")
-    class Custom(keras.layers.Layer):
-        def call(self, t):
-            return t
-
-    inp = keras.Input(shape=(None, N_BINS, 2))
-    keras.Model(inp, keras.layers.Conv2D(2, 3, padding="same")(Custom()(inp))).save(folder / "custom.keras")
-    files["custom"] = (folder / "custom.keras", "custom object 'evil>Custom'")
-
-    with zipfile.ZipFile(good) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    bomb = folder / "bomb.keras"
-    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
-        for n, data in members.items():
-            z.writestr(n, data if n != "model.weights.h5" else data + b"\0" * (300 * 2**20))
-    files["bomb"] = (bomb, "unpacks to")
-    traversal = folder / "traversal.keras"
-    with zipfile.ZipFile(traversal, "w") as z:
-        for n, data in members.items():
-            z.writestr(n, data)
-        z.writestr("../../evil.json", b"{}")
-    files["traversal"] = (traversal, "unsafe path")
-    truncated = folder / "truncated.keras"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    files["truncated"] = (truncated, "not a .keras file")
-    h5 = folder / "h5.keras"
-    make_tiny_model(name="h5").save(folder / "real.h5")
-    (folder / "real.h5").rename(h5)
-    files["h5"] = (h5, "HDF5")
-    inp = keras.Input(shape=(None, 513, 2))
-    keras.Model(inp, keras.layers.Conv2D(2, 3, padding="same")(inp)).save(folder / "shape.keras")
-    files["shape"] = (folder / "shape.keras", "input shape (None, None, 513, 2)")
-    inp = keras.Input(shape=(None, N_BINS, 2))
-    keras.Model(inp, SpectralExpand(0.3)(SpectralCompress(0.3)(inp))).save(folder / "noconv.keras")
-    files["noconv"] = (folder / "noconv.keras", "no Conv1D, Conv2D")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("config.json", b"{not json")
-        z.writestr("model.weights.h5", b"")
-    (folder / "badjson.keras").write_bytes(buf.getvalue())
-    files["badjson"] = (folder / "badjson.keras", "not valid JSON")
-    return files
-
-
-def floss_into(input_path, *, registry, output_dir, model: str = "tiny", action: str = "fog",
-               magnitudes=None, spectrograms: bool = False, write_original: bool = False, peaks: bool = False,
-               save_model: bool = False, stem: str | None = None, max_duration: float | None = None,
-               normal_cache=None, **job) -> dict:
-    """One job through the library's front door: :func:`build_job` then :func:`floss_file` (the manifest)."""
-    from senseflosser.jobspec import Outputs, build_job
-    from senseflosser.render import floss_file
-
-    spec = build_job(model=model, action=action, magnitudes=magnitudes,
-                     outputs=Outputs(original=write_original, spectrograms=spectrograms, peaks=peaks,
-                                     save_model=save_model, stem=stem), **job)
-    return floss_file(spec, input_path, registry=registry, output_dir=output_dir, max_duration=max_duration,
-                      normal_cache=normal_cache)
-
-
-def give_direction(model: keras.Model, path: Path | None = None) -> None:
-    """Find a (quick) universal adversarial direction for a test model, attach it and optionally save it."""
-    from senseflosser import actions
-    from senseflosser.actions import worst_case
-
-    direction = worst_case.find_direction(model, [tone(0.5)], actions.targets(model, "adversarial", None),
-                                          seed=0, steps=2)
-    sha = worst_case.save_direction(path, direction, {"test": True}) if path is not None else "test"
-    worst_case.attach(model, direction, sha)
 
 
 @pytest.fixture(scope="session")
@@ -230,24 +84,10 @@ def wav_file(tmp_path) -> Path:
 # Fixtures of the web app's tests (tests/test_web_*.py). They use the core section's
 # tiny models (models_dir) and synthesize audio; every app gets its own data dir.
 
-WEB_WAIT_S = 120.0
-
-
-def web_wav_bytes(seconds: float = 1.5, sr: int = SR, *, channels: int = 1, subtype: str = "PCM_16",
-                  fmt: str = "WAV") -> bytes:
-    """A synthesized sine mix encoded in memory (WAV unless ``fmt`` says otherwise)."""
-    import io
-
-    buf = io.BytesIO()
-    sf.write(buf, tone(seconds, sr, channels=channels), sr, subtype=subtype, format=fmt)
-    return buf.getvalue()
-
 
 # ------------------------------------------------------------------ Redis and RQ
 # A real redis-server (Debian's package; .ci/run installs it) on a free loopback port,
 # without persistence, for the whole session; tests that need it skip when it is absent.
-
-REDIS_TEST_QUEUE = "senseflosser-test"
 
 
 @pytest.fixture(scope="session")
@@ -261,58 +101,6 @@ def redis_server(tmp_path_factory):
     server.stop()
 
 
-class ThreadWorker:
-    """The model-warm RQ worker of :mod:`app.worker`, run on a thread of the test process.
-
-    Jobs run in this process, so a test can replace what they do (see :func:`job_executor`);
-    the real worker processes are tested in test_web_rq.py.
-    """
-
-    def __init__(self, redis_url: str, queue_name: str) -> None:
-        from rq import Queue
-        from rq.timeouts import TimerDeathPenalty
-
-        from app.jobs.rq_runner import connect
-        from app.worker import _simple_worker_class
-
-        base = _simple_worker_class()
-
-        class Worker(base):
-            death_penalty_class = TimerDeathPenalty  # SIGALRM works on the main thread only
-            heartbeat_s = 1.0
-            dead_after_s = 5.0
-
-            def _install_signal_handlers(self):
-                pass
-
-        self.connection = connect(redis_url)
-        self.queue = Queue(queue_name, connection=self.connection)
-        self.worker = Worker([self.queue], connection=self.connection, name=f"test-thread-{os.getpid()}",
-                             worker_ttl=16, job_monitoring_interval=1)
-        self.thread = threading.Thread(target=self._work, name="test-rq-worker", daemon=True)
-        self.thread.start()
-        from app.jobs.rq_runner import publish_device
-        from senseflosser import device
-
-        publish_device(self.queue, self.worker.name, device.describe())
-
-    def _work(self) -> None:
-        self.worker.work(burst=False, logging_level="WARNING", with_scheduler=False)
-
-    def reset(self) -> None:
-        """Empty the queue and the counts left by an earlier test."""
-        from app.jobs.task import counter_key
-
-        self.queue.empty()
-        for what in ("completed", "failed"):
-            self.connection.delete(counter_key(self.queue.name, what))
-
-    def stop(self) -> None:
-        self.worker._stop_requested = True  # read after its next job: give it one that does nothing
-        self.queue.enqueue_call("builtins.len", args=("",))
-        self.thread.join(30)
-
-
 @pytest.fixture(scope="session")
 def rq_thread_worker(redis_server):
     worker = ThreadWorker(redis_server.url, REDIS_TEST_QUEUE)
@@ -324,17 +112,6 @@ def rq_thread_worker(redis_server):
 def web_runner() -> str:
     """Which job runner web apps get: "local" here; test_web_api.py runs with both."""
     return "local"
-
-
-def job_executor(app):
-    """What runs an app's jobs, with an ``execute(job_id, state, progress)`` attribute a test may replace:
-    the in-process runner, or the RQ worker context of this test process."""
-    runner = app.extensions["senseflosser"].runner
-    if hasattr(runner, "execute"):
-        return runner
-    from app.jobs import task
-
-    return task.current()
 
 
 @pytest.fixture
@@ -409,7 +186,7 @@ def web_submit():
     import io
 
     def submit(client, audio=_DEFAULT_AUDIO, filename: str = "song.wav", headers=None, **fields):
-        data = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
+        data = dict(JOB_FIELDS)
         data.update(fields)
         data = {k: v for k, v in data.items() if v is not None}
         if audio is _DEFAULT_AUDIO:

@@ -11,7 +11,7 @@ from senseflosser.layers import Lapse
 from senseflosser.models import conv_layer_names
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
-from conftest import tone
+from helpers import tone
 
 
 def _weights(model):

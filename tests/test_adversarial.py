@@ -10,7 +10,7 @@ from senseflosser.actions import worst_case as adversarial
 from senseflosser.errors import RecipeError
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
-from conftest import make_tiny_model, tone
+from helpers import make_tiny_model, tone
 
 
 @pytest.fixture(scope="module")

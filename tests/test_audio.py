@@ -10,7 +10,7 @@ import soundfile as sf
 
 from senseflosser import audio
 from senseflosser.errors import AudioError
-from conftest import SR, tone
+from helpers import SR, tone
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import bench
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
 
 
 @pytest.mark.slow
@@ -154,7 +153,7 @@ def test_models_table_measures_every_model_on_every_set(models_dir, tmp_path, ca
     import soundfile as sf
 
     from benchmarks import models_table
-    from conftest import tone
+    from helpers import tone
 
     for name in ("a", "b"):
         folder = tmp_path / name

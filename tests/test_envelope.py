@@ -11,7 +11,7 @@ from senseflosser.pipeline import floss
 from senseflosser.runners import KNOT_FRAMES
 from senseflosser.jobspec import build_job
 from senseflosser.recipe import Recipe
-from conftest import SR, tone
+from helpers import SR, tone
 
 
 def test_points_and_shortcuts():

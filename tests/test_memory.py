@@ -15,7 +15,7 @@ import pytest
 
 from senseflosser import pipeline, runners
 from senseflosser.recipe import Recipe
-from conftest import tone
+from helpers import tone
 
 JOBS = 50
 

@@ -15,7 +15,7 @@ from senseflosser.errors import ModelError
 from senseflosser.models import ModelRegistry, load_model_file
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
-from conftest import make_tiny_model, tone
+from helpers import make_tiny_model, tone
 
 
 def test_registry_discovers_models_and_cards(registry):

@@ -10,12 +10,8 @@ import pytest
 from senseflosser import metrics
 from senseflosser.errors import AudioError, ModelError, RecipeError
 from senseflosser.pipeline import floss
-from senseflosser.recipe import Recipe
-from conftest import floss_into, make_tiny_model, tone
-
-
-def _r(action="fog", magnitude=0.1, seed=7, **kw):
-    return Recipe("tiny", "", action, magnitude, seed, **kw)
+from helpers import floss_into, make_tiny_model, tone
+from helpers import tiny_recipe as _r
 
 
 def test_returns_normal_and_one_output_per_recipe_with_metrics(tiny_model):

@@ -10,12 +10,8 @@ import pytest
 from senseflosser.normal_cache import NormalCache
 from senseflosser.peaks import peaks
 from senseflosser.pipeline import floss
-from senseflosser.recipe import Recipe
-from conftest import floss_into, tone
-
-
-def _r(magnitude=0.1, seed=7):
-    return Recipe("tiny", "", "fog", magnitude, seed)
+from helpers import floss_into, tone
+from helpers import tiny_recipe as _r
 
 
 def test_peaks_are_min_and_max_of_each_slice_never_normalised():
@@ -30,8 +26,8 @@ def test_peaks_are_min_and_max_of_each_slice_never_normalised():
 
 def test_a_precomputed_normal_gives_the_same_outputs_bit_for_bit(tiny_model):
     y = tone(2.0)
-    first = floss(y, tiny_model, [_r(0.05), _r(0.2)])
-    again = floss(y, tiny_model, [_r(0.2)], normal=(first.normal_raw, first.normal_metrics))
+    first = floss(y, tiny_model, [_r(magnitude=0.05), _r(magnitude=0.2)])
+    again = floss(y, tiny_model, [_r(magnitude=0.2)], normal=(first.normal_raw, first.normal_metrics))
     np.testing.assert_array_equal(again.normal, first.normal)
     np.testing.assert_array_equal(again.flossed[0].audio, first.flossed[1].audio)
     assert again.flossed[0].metrics == first.flossed[1].metrics

@@ -12,7 +12,7 @@ from senseflosser.errors import RecipeError
 from senseflosser.pipeline import floss
 from senseflosser.recipe import Recipe
 from senseflosser.sensitivity import sensitivity_map, write_map
-from conftest import tone
+from helpers import tone
 
 
 @pytest.mark.parametrize("action", ["fog", "lapse", "adversarial"])

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from senseflosser import metrics, spectral
-from conftest import SR, tone
+from helpers import SR, tone
 
 
 def test_tensor_shape_matches_the_models_contract():

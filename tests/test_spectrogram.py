@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from senseflosser import spectrogram
-from conftest import SR
+from helpers import SR
 
 
 def _sine(freq: float, amp: float, seconds: float = 1.0) -> np.ndarray:

@@ -14,12 +14,8 @@ from senseflosser import metrics, spectral
 from senseflosser.architectures import build
 from senseflosser.models import time_receptive_field
 from senseflosser.pipeline import floss
-from senseflosser.recipe import Recipe
-from conftest import tone
-
-
-def _r(action="fog", magnitude=0.1, seed=7):
-    return Recipe("tiny", "", action, magnitude, seed)
+from helpers import tone
+from helpers import tiny_recipe as _r
 
 
 def _probe_reach(model, frames: int = 40) -> int:

@@ -19,7 +19,7 @@ from senseflosser.evaluation import evaluate, find_universal_direction, update_c
 from senseflosser.models import ModelRegistry, default_models_dir, file_sha256
 from senseflosser.pipeline import floss
 from senseflosser.training import TrainConfig, find_audio, read_history, split_files, train
-from conftest import SR, tone
+from helpers import SR, tone
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from senseflosser import untrusted
 from senseflosser.errors import ModelError
-from conftest import hostile_model_files, make_tiny_model
+from helpers import hostile_model_files, make_tiny_model
 
 
 @pytest.fixture(scope="module")

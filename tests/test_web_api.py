@@ -10,12 +10,11 @@ from senseflosser import actions
 
 import io
 import re
-import threading
 
 import pytest
 import soundfile as sf
 
-from conftest import job_executor, web_wav_bytes
+from helpers import block, fail_first, job_executor, web_wav_bytes
 
 
 @pytest.fixture(params=["local", "rq"])
@@ -316,20 +315,6 @@ def test_upload_name_never_becomes_a_path(web_app, web_submit, web_wait, tmp_pat
 # ------------------------------------------------------------------ queue full, failures
 
 
-def block(runner) -> tuple[threading.Event, threading.Event]:
-    """Make a runner's work (see :func:`conftest.job_executor`) wait on an event: returns (started, release)."""
-    release, started = threading.Event(), threading.Event()
-    real = runner.execute
-
-    def execute(job_id, state, progress):
-        started.set()
-        release.wait(60)
-        return real(job_id, state, progress)
-
-    runner.execute = execute
-    return started, release
-
-
 @pytest.fixture
 def blocked_runner(web_app):
     """The app's runner, blocked until the end of the test (see :func:`block`)."""
@@ -366,16 +351,7 @@ def test_queue_full_is_503_with_retry_after(make_web_app, web_submit, web_wait):
 def test_a_crashing_job_fails_with_a_message_and_the_worker_goes_on(web_app, web_submit, web_wait):
     runner = job_executor(web_app)
     client = web_app.test_client()
-    real = runner.execute
-    calls = []
-
-    def execute(job_id, state, progress):
-        calls.append(job_id)
-        if len(calls) == 1:
-            raise RuntimeError("simulated fault")
-        return real(job_id, state, progress)
-
-    runner.execute = execute
+    calls = fail_first(runner, RuntimeError("simulated fault"))
     first = web_submit(client).get_json()["id"]
     second = web_submit(client).get_json()["id"]
     failed = web_wait(client, first)

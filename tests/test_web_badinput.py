@@ -26,21 +26,15 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import web_wav_bytes
+from helpers import ROOT, SR, web_wav_bytes
+from helpers import JOB_FIELDS as GOOD_FIELDS
+from helpers import encode_audio as encode
 
-SR = 22050
-GOOD_FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 MESSAGE_LIMIT = 600
 TOKEN = uuid.uuid4().hex[:12]  # marks hostile names, to look for stray files afterwards
 
 
 # ------------------------------------------------------------------ audio makers
-
-
-def encode(y: np.ndarray, sr: int = SR, *, subtype: str = "PCM_16", fmt: str = "WAV") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, y, sr, subtype=subtype, format=fmt)
-    return buf.getvalue()
 
 
 def chunk_offset(data: bytes, cid: bytes) -> int:
@@ -479,8 +473,6 @@ def test_any_submission_is_accepted_or_refused_in_words(parked_app, audio, offse
 # ------------------------------------------------------------------ security: debugger, headers, CSRF, limits, models
 # (test_web_security.py covers the headers of the page, API, static and 404 responses, the Origin
 # check for multipart posts, the rate limit through the test config, the secret key and DEBUG=True.)
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def recipe(makefile: str, target: str) -> list[str]:

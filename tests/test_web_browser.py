@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import web_wav_bytes
+from helpers import web_wav_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -179,7 +179,7 @@ def test_titrate_and_queue_position_survive_a_reload(page, live_server, tmp_path
 def test_own_model_through_the_page(page, tmp_path):
     import keras
 
-    from conftest import make_tiny_model
+    from helpers import make_tiny_model
 
     song = tmp_path / "mine.wav"
     song.write_bytes(web_wav_bytes(1.5))

@@ -23,16 +23,10 @@ import pytest
 from benchmarks import servers
 import soundfile as sf
 
-from conftest import SR, state_on_disk, tone, wait_on_disk
-
-ROOT = Path(__file__).resolve().parent.parent
-FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
-
-
-def wav(y: np.ndarray, sr: int = SR) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, y, sr, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
+from helpers import SR, fail_first, state_on_disk, tone, wait_on_disk
+from helpers import JOB_FIELDS as FIELDS
+from helpers import encode_audio as wav
+from helpers import post_job as post
 
 
 def distinct_clips(n: int, seconds: float = 1.0) -> list[bytes]:
@@ -44,11 +38,6 @@ def decode(data: bytes) -> np.ndarray:
     y, sr = sf.read(io.BytesIO(data), dtype="float32")
     assert sr == SR
     return y
-
-
-def post(client, audio: bytes, filename: str = "song.wav", **fields):
-    data = {**FIELDS, **fields, "audio": (io.BytesIO(audio), filename)}
-    return client.post("/api/jobs", data=data, content_type="multipart/form-data")
 
 
 def du(path: Path) -> int:
@@ -168,17 +157,7 @@ def test_a_job_raising_systemexit_fails_and_the_worker_goes_on(web_app, web_wait
     stayed "running" for ever."""
     runner = web_app.extensions["senseflosser"].runner
     client = web_app.test_client()
-    real = runner.execute
-    calls = []
-
-    def execute(job_id, state, progress):
-        calls.append(job_id)
-        if len(calls) == 1:
-            progress(0.3, "half way there")
-            raise SystemExit(2)
-        return real(job_id, state, progress)
-
-    runner.execute = execute
+    fail_first(runner, SystemExit(2), report=(0.3, "half way there"))
     clips = distinct_clips(2)
     first = post(client, clips[0]).get_json()["id"]
     second = post(client, clips[1]).get_json()["id"]

@@ -10,11 +10,10 @@ import pytest
 
 from benchmarks import servers
 
-from conftest import web_wav_bytes
+from helpers import web_wav_bytes
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 240.0
 JOB_TIMEOUT_S = 180.0
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import senseflosser  # noqa: F401  (registers the custom layers for loading the flossed model)
-from conftest import hostile_model_files
+from helpers import hostile_model_files
 
 
 @pytest.fixture(scope="module")

@@ -17,22 +17,12 @@ import pytest
 import soundfile as sf
 
 from benchmarks import servers
-from conftest import SR, job_executor, state_on_disk, tone, wait_on_disk
+from helpers import block, job_executor, state_on_disk, tone, wait_on_disk
+from helpers import encode_audio as wav
+from helpers import post_job as post
 
-FIELDS = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
 HEARTBEAT_S = 0.5
 DEAD_AFTER_S = 3.0
-
-
-def wav(y: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, y, SR, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
-
-
-def post(client, audio: bytes, filename: str = "song.wav", **fields):
-    data = {**FIELDS, **fields, "audio": (io.BytesIO(audio), filename)}
-    return client.post("/api/jobs", data=data, content_type="multipart/form-data")
 
 
 def submit(client, audio: bytes, filename: str = "song.wav", **fields) -> dict:
@@ -183,14 +173,7 @@ def test_the_queue_bound_is_global(make_web_app, web_submit, web_wait):
     b_app = make_web_app(QUEUE_SIZE=2, RETRY_AFTER_S=9)
     a, b = a_app.test_client(), b_app.test_client()
     executor = job_executor(a_app)
-    real, started, release = executor.execute, threading.Event(), threading.Event()
-
-    def blocked(job_id, state, progress):
-        started.set()
-        release.wait(60)
-        return real(job_id, state, progress)
-
-    executor.execute = blocked
+    started, release = block(executor)
     try:
         running = web_submit(a).get_json()["id"]
         assert started.wait(30)
@@ -253,8 +236,7 @@ def test_a_job_redis_lost_is_queued_again_from_disk(make_web_app, web_submit, we
     runner = app.extensions["senseflosser"].runner
     client = app.test_client()
     executor = job_executor(app)
-    real, release = executor.execute, threading.Event()
-    executor.execute = lambda job_id, state, progress: (release.wait(60), real(job_id, state, progress))[1]
+    _started, release = block(executor)
     try:
         blocker = web_submit(client).get_json()["id"]
         lost = web_submit(client).get_json()["id"]

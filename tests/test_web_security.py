@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.config import ConfigError
-from conftest import web_wav_bytes
+from helpers import web_wav_bytes
 
 ADDRESSES = ["/", "/api/models", "/healthz", "/static/js/app.js", "/api/nothing", "/nothing"]
 
