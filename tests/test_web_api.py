@@ -535,7 +535,8 @@ def test_adversarial_on_input_through_the_api(web_client, web_submit, web_wait):
     assert r.status_code == 202, r.get_json()
     view = web_wait(web_client, r.get_json()["id"])
     assert view["state"] == "done", view
-    assert view["recipe"]["on_input"] is True and "--adversarial-on-input" in view["cli"]
+    assert view["recipe"]["params"] == {"on_input": True} and "--on-input" in view["cli"]
+    assert view["outputs"]["flossed"][0]["url"].endswith("adversarial-input_0.01.wav")
     r = web_submit(web_client, action="fog", adversarial_on_input="1")
     assert r.status_code == 400 and "on_input" in r.get_json()["error"]
 
@@ -573,3 +574,25 @@ def test_envelope_through_the_api(web_client, web_submit, web_wait):
     assert r.status_code == 400 and "beyond the end of the audio" in r.get_json()["error"]
     r = web_submit(web_client, magnitude=None, envelope="5:0,1:0.1")
     assert r.status_code == 400 and "must increase" in r.get_json()["error"]
+
+
+def test_a_web_job_checks_its_magnitude_once(web_client, web_submit, web_wait, monkeypatch):
+    """The spec is built once at the edge; the worker takes it as it is (no second check)."""
+    from senseflosser.actions import base
+
+    calls = []
+    original = base.MagnitudeSpec.validate
+    monkeypatch.setattr(base.MagnitudeSpec, "validate", lambda self, m, a: calls.append(m) or original(self, m, a))
+    r = web_submit(web_client, action="lapse", magnitude="0.2", seed="3", save_model="1")
+    assert r.status_code == 202, r.get_json()
+    assert web_wait(web_client, r.get_json()["id"])["state"] == "done"
+    assert calls == ["0.2"]
+
+
+def test_a_user_error_raised_below_the_form_is_one_400_with_its_sentence(web_client, web_submit):
+    """A SenseflosserError from the core is answered once, as it was raised (no wrapper, no 500)."""
+    r = web_submit(web_client, action="fog", layers="conv_a:99")
+    assert r.status_code == 400 and r.get_json() == {"error": r.get_json()["error"]}
+    assert "conv_a" in r.get_json()["error"] and "99" in r.get_json()["error"]
+    r = web_submit(web_client, action="lapse", magnitude="١")
+    assert r.status_code == 400 and "lapse magnitude" in r.get_json()["error"]

@@ -26,6 +26,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from senseflosser.jobspec import JobSpec
 from helpers import ROOT, SR, web_wav_bytes
 from helpers import JOB_FIELDS as GOOD_FIELDS
 from helpers import encode_audio as encode
@@ -463,11 +464,12 @@ def test_any_submission_is_accepted_or_refused_in_words(parked_app, audio, offse
     if r.status_code == 400:
         assert set(body) == {"error"} and body["error"] and "Traceback" not in body["error"]
         return
-    spec = json.loads((parked_app.extensions["senseflosser"].store.root / body["id"] / "state.json")
-                      .read_text())["request"]
-    assert spec["model"] in ("tiny", "tinyfixed") and spec["action"] in ("fog", "lapse")
-    assert 0.1 <= spec["segment_duration"] <= 30.0
-    assert spec["offset"] < spec["file_duration"]
+    stored = json.loads((parked_app.extensions["senseflosser"].store.root / body["id"] / "state.json")
+                        .read_text())["request"]
+    job = JobSpec.from_checked(stored["spec"])
+    assert job.base.model in ("tiny", "tinyfixed") and job.base.action in ("fog", "lapse")
+    assert 0.1 <= stored["segment_duration"] <= 30.0
+    assert job.offset < stored["file_duration"]
 
 
 # ------------------------------------------------------------------ security: debugger, headers, CSRF, limits, models
@@ -655,14 +657,15 @@ def test_the_server_never_loads_a_model_file_a_user_names_or_uploads(make_web_ap
                             fields={"save_model": "1"}))
     assert r.status_code == 400 and "not an audio file" in r.get_json()["error"]
     # Even a job whose stored request names a path (as if its state were tampered with) cannot load it.
-    from app.jobs import JobFailed
+    from senseflosser.errors import ModelError
+    from senseflosser.jobspec import build_job
 
     job_dir = tmp_path / "tampered"
     (job_dir / "input").mkdir(parents=True)
     (job_dir / "input" / "audio.wav").write_bytes(web_wav_bytes(0.5))
-    request = {"input": "audio.wav", "model": str(evil), "action": "fog", "magnitudes": [0.1], "seed": 1,
-               "layers": None, "offset": 0.0, "duration": None, "save_model": False, "filename": "a.wav"}
-    with pytest.raises(JobFailed, match="unknown model"):
+    spec = build_job(model=str(evil), action="fog", magnitudes=[0.1], seed=1)
+    request = {"input": "audio.wav", "spec": spec.to_dict(), "model": str(evil), "filename": "a.wav"}
+    with pytest.raises(ModelError, match="unknown model"):
         app.extensions["senseflosser"].engine.render(job_dir, request, lambda fraction, message: None)
     # A normal job still works, and everything ever loaded came from the models folder, safely.
     view = web_wait(client, submit(client, Case("ok", 202, fields={"save_model": "1"})).get_json()["id"])
