@@ -252,6 +252,9 @@ def _titrated_job(page, tmp_path, seconds=8.0):
 def test_transport_switches_at_the_same_instant_with_the_keyboard_only(page, tmp_path):
     _titrated_job(page, tmp_path)
     assert page.evaluate(f"{TRANSPORT}.engine()") == "webaudio"
+    from senseflosser.audio import SAMPLE_RATE
+
+    assert page.evaluate(f"{TRANSPORT}.sampleRate()") == SAMPLE_RATE  # one clock at the outputs' rate, told by the server
     assert page.locator("#versions button").count() == 7  # original, normal, five damaged
     assert page.get_attribute("#versions button:nth-child(3)", "aria-checked") == "true"
     assert page.locator("#waveform path.wave").count() == 1
@@ -313,6 +316,10 @@ def test_a_job_url_opens_in_a_fresh_page_with_its_dose_response_plot(page, brows
         points.nth(1).focus()
         other.keyboard.press("Enter")
         assert other.evaluate(f"{TRANSPORT}.current()") == 2 + 1
+        # an old link (#job=<id>, checked against the server's id pattern) still opens the job
+        other.goto(f"{live_server}/#job={job_id}")
+        other.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        assert other.locator("#players .player").count() == 2 + 5
     finally:
         fresh.close()
 

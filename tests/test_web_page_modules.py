@@ -130,8 +130,8 @@ def test_the_page_settings_are_the_python_values_and_follow_the_config(make_web_
     assert int(main["data-max-model-bytes"]) == 7 * 1024 * 1024
     assert int(main["data-poll-ms"]) == 321
     assert int(main["data-sample-rate"]) == audio.SAMPLE_RATE
-    assert main["data-job-id-pattern"] == jobs.JOB_ID_RE.pattern
-    assert re.fullmatch(main["data-job-id-pattern"], jobs.new_job_id())
+    assert main["data-id-pattern"] == jobs.JOB_ID_RE.pattern
+    assert re.fullmatch(main["data-id-pattern"], jobs.new_job_id())
     assert float(main["data-map-max-seconds"]) == api.MAP_MAX_SECONDS
     assert float(main["data-min-duration"]) == engine.MIN_SEGMENT_S
     assert int(main["data-max-seed"]) == MAX_SEED

@@ -31,7 +31,7 @@ export function readConfig(el) {
     minDuration: number(el, "minDuration"),        // shortest segment a job processes (s)
     pollMs: number(el, "pollMs"),
     sampleRate: number(el, "sampleRate"),          // the rate every output is written at
-    jobIdPattern: new RegExp(text(el, "jobIdPattern")),
+    jobIdPattern: new RegExp(text(el, "idPattern")),   // a job id (data-id-pattern)
     mapMaxSeconds: number(el, "mapMaxSeconds"),    // longest excerpt a map measures
     maxSeed: number(el, "maxSeed"),
     envelopeMaxPoints: number(el, "envelopeMaxPoints"),
