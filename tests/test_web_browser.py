@@ -5,6 +5,7 @@ Skipped when Chromium or Playwright is missing; ``.ci/run`` installs Chromium.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import threading
@@ -60,17 +61,26 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def live_server(web_app):
-    """The test app served over HTTP on a free loopback port (threaded, so Range requests overlap)."""
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served over HTTP on a free loopback port (threaded, so Range requests overlap); its URL."""
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, web_app, threaded=True)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@pytest.fixture
+def live_server(web_app):
+    """The test app served over HTTP."""
+    with serving(web_app) as url:
+        yield url
 
 
 @pytest.fixture
@@ -242,6 +252,9 @@ def _titrated_job(page, tmp_path, seconds=8.0):
 def test_transport_switches_at_the_same_instant_with_the_keyboard_only(page, tmp_path):
     _titrated_job(page, tmp_path)
     assert page.evaluate(f"{TRANSPORT}.engine()") == "webaudio"
+    from senseflosser.audio import SAMPLE_RATE
+
+    assert page.evaluate(f"{TRANSPORT}.sampleRate()") == SAMPLE_RATE  # one clock at the outputs' rate, told by the server
     assert page.locator("#versions button").count() == 7  # original, normal, five damaged
     assert page.get_attribute("#versions button:nth-child(3)", "aria-checked") == "true"
     assert page.locator("#waveform path.wave").count() == 1
@@ -303,6 +316,10 @@ def test_a_job_url_opens_in_a_fresh_page_with_its_dose_response_plot(page, brows
         points.nth(1).focus()
         other.keyboard.press("Enter")
         assert other.evaluate(f"{TRANSPORT}.current()") == 2 + 1
+        # an old link (#job=<id>, checked against the server's id pattern) still opens the job
+        other.goto(f"{live_server}/#job={job_id}")
+        other.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        assert other.locator("#players .player").count() == 2 + 5
     finally:
         fresh.close()
 
@@ -390,9 +407,6 @@ def test_envelope_editor_by_mouse_and_keyboard(page, tmp_path):
 def calibrated_server(make_web_app, models_dir, tmp_path):
     """A live server whose model card carries a calibration (as ``senseflosser evaluate`` writes it)."""
     import json
-    import shutil
-
-    from werkzeug.serving import make_server
 
     folder = tmp_path / "calibrated"
     folder.mkdir()
@@ -401,12 +415,8 @@ def calibrated_server(make_web_app, models_dir, tmp_path):
         "levels_db": [15, 10, 5, 0, -10], "magnitudes": {"fog": [0.01, 0.02, 0.04, None, 0.1]}}}}
     (folder / "tiny.json").write_text(json.dumps(card))
     app = make_web_app(MODELS_DIR=str(folder), DATA_DIR=str(tmp_path / "jobs2"))
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
+    with serving(app) as url:
+        yield url
 
 
 def test_the_damage_slider_follows_the_cards_calibration(browser, calibrated_server):
@@ -434,3 +444,58 @@ def test_the_damage_slider_follows_the_cards_calibration(browser, calibrated_ser
         assert page.inner_text("#damage-value").endswith("(log scale)")
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------- the server's rules reach the page
+
+
+def test_the_page_takes_its_rules_from_the_server(browser, make_web_app, monkeypatch, tmp_path):
+    """Change the server's values (config, and the constants app/pages.py renders) and the page follows."""
+    from types import SimpleNamespace
+
+    from app import pages
+    from app.jobs import JOB_ID_RE
+    from senseflosser.actions import MAX_SEED
+
+    monkeypatch.setattr(pages, "audio", SimpleNamespace(SAMPLE_RATE=16000))
+    monkeypatch.setattr(pages, "envelope", SimpleNamespace(MAX_POINTS=3))
+    monkeypatch.setattr(pages, "api", SimpleNamespace(MAP_MAX_SECONDS=12.5))
+    app = make_web_app(MAX_DURATION_S=1.5, MAX_UPLOAD_MB=0.05, POLL_INTERVAL_MS=250)
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        with serving(app) as url:
+            page.goto(url + "/")
+            page.wait_for_selector("#model option[value='tiny']", state="attached")
+            got = page.evaluate("async () => { const { config } = await import('/static/js/config.js');"
+                                " return { ...config, jobIdPattern: config.jobIdPattern.source }; }")
+            assert got["sampleRate"] == 16000 and got["envelopeMaxPoints"] == 3 and got["mapMaxSeconds"] == 12.5
+            assert got["maxDuration"] == 1.5 and got["pollMs"] == 250
+            assert got["maxUploadBytes"] == int(0.05 * 1024 * 1024)
+            assert got["jobIdPattern"] == JOB_ID_RE.pattern and got["maxSeed"] == MAX_SEED
+
+            # a 2 s file: longer than this server processes and larger than its upload limit
+            song = tmp_path / "long.wav"
+            song.write_bytes(web_wav_bytes(2.0))
+            page.set_input_files("#audio", str(song))
+            wait_until(page, "() => document.getElementById('offset').max !== ''")
+            assert "Only 1.5 s can be processed at once" in page.inner_text("#file-info")
+            assert "more than the limit of 51 kB" in page.inner_text("#error")
+            page.fill("#duration", "1.6")
+            page.click("#submit")
+            assert "larger than the limit of 51 kB" in page.inner_text("#error")
+
+            # the envelope editor holds at most the server's number of points
+            page.check("#use-envelope")
+            points = page.locator("#envelope-svg circle.env-point")
+            assert points.count() == 2
+            page.focus("#envelope-svg")
+            page.keyboard.press("a")
+            assert points.count() == 3
+            page.keyboard.press("a")
+            assert points.count() == 3
+    finally:
+        context.close()
+    assert errors == []
