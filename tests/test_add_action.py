@@ -117,6 +117,7 @@ def test_the_api_the_form_and_the_page_offer_them(added, web_client, web_submit,
     assert {"nudge", "hush"} <= set(listed) and listed["hush"]["changes"] == "architecture"
     page = web_client.get("/").get_data(as_text=True)
     assert "nudge" in page and "hush" in page
+    assert 'data-action="nudge"' in page and 'name="sign"' in page  # its declared parameter is a field
     for action, fields in (("nudge", {"sign": "-0.5"}), ("hush", {})):
         r = web_submit(web_client, action=action, magnitude="0.3", seed="4", **fields)
         assert r.status_code == 202, r.get_json()

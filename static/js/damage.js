@@ -124,8 +124,18 @@ export function applyAction(keepValue) {
     `between ${titration[0]} and ${titration[titration.length - 1]}.` +
     (state.scale.calibrated ? " The slider is calibrated on this model: equal steps, equal loss in dB against normal."
       : " This model's card has no calibration: the slider is logarithmic.");
+  showParams(radio.value);
   sliderFromMagnitude();
   drawEnvelope();
+}
+
+/** Only the chosen action's declared parameters are shown and sent (a disabled field is not sent). */
+function showParams(action) {
+  document.querySelectorAll(".action-params").forEach((group) => {
+    const mine = group.dataset.action === action;
+    group.hidden = !mine;
+    group.querySelectorAll("input").forEach((input) => { input.disabled = !mine; });
+  });
 }
 
 /** Titrating or an envelope leaves no single magnitude to set. */

@@ -260,6 +260,12 @@ export function fillForm(view) {
   const radio = req.action && $(`action-${req.action}`);
   if (radio) radio.checked = true;
   applyAction(true);
+  Object.entries(req.params || {}).forEach(([name, value]) => {
+    const input = $(`param-${req.action}-${name}`);
+    if (!input) return;
+    if (input.type === "checkbox") input.checked = Boolean(value);
+    else input.value = String(value);
+  });
   const mags = Array.isArray(req.magnitudes) ? req.magnitudes : [];
   if (req.envelope && req.envelope.length) {
     loadEnvelope(req.envelope);
