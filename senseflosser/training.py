@@ -29,8 +29,8 @@ import numpy as np
 from . import audio, device  # noqa: F401  (device: set up TensorFlow before any model work)
 from .architectures import ARCHITECTURES, build
 from .errors import AudioError, TrainingError
-from .jsonfile import write_json
 from .layers import SpectralCompress
+from .models import write_card
 from .spectral import HOP, n_frames, stft
 
 log = logging.getLogger(__name__)
@@ -412,7 +412,7 @@ def train(
         },
         "evaluation": None,
     }
-    card_path = write_card(models_dir / f"{config.name}.json", card)
+    card_path = write_card(model_path, card)
     log.info("wrote %s (%d parameters) and its card", model_path, card["parameters"])
     return TrainResult(model_path, card_path, history_path, card)
 
@@ -450,8 +450,3 @@ def read_history(path: Path) -> list[dict]:
     for row in rows:
         by_epoch[int(row["epoch"])] = row
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def write_card(path: Path, card: dict) -> Path:
-    """Write a model card atomically as pretty JSON (an SNR of ``inf``, no damage, becomes ``null``)."""
-    return write_json(path, card)
