@@ -23,7 +23,6 @@ from .pipeline import Progress, floss
 from .runners import Runner
 from .recipe import Recipe
 from .spectral import HOP
-from .training import find_audio
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,7 @@ def evaluate(
     """
     model = registry.load(name)
     sha = registry.sha256(name)
-    clips = _clips(find_audio(data_dir), clip_seconds, max_clips)
+    clips = _clips(audio.find_audio(data_dir), clip_seconds, max_clips)
     si, lsd = [], []
     if magnitudes is None:
         magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items()}
@@ -370,7 +369,7 @@ def find_universal_direction(
         What the card's ``adversarial`` entry records.
     """
     model = registry.load(name)
-    clips = _clips(find_audio(data_dir), seconds, excerpts)
+    clips = _clips(audio.find_audio(data_dir), seconds, excerpts)
     audio_excerpts = [audio.load(p, offset=o, duration=seconds) for p, o in clips]
     losses: list[float] = []
     direction = worst_case.find_direction(

@@ -35,39 +35,6 @@ from .spectral import HOP, n_frames, stft
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
-)
-
-
-def find_audio(data_dir: str | os.PathLike) -> list[Path]:
-    """List the audio files under a folder, recursively, in a stable order.
-
-    Parameters
-    ----------
-    data_dir : str or os.PathLike
-        Folder to search.
-
-    Returns
-    -------
-    list of pathlib.Path
-        Files whose extension is a known audio format, sorted by path.
-
-    Raises
-    ------
-    TrainingError
-        If the folder does not exist or holds no audio files.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise TrainingError(f"data folder {str(root)!r} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-    if not files:
-        raise TrainingError(
-            f"no audio files under {str(root)!r} (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})"
-        )
-    return files
-
 
 def split_files(
     files: Sequence[Path], *, val_split: float, percentage: float, seed: int
@@ -321,7 +288,7 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
     _check_resumable(work, config, fresh=fresh)
 
-    files = find_audio(data_dir)
+    files = audio.find_audio(data_dir)
     train_files, val_files = split_files(
         files, val_split=config.val_split, percentage=config.percentage, seed=config.seed
     )
