@@ -30,6 +30,8 @@ COPY templates ./templates
 COPY static ./static
 COPY models ./models
 # The `senseflosser` command too (docker exec ... senseflosser models); the code stays in /app.
+# The package installs the library alone: the web app (app/, wsgi.py) is imported from the
+# working directory, /app, by gunicorn and by `python3 -m app.worker` (docker-compose.yml).
 RUN python3 -m pip install --no-deps -e . \
     && useradd --system --uid 10001 --gid 0 --home-dir /app --shell /usr/sbin/nologin senseflosser \
     && mkdir -p /data/jobs \

@@ -1,4 +1,4 @@
-"""A model-warm RQ worker: ``python -m app.worker`` (``make worker``, ``senseflosser worker``).
+"""A model-warm RQ worker: ``python -m app.worker`` in the project root (``make worker``).
 
 One process, one device: it sets up TensorFlow's device, loads and warms up every
 model of the registry once, then takes jobs from the RQ queue and runs each in
@@ -16,8 +16,8 @@ Settings come from the same ``SENSEFLOSSER_*`` environment as the web app
 (``REDIS_URL``, ``QUEUE_NAME``, ``MODELS_DIR``, ``DATA_DIR``, ``SPECTROGRAMS``,
 ``MAX_DURATION_S``, ``WORKER_HEARTBEAT_S``, ``WORKER_DEAD_AFTER_S``); options override them.
 
-This module is the worker's only entry point; ``senseflosser worker`` imports it
-lazily, so the core library never imports rq or redis.
+This module is the worker's only entry point. It is part of the web app, which the
+package does not install, and the core library never imports it (nor rq or redis).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"worker: error: {exc}", file=sys.stderr)
         return 2
-    # This process is the worker from here on: its log lines go to stderr (`senseflosser worker` set WARNING).
+    # This process is the worker from here on: its log lines go to stderr.
     logging.basicConfig(level=args.log, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
 
     from redis.exceptions import RedisError

@@ -18,7 +18,6 @@ import numpy as np
 import soundfile as sf
 
 from senseflosser import audio
-from senseflosser.training import AUDIO_EXTENSIONS
 
 GAP_S = 0.25
 
@@ -28,7 +27,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     gap = np.zeros(int(GAP_S * audio.SAMPLE_RATE), np.float32)
     for folder in map(Path, argv[1:]):
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_EXTENSIONS)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in audio.AUDIO_EXTENSIONS)
         if not files:
             continue
         name = folder.parent.name if len(folder.name) <= 3 else folder.name

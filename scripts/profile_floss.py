@@ -1,7 +1,9 @@
 """Profile one warm ``floss()`` run and one warm web-style job with cProfile.
 
-    python scripts/profile_floss.py [--model game-orchestral] [--models-dir models/]
+    python -m scripts.profile_floss [--model game-orchestral] [--models-dir models/]
                                     [--seconds 30] [--action fog] [--magnitudes 0.1] [--top 25]
+
+(from the project root: it uses ``benchmarks/``, which is not part of the installed package).
 
 Prints, for each, the wall time and the functions with the most cumulative
 time, restricted to senseflosser and the libraries it calls for audio, images

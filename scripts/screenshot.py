@@ -4,7 +4,9 @@ Serves the app in-process on a free loopback port, drives Debian's Chromium with
 Playwright, uploads a file (or a synthesized sine mix), waits for the players and
 saves a full-page screenshot.
 
-    python scripts/screenshot.py --out static/img/screenshot.png [--models-dir models] [--audio song.flac]
+    python -m scripts.screenshot --out static/img/screenshot.png [--models-dir models] [--audio song.flac]
+
+(from the project root: the web app, ``app/``, is not part of the installed package).
 """
 
 from __future__ import annotations

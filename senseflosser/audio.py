@@ -26,6 +26,11 @@ SAMPLE_RATE = 22050
 
 _BLOCK_FRAMES = 1 << 16
 
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
+)
+"""File extensions :func:`find_audio` takes for audio (lower case)."""
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -254,6 +259,38 @@ def load(
     if y.size == 0:
         raise AudioError(f"{name}: the selected segment is too short to decode")
     return y
+
+
+def find_audio(data_dir: str | os.PathLike) -> list[Path]:
+    """List the audio files under a folder, recursively, in a stable order.
+
+    Files are chosen by extension (:data:`AUDIO_EXTENSIONS`) and not opened:
+    one that turns out unreadable raises when it is decoded.
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike
+        Folder to search.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Files whose extension is a known audio format, sorted by path.
+
+    Raises
+    ------
+    AudioError
+        If the folder does not exist or holds no audio files.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise AudioError(f"data folder {str(root)!r} does not exist")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not files:
+        raise AudioError(
+            f"no audio files under {str(root)!r} (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})"
+        )
+    return files
 
 
 def _check_seconds(what: str, value: float, *, allow_zero: bool) -> float:

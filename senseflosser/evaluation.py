@@ -5,7 +5,6 @@ The figures go into the model card (``evaluation``) and a plot beside it.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,12 +18,11 @@ import numpy as np
 from . import actions, audio, metrics
 from .actions import ACTIONS, worst_case
 from .errors import RecipeError, TrainingError
-from .models import ModelRegistry, input_frames
+from .models import ModelRegistry, conv_channels, conv_layer_names, input_frames
 from .pipeline import Progress, floss
 from .runners import Runner
 from .recipe import Recipe
 from .spectral import HOP
-from .training import find_audio, write_card
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +136,7 @@ def evaluate(
     """
     model = registry.load(name)
     sha = registry.sha256(name)
-    clips = _clips(find_audio(data_dir), clip_seconds, max_clips)
+    clips = _clips(audio.find_audio(data_dir), clip_seconds, max_clips)
     si, lsd = [], []
     if magnitudes is None:
         magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items()}
@@ -276,25 +274,26 @@ def forward_cost(model, *, seconds: float = 30.0, rounds: int = 3) -> dict[str, 
 def update_card(registry: ModelRegistry, name: str, report: dict[str, Any]) -> tuple[Path, Path]:
     """Store an evaluation in a model's card and draw its plot (``<name>.png``).
 
+    Besides ``evaluation``, the card's description of the model file is
+    refreshed from the file: ``conv_channels``, ``conv_layers``,
+    ``input_frames``, ``sha256`` and ``size_bytes``.
+
     Returns
     -------
     card_path, plot_path : pathlib.Path
     """
-    card = registry.card(name)
-    card.pop("file", None)
-    card.pop("conv_layers", None)
-    card.pop("input_frames", None)
-    model_path = registry.path(name)
-    card["evaluation"] = report
     model = registry.load(name)
-    from .models import conv_layer_names, input_frames
-
-    card["conv_layers"] = conv_layer_names(model)
-    card["input_frames"] = input_frames(model)
-    card["sha256"] = registry.sha256(name)
-    card["size_bytes"] = model_path.stat().st_size
-    card_path = write_card(model_path.with_suffix(".json"), card)
-    plot_path = plot_card(card, model_path.with_suffix(".png"))
+    model_path = registry.path(name)
+    card_path = registry.update_card(
+        name,
+        evaluation=report,
+        conv_channels=conv_channels(model),
+        conv_layers=conv_layer_names(model),
+        input_frames=input_frames(model),
+        sha256=registry.sha256(name),
+        size_bytes=model_path.stat().st_size,
+    )
+    plot_path = plot_card(registry.card(name), model_path.with_suffix(".png"))
     return card_path, plot_path
 
 
@@ -379,7 +378,7 @@ def find_universal_direction(
         What the card's ``adversarial`` entry records.
     """
     model = registry.load(name)
-    clips = _clips(find_audio(data_dir), seconds, excerpts)
+    clips = _clips(audio.find_audio(data_dir), seconds, excerpts)
     audio_excerpts = [audio.load(p, offset=o, duration=seconds) for p, o in clips]
     losses: list[float] = []
     direction = worst_case.find_direction(
@@ -395,10 +394,7 @@ def find_universal_direction(
     info = {**meta, "file": path.name, "sha256": sha, "excerpts": len(clips),
             "excerpt_files": sorted({p.name for p, _ in clips}),
             "loss_start": losses[0], "loss_end": losses[-1]}
-    card_path = registry.path(name).with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {"name": name}
-    card["adversarial"] = info
-    write_card(card_path, card)
+    registry.update_card(name, adversarial=info)
     return path, info
 
 

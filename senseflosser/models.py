@@ -1,9 +1,13 @@
-"""The model registry: discover ``models/``, read model cards, load each model once.
+"""The model registry: discover ``models/``, own the model cards, load each model once.
 
 A model is a ``.keras`` file (or a legacy ``.h5``, loaded with ``compile=False``)
 with a JSON model card of the same stem beside it. Models are loaded once per
 process, on first use, and cached; callers must never mutate them (the actions
 always work on copies).
+
+This module is the only writer of model cards: training writes a new card with
+:func:`write_card`; evaluation, the sensitivity map and concept code change one
+section of an existing card with :meth:`ModelRegistry.update_card`.
 """
 
 from __future__ import annotations
@@ -15,20 +19,30 @@ import math
 import os
 import re
 import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: cards are then safe against threads only
+    fcntl = None  # type: ignore[assignment]
 
 import keras
 
 from . import device  # noqa: F401  (device set-up before the first model is loaded)
 from . import layers as _layers  # noqa: F401  (registers the custom layers for loading)
 from .errors import ModelError
+from .jsonfile import write_json
 from .spectral import N_BINS
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".keras", ".h5")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+_DERIVED_SECTIONS = frozenset({"name", "file"})
+"""Card entries the registry fills in itself when it reads a card; never stored by an update."""
 
 
 def default_models_dir() -> Path:
@@ -119,6 +133,66 @@ def time_receptive_field(model: keras.Model) -> int | None:
         elif not isinstance(layer, _TIME_NEUTRAL_LAYERS):
             return None
     return reach
+
+
+def card_file(model_path: str | os.PathLike) -> Path:
+    """The card of a model file: the JSON file of the same stem beside it (it may not exist yet).
+
+    Raises
+    ------
+    ModelError
+        If ``model_path`` is not a ``.keras`` or ``.h5`` file name.
+    """
+    p = Path(model_path)
+    if p.suffix not in MODEL_SUFFIXES:
+        raise ModelError(f"{str(p)!r} is not a model file (expected .keras or .h5), so it has no card")
+    return p.with_suffix(".json")
+
+
+def write_card(model_path: str | os.PathLike, card: Mapping[str, Any]) -> Path:
+    """Write the whole card of a model file, atomically, as pretty JSON.
+
+    For a new model (training); to change a section of an existing card use
+    :meth:`ModelRegistry.update_card`. A non-finite float (an SNR of ``inf``:
+    no damage) is stored as ``null``.
+
+    Parameters
+    ----------
+    model_path : str or os.PathLike
+        The model's ``.keras`` (or ``.h5``) file; the card is written beside it.
+    card : mapping
+        The card's sections.
+
+    Returns
+    -------
+    pathlib.Path
+        The card file written.
+
+    Raises
+    ------
+    ModelError
+        If ``model_path`` is not a model file name.
+    """
+    return write_json(card_file(model_path), dict(card))
+
+
+def _read_card_file(path: Path) -> dict[str, Any] | None:
+    """The card stored at ``path``; ``None`` when there is no such file.
+
+    Raises
+    ------
+    ModelError
+        If the file cannot be read or does not hold a JSON object.
+    """
+    if not path.is_file():
+        return None
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model card {str(path)!r} is unreadable ({exc})") from None
+    if not isinstance(loaded, dict):
+        raise ModelError(f"model card {str(path)!r} holds a JSON {type(loaded).__name__}, not an object")
+    return loaded
 
 
 def load_model_file(path: str | os.PathLike, *, label: str | None = None) -> keras.Model:
@@ -225,17 +299,102 @@ class ModelRegistry:
                 self._hashes[key] = file_sha256(p)
             return self._hashes[key]
 
-    def card(self, name: str) -> dict[str, Any]:
-        """The model card of ``name`` (a minimal one if its JSON is missing or broken)."""
-        p = self.path(name)
-        card_path = p.with_suffix(".json")
-        card: dict[str, Any] = {}
-        if card_path.is_file():
+    def card_path(self, name: str) -> Path:
+        """The card file of a model (it may not exist yet).
+
+        Raises
+        ------
+        ModelError
+            If no model of that name is in the folder.
+        """
+        return card_file(self.path(name))
+
+    def read_card(self, name: str) -> dict[str, Any]:
+        """The card of ``name`` exactly as stored (``{}`` when it has none), without derived entries.
+
+        Raises
+        ------
+        ModelError
+            If no model of that name is in the folder, or its card is unreadable.
+        """
+        return _read_card_file(self.card_path(name)) or {}
+
+    @contextmanager
+    def _card_lock(self) -> Iterator[None]:
+        """Hold the lock of the folder's cards: one update at a time, across threads and processes."""
+        with self._lock:
+            if fcntl is None:
+                yield
+                return
+            fd = os.open(self.models_dir, os.O_RDONLY)
             try:
-                loaded = json.loads(card_path.read_text())
-                card = loaded if isinstance(loaded, dict) else {}
-            except (OSError, json.JSONDecodeError) as exc:
-                log.warning("model card %s is unreadable: %s", card_path, exc)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except OSError as exc:  # a file system without flock (some network mounts)
+                    log.warning("cannot lock %s (%s): card updates are safe against threads only",
+                                self.models_dir, exc)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
+    def update_card(self, name: str, /, **sections: Any) -> Path:
+        """Set sections of a model's card, atomically; the other sections are kept as stored.
+
+        A section already in the card keeps its place; a new one is added at
+        the end. A model without a card gets one (``name`` first). The read,
+        the change and the write happen under one lock (threads and, where
+        ``fcntl`` exists, processes), and the file is replaced in one step, so
+        neither a reader nor a concurrent update sees half a card.
+
+        Parameters
+        ----------
+        name : str
+            Model name (positional).
+        **sections
+            Section name -> its new value (JSON-serialisable; a non-finite
+            float is stored as ``null``), e.g. ``evaluation=report``.
+
+        Returns
+        -------
+        pathlib.Path
+            The card file written.
+
+        Raises
+        ------
+        ModelError
+            If the model is unknown, its card is unreadable (it is left as it
+            is), no section is given, or a section is one the registry derives
+            (``name``, ``file``).
+        """
+        if not sections:
+            raise ModelError(f"no card section given to update for model {name!r}")
+        derived = sorted(_DERIVED_SECTIONS & sections.keys())
+        if derived:
+            raise ModelError(f"card section {derived[0]!r} of model {name!r} is derived by the registry; "
+                             "it cannot be updated")
+        model_path = self.path(name)
+        with self._card_lock():
+            card = _read_card_file(card_file(model_path))
+            if card is None:
+                card = {"name": name}
+            card.update(sections)
+            path = write_card(model_path, card)
+        log.info("updated %s of the card of %s", ", ".join(sections), name)
+        return path
+
+    def card(self, name: str) -> dict[str, Any]:
+        """The model card of ``name`` as shown to users (a minimal one if its JSON is missing or broken).
+
+        The stored card plus ``name``, ``file`` and, once the model is loaded,
+        its conv layers, their channels and its input frames where the card
+        lacks them.
+        """
+        p = self.path(name)
+        try:
+            card = self.read_card(name)
+        except ModelError as exc:
+            log.warning("%s", exc)
+            card = {}
         card = {**card, "name": name, "file": p.name}
         card.setdefault("summary", "no model card")
         with self._lock:

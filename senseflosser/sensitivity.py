@@ -11,7 +11,6 @@ log-spectral distance against the normal output). :func:`write_map` writes
 from __future__ import annotations
 
 import csv
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -248,22 +247,21 @@ def map_to_dir(
 
 
 def record_in_card(registry: ModelRegistry, report: dict[str, Any], png: str | os.PathLike) -> Path:
-    """Store a map in its registry model's card (``sensitivity``) and its heat map as ``<name>.map.png``."""
+    """Store a map in its registry model's card (``sensitivity``) and its heat map as ``<name>.map.png``.
+
+    Returns
+    -------
+    pathlib.Path
+        The card file written.
+    """
     import shutil
 
-    from .training import write_card
-
     name = report["model"]
-    model_path = registry.path(name)
-    card_path = model_path.with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {"name": name}
-    target = model_path.with_name(f"{name}.map.png")
+    target = registry.path(name).with_name(f"{name}.map.png")
     shutil.copyfile(png, target)
     keys = ("action", "magnitudes", "seeds", "seed", "layers", "cells", "most_sensitive", "duration", "input",
             "channels")
-    card["sensitivity"] = {k: report[k] for k in keys if k in report} | {"plot": target.name}
-    write_card(card_path, card)
-    return card_path
+    return registry.update_card(name, sensitivity={k: report[k] for k in keys if k in report} | {"plot": target.name})
 
 
 def channel_ranking(

@@ -29,44 +29,11 @@ import numpy as np
 from . import audio, device  # noqa: F401  (device: set up TensorFlow before any model work)
 from .architectures import ARCHITECTURES, build
 from .errors import AudioError, TrainingError
-from .jsonfile import write_json
 from .layers import SpectralCompress
+from .models import write_card
 from .spectral import HOP, n_frames, stft
 
 log = logging.getLogger(__name__)
-
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".opus", ".w64", ".caf"}
-)
-
-
-def find_audio(data_dir: str | os.PathLike) -> list[Path]:
-    """List the audio files under a folder, recursively, in a stable order.
-
-    Parameters
-    ----------
-    data_dir : str or os.PathLike
-        Folder to search.
-
-    Returns
-    -------
-    list of pathlib.Path
-        Files whose extension is a known audio format, sorted by path.
-
-    Raises
-    ------
-    TrainingError
-        If the folder does not exist or holds no audio files.
-    """
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise TrainingError(f"data folder {str(root)!r} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-    if not files:
-        raise TrainingError(
-            f"no audio files under {str(root)!r} (looked for {', '.join(sorted(AUDIO_EXTENSIONS))})"
-        )
-    return files
 
 
 def split_files(
@@ -321,7 +288,7 @@ def train(
     work.mkdir(parents=True, exist_ok=True)
     _check_resumable(work, config, fresh=fresh)
 
-    files = find_audio(data_dir)
+    files = audio.find_audio(data_dir)
     train_files, val_files = split_files(
         files, val_split=config.val_split, percentage=config.percentage, seed=config.seed
     )
@@ -412,7 +379,7 @@ def train(
         },
         "evaluation": None,
     }
-    card_path = write_card(models_dir / f"{config.name}.json", card)
+    card_path = write_card(model_path, card)
     log.info("wrote %s (%d parameters) and its card", model_path, card["parameters"])
     return TrainResult(model_path, card_path, history_path, card)
 
@@ -450,8 +417,3 @@ def read_history(path: Path) -> list[dict]:
     for row in rows:
         by_epoch[int(row["epoch"])] = row
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def write_card(path: Path, card: dict) -> Path:
-    """Write a model card atomically as pretty JSON (an SNR of ``inf``, no damage, becomes ``null``)."""
-    return write_json(path, card)

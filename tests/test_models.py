@@ -107,3 +107,95 @@ def test_flossed_model_loads_in_a_fresh_process_after_import(tiny_model, tmp_pat
 def test_card_json_is_read_as_written(models_dir):
     reg = ModelRegistry(models_dir)
     assert reg.card("tinyfixed")["summary"] == json.loads((models_dir / "tinyfixed.json").read_text())["summary"]
+
+
+# ------------------------------------------------------------------ card owner
+
+def _card_folder(tmp_path, card: dict | None) -> ModelRegistry:
+    make_tiny_model().save(tmp_path / "a.keras")
+    if card is not None:
+        (tmp_path / "a.json").write_text(json.dumps(card, indent=2) + "\n")
+    return ModelRegistry(tmp_path)
+
+
+def test_update_card_sets_sections_in_place_and_keeps_the_rest(tmp_path):
+    stored = {"name": "a", "summary": "s", "evaluation": None, "corpus": {"licence": "CC0"}}
+    reg = _card_folder(tmp_path, stored)
+    path = reg.update_card("a", evaluation={"snr_db": float("inf"), "n": 3}, sensitivity={"plot": "a.map.png"})
+    assert path == tmp_path / "a.json" == reg.card_path("a")
+    # Sections keep their places, a new one goes last, an infinite SNR is stored as null; written as write_card does.
+    expected = {**stored, "evaluation": {"snr_db": None, "n": 3}, "sensitivity": {"plot": "a.map.png"}}
+    assert path.read_text() == json.dumps(expected, indent=2) + "\n"
+    assert reg.read_card("a") == expected and list(reg.read_card("a")) == list(expected)
+    assert reg.card("a")["file"] == "a.keras"
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_update_card_gives_a_model_without_one_a_card(tmp_path):
+    reg = _card_folder(tmp_path, None)
+    assert reg.read_card("a") == {}
+    reg.update_card("a", adversarial={"sha256": "0" * 64})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"name": "a", "adversarial": {"sha256": "0" * 64}}
+
+
+def test_update_card_refuses_what_it_cannot_do(tmp_path):
+    reg = _card_folder(tmp_path, {"name": "a"})
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        reg.update_card("nope", evaluation={})
+    with pytest.raises(ModelError, match="no card section given"):
+        reg.update_card("a")
+    for derived in ("name", "file"):
+        with pytest.raises(ModelError, match=f"card section '{derived}' of model 'a' is derived"):
+            reg.update_card("a", **{derived: "b"})
+    (tmp_path / "a.json").write_text("{broken")
+    with pytest.raises(ModelError, match="a.json' is unreadable"):
+        reg.update_card("a", evaluation={})
+    assert (tmp_path / "a.json").read_text() == "{broken"  # a broken card is left for a person to look at
+    (tmp_path / "a.json").write_text("[1, 2]")
+    with pytest.raises(ModelError, match="holds a JSON list, not an object"):
+        reg.read_card("a")
+    assert reg.card("a")["summary"] == "no model card"  # reading for display stays lenient
+
+
+def test_concurrent_card_updates_lose_nothing(tmp_path):
+    import threading
+
+    _card_folder(tmp_path, {"name": "a"})
+    # Two registries of one folder (as two processes would be) share no thread lock: the folder lock orders them.
+    registries = [ModelRegistry(tmp_path), ModelRegistry(tmp_path)]
+
+    def update(k: int) -> None:
+        for i in range(15):
+            registries[k % 2].update_card("a", **{f"s{k}_{i}": i})
+
+    threads = [threading.Thread(target=update, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert set(ModelRegistry(tmp_path).read_card("a")) == {"name"} | {f"s{k}_{i}" for k in range(4) for i in range(15)}
+
+
+def test_write_card_writes_beside_a_model_file_only(tmp_path):
+    from senseflosser.models import write_card
+
+    path = write_card(tmp_path / "m.keras", {"name": "m", "evaluation": None})
+    assert path == tmp_path / "m.json" and json.loads(path.read_text()) == {"name": "m", "evaluation": None}
+    with pytest.raises(ModelError, match="m.txt' is not a model file"):
+        write_card(tmp_path / "m.txt", {"name": "m"})
+
+
+def test_only_the_registry_knows_where_cards_live():
+    # Card files are found and written by senseflosser/models.py alone; training writes a new card with its write_card.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = [p for d in ("senseflosser", "app", "benchmarks", "scripts") for p in (root / d).rglob("*.py")]
+    assert sources
+    for p in sources:
+        text = p.read_text()
+        rel = p.relative_to(root).as_posix()
+        if rel != "senseflosser/models.py":
+            assert 'with_suffix(".json")' not in text, rel
+        if rel not in ("senseflosser/models.py", "senseflosser/training.py"):
+            assert "write_card(" not in text, rel

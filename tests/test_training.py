@@ -14,11 +14,12 @@ from senseflosser import actions
 from senseflosser import metrics
 from senseflosser.architectures import build
 from senseflosser.cli import main
-from senseflosser.errors import TrainingError
+from senseflosser.audio import find_audio
+from senseflosser.errors import AudioError, TrainingError
 from senseflosser.evaluation import evaluate, find_universal_direction, update_card
 from senseflosser.models import ModelRegistry, default_models_dir, file_sha256
 from senseflosser.pipeline import floss
-from senseflosser.training import TrainConfig, find_audio, read_history, split_files, train
+from senseflosser.training import TrainConfig, read_history, split_files, train
 from helpers import SR, tone
 
 
@@ -86,7 +87,7 @@ def test_bad_settings(corpus, tmp_path, kw, match):
 
 
 def test_empty_data_dir(tmp_path):
-    with pytest.raises(TrainingError, match="no audio files"):
+    with pytest.raises(AudioError, match="no audio files"):
         train(tmp_path, _cfg(), models_dir=tmp_path / "m", verbose=0)
 
 

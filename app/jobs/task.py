@@ -72,7 +72,7 @@ def install(context: WorkerContext | None) -> None:
 def current() -> WorkerContext:
     if _context is None:
         raise RuntimeError("no worker context: senseflosser jobs run in `python -m app.worker` "
-                           "(make worker / senseflosser worker), which loads the models first")
+                           "(make worker), which loads the models first")
     return _context
 
 

@@ -1,0 +1,1 @@
+"""One-off tools run from the project root (``python -m scripts.NAME``); not part of the installed package."""
