@@ -115,7 +115,8 @@ class Engine:
         log.info("models ready: %s", ", ".join(self.registry.loaded()) or "none")
 
     def model_names(self) -> list[str]:
-        return [n for n in self.registry.names() if n not in self.broken]
+        """The usable models, best first (the first is the default where none is named)."""
+        return [n for n in self.registry.ranked() if n not in self.broken]
 
     def loaded(self) -> list[str]:
         return self.registry.loaded()

@@ -150,7 +150,7 @@ def parse_job_form(
     filename : str or None
         The uploaded file's name as the client sent it.
     model_names : list of str
-        Models the server offers.
+        Models the server offers, best first: the first is used when the form names none.
     conv_layers : callable
         ``conv_layers(model)``: the model's conv layer names -> channel counts, or ``None`` if unknown.
     max_duration : float or None
@@ -174,7 +174,9 @@ def parse_job_form(
             raise FormError("send either model (a name from /api/models) or model_file (your own .keras), not both")
         model, model_names = uploaded_model, [uploaded_model]
     if not model:
-        raise FormError(f"choose a model: {', '.join(model_names) or 'none is installed'}")
+        if not model_names:
+            raise FormError("this server has no model installed; its operator must add one to its models folder")
+        model = model_names[0]
     if model not in model_names:
         raise FormError(f"unknown model {_show(model)}; choose one of: {', '.join(model_names) or 'none'}")
 

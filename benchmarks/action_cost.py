@@ -1,6 +1,6 @@
 """What a job costs per action: the web job's work (floss_to_dir as the web app runs it) on one clip.
 
-    python benchmarks/action_cost.py [--model game-orchestral] [--seconds 30] [--rounds 5]
+    python benchmarks/action_cost.py [--model NAME (default: the best)] [--seconds 30] [--rounds 5]
 
 Runs one warm job per action of the registry (at the middle of its titration,
 spectrograms and the original written, as the web app does), in interleaved
@@ -26,7 +26,7 @@ import soundfile as sf
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="game-orchestral")
+    ap.add_argument("--model", default=None, help="registry model name (default: the best, first in `senseflosser models`)")
     ap.add_argument("--models-dir", default=str(Path(__file__).resolve().parent.parent / "models"))
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rounds", type=int, default=5)
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     from senseflosser.render import floss_file
 
     reg = ModelRegistry(args.models_dir)
+    args.model = args.model or reg.best()
     warm_up(reg.load(args.model))
     rng = np.random.default_rng(0)
     t = np.arange(int(args.seconds * 22050)) / 22050

@@ -1,6 +1,6 @@
 """Speed and memory benchmark: how close a job runs to the model's own cost.
 
-    python -m benchmarks.bench [--model game-orchestral] [--models-dir models/]
+    python -m benchmarks.bench [--model NAME (default: the best)] [--models-dir models/]
                                  [--output bench-results/bench.json] [--quick]
 
 In one run, on one model, it measures
@@ -663,6 +663,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     long_seconds = args.long_seconds or (clip_seconds * 20 if quick else 600.0)
     repeat = args.repeat or (1 if quick else 5)
     registry = ModelRegistry(args.models_dir)
+    args.model = args.model or registry.best()
     model = registry.load(args.model)
     sha = registry.sha256(args.model)
     res: dict[str, Any] = {"machine": machine_info()}
@@ -704,7 +705,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench",
                                 description="Speed and memory benchmark (prints a table, writes JSON).")
-    p.add_argument("--model", default="game-orchestral", help="registry model name (default: game-orchestral)")
+    p.add_argument("--model", default=None, help="registry model name (default: the best, first in `senseflosser models`)")
     p.add_argument("--models-dir", default=None, help="folder of models (default: models/ or $SENSEFLOSSER_MODELS_DIR)")
     p.add_argument("--output", "-o", default="bench-results/bench.json", help="JSON file to write")
     p.add_argument("--quick", action="store_true", help="tiny smoke run: 3 s clips, one repetition")

@@ -1,6 +1,6 @@
 """Jobs on RQ: the queue hop's cost, throughput with 1 and 2 workers, a worker SIGKILLed mid-run.
 
-    python -m benchmarks.rq_bench [--model game-orchestral] [--jobs 20] [--output bench-results/rq_bench.json]
+    python -m benchmarks.rq_bench [--model NAME (default: the best)] [--jobs 20] [--output bench-results/rq_bench.json]
     make bench-rq
 
 Starts a throw-away redis-server, gunicorn with the web app on RQ (2 web processes)
@@ -241,6 +241,9 @@ def measure_kill(base: str, data_dir: Path, workers: dict[str, servers.Server], 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     models_dir = Path(args.models_dir or os.environ.get("SENSEFLOSSER_MODELS_DIR") or ROOT / "models")
+    from senseflosser.models import ModelRegistry
+
+    args.model = args.model or ModelRegistry(models_dir).best()
     payload = wav_bytes(synth_music(args.clip_seconds, seed=0))
     res: dict[str, Any] = {
         "machine": {"cpu_model": _cpu_model(), "cpus": os.cpu_count(),
@@ -352,7 +355,7 @@ def format_table(res: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.rq_bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="game-orchestral")
+    p.add_argument("--model", default=None, help="registry model name (default: the best, first in `senseflosser models`)")
     p.add_argument("--models-dir", default=None)
     p.add_argument("--clip-seconds", type=float, default=30.0)
     p.add_argument("--rounds", type=int, default=7, help="interleaved hop rounds (default 7)")

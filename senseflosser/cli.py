@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("floss", help="run audio through a damaged model")
     p.add_argument("--input", "-i", required=True, help="audio file (WAV, FLAC, OGG, MP3, ...)")
-    p.add_argument("--model", "-m", help="registry model name or a .keras/.h5 file (see `senseflosser models`)")
+    p.add_argument("--model", "-m", help="registry model name or a .keras/.h5 file (default: the best model, "
+                                         "first in `senseflosser models`)")
     from .actions import all_params, names
 
     p.add_argument("--action", "-a", choices=names(), metavar="{" + ",".join(names()) + "}",
@@ -223,8 +224,7 @@ def floss_spec(args):
         if args.model:
             recipes = [r.derive(model=args.model) for r in recipes]
         return JobSpec(recipes=tuple(recipes), outputs=outputs)
-    if not args.model:
-        raise SenseflosserError("--model is required (a name from `senseflosser models` or a .keras file)")
+    model = args.model or _registry(args).best()  # the best shipped model when none is named
     if not args.action:
         from .actions import names
 
@@ -242,7 +242,7 @@ def floss_spec(args):
 
         mags = get(args.action).magnitude.default
     params = params_from_fields(args.action, lambda name: getattr(args, f"param_{name}", None))
-    return build_job(model=args.model, action=args.action, magnitudes=mags, titrate=args.titrate, seed=args.seed,
+    return build_job(model=model, action=args.action, magnitudes=mags, titrate=args.titrate, seed=args.seed,
                      layers=args.layers, offset=args.offset, duration=args.duration, envelope=envelope,
                      params=params, outputs=outputs)
 

@@ -22,12 +22,10 @@ log = logging.getLogger("senseflosser")
 
 _LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
            "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG}
-DEFAULT_MODEL = "game-orchestral"
-"""What ``run_senseflosser`` damages when ``--model`` is not given (the original's default file is not shipped)."""
 
 
 def run_senseflosser(
-    model_file: str | os.PathLike,
+    model_file: str | os.PathLike | None,
     magnitude: float | Sequence[float],
     action: str,
     input_file: str | os.PathLike,
@@ -40,8 +38,8 @@ def run_senseflosser(
 
     Parameters
     ----------
-    model_file : str or os.PathLike
-        A registry model name or a ``.keras`` / ``.h5`` file.
+    model_file : str or os.PathLike or None
+        A registry model name or a ``.keras`` / ``.h5`` file; ``None``: the best shipped model.
     magnitude : float or sequence of float
         Damage strength, or several (the original took a list); ignored when ``titrate``.
     action : str
@@ -75,9 +73,10 @@ def run_senseflosser(
     else:
         mags = list(magnitude)
     out = Path(output_dir)
-    spec = build_job(model=str(model_file), action=action, magnitudes=mags, duration=duration,
+    registry = ModelRegistry()
+    spec = build_job(model=registry.best() if model_file is None else str(model_file), action=action, magnitudes=mags, duration=duration,
                      outputs=Outputs(save_model=save_model))
-    manifest = floss_file(spec, input_file, registry=ModelRegistry(), output_dir=out, allow_model_paths=True)
+    manifest = floss_file(spec, input_file, registry=registry, output_dir=out, allow_model_paths=True)
     return [str(out / manifest["normal"]["file"])] + [str(out / f["file"]) for f in manifest["flossed"]]
 
 
@@ -98,7 +97,8 @@ def run_main(argv: Sequence[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="run_senseflosser",
                                 description="The original tool's command line (senseflosser floss does more).")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model file or registry name (default {DEFAULT_MODEL})")
+    p.add_argument("--model", default=None, help="model file or registry name (default: the best shipped model, "
+                                                   "first in `senseflosser models`)")
     p.add_argument("--magnitude", type=float, default=None, help="magnitude of the damage (default 0.01)")
     p.add_argument("--titrate", action="store_true", help="titrate: 0.01, 0.05, 0.1, 0.2, 0.5")
     p.add_argument("--duration", type=float, help="duration of audio in seconds")

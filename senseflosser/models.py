@@ -245,6 +245,21 @@ def check_model(model: Any, label: str = "model") -> None:
         raise ModelError(f"{label}: output shape {shape_out} does not match input shape {shape_in}")
 
 
+def rank_key(card: dict[str, Any], name: str) -> tuple[float, float, str]:
+    """How models are ordered: quality first (median held-out SI-SNR of the normal output, higher first),
+    then cost (GFLOP per second of audio, lower first), then name. A card without figures goes last."""
+    try:
+        quality = float(((card.get("evaluation") or {}).get("normal") or {})["si_snr_db_median"])
+    except (KeyError, TypeError, ValueError):
+        quality = -math.inf
+    forward = card.get("forward") or (card.get("evaluation") or {}).get("forward") or {}
+    try:
+        cost = float(forward["gflop_per_s_audio"])
+    except (KeyError, TypeError, ValueError):
+        cost = math.inf
+    return (-quality if math.isfinite(quality) else math.inf, cost if math.isfinite(cost) else math.inf, name)
+
+
 class ModelRegistry:
     """The models of one folder.
 
@@ -406,8 +421,31 @@ class ModelRegistry:
         return card
 
     def cards(self) -> list[dict[str, Any]]:
-        """Model cards of every model, sorted by name."""
-        return [self.card(n) for n in self.names()]
+        """Model cards of every model, best first (see :meth:`ranked`)."""
+        return [self.card(n) for n in self.ranked()]
+
+    def ranked(self) -> list[str]:
+        """Names of the models, best first by the measured figures of their cards (:func:`rank_key`)."""
+        def card(name: str) -> dict[str, Any]:
+            try:
+                return self.read_card(name)
+            except ModelError:  # an unreadable card ranks last; card() says why
+                return {}
+
+        return sorted(self.names(), key=lambda n: rank_key(card(n), n))
+
+    def best(self) -> str:
+        """The model used wherever none is named: the first of :meth:`ranked`.
+
+        Raises
+        ------
+        ModelError
+            If the folder holds no model.
+        """
+        ranked = self.ranked()
+        if not ranked:
+            raise ModelError(f"there is no model in {self.models_dir}; train one with `senseflosser train`")
+        return ranked[0]
 
     def load(self, name: str) -> keras.Model:
         """Load a model by name, once per process; later calls return the cached model."""

@@ -63,7 +63,6 @@ def test_model_by_path_and_layers_and_segment(capsys, models_dir, wav_file, tmp_
     (["--model", "tiny", "--action", "fog", "--layers", "bogus"], "'bogus' is not a conv layer"),
     (["--model", "tiny", "--action", "fog", "--offset", "99"], "past the end"),
     (["--model", "tiny"], "--action is required"),
-    (["--action", "fog"], "--model is required"),
     (["--model", "missing/file.keras", "--action", "fog"], "does not exist"),
 ])
 def test_user_errors_exit_non_zero_with_one_line(capsys, models_dir, wav_file, tmp_path, args, message):
@@ -114,3 +113,11 @@ def test_python_dash_m_entry_point(models_dir):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "tinyfixed: fixed 24 frames" in out.stdout
+
+
+def test_without_a_model_the_best_one_is_used(capsys, models_dir, wav_file, tmp_path):
+    """models_dir's cards carry no figures: the order falls back to the name (tiny before tinyfixed)."""
+    code, out, err = _run(capsys, "floss", "-i", str(wav_file), "--models-dir", str(models_dir), "-a", "fog",
+                          "-g", "0.1", "-s", "2", "-o", str(tmp_path / "o"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "song_fog_0.1.json").read_text())["recipe"]["model"] == "tiny"

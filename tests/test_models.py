@@ -199,3 +199,39 @@ def test_only_the_registry_knows_where_cards_live():
             assert 'with_suffix(".json")' not in text, rel
         if rel not in ("senseflosser/models.py", "senseflosser/training.py"):
             assert "write_card(" not in text, rel
+
+
+def test_the_best_model_is_chosen_by_measured_quality_then_cost(tmp_path, models_dir):
+    """Not by name: the highest held-out SI-SNR first, the cheaper of two equals first, no figures last."""
+    import shutil
+
+    from senseflosser.models import ModelRegistry, rank_key
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    figures = {"aaa": None, "bbb": (20.0, 2.0), "ccc": (28.0, 2.0), "ddd": (28.0, 0.5)}
+    for name, fig in figures.items():
+        shutil.copy(models_dir / "tiny.keras", folder / f"{name}.keras")
+        card = {"summary": name}
+        if fig:
+            card["evaluation"] = {"normal": {"si_snr_db_median": fig[0]}}
+            card["forward"] = {"gflop_per_s_audio": fig[1]}
+        (folder / f"{name}.json").write_text(json.dumps(card))
+    (folder / "eee.keras").write_bytes((models_dir / "tiny.keras").read_bytes())
+    (folder / "eee.json").write_text("{broken")
+    reg = ModelRegistry(folder)
+    assert reg.ranked() == ["ddd", "ccc", "bbb", "aaa", "eee"] and reg.best() == "ddd"
+    assert [c["name"] for c in reg.cards()] == reg.ranked()
+    assert rank_key({}, "x") > rank_key({"evaluation": {"normal": {"si_snr_db_median": -50}}}, "y")
+    with pytest.raises(ModelError, match="there is no model"):
+        ModelRegistry(tmp_path / "empty").best()
+
+
+def test_the_shipped_default_is_the_best_shipped_model():
+    from senseflosser.models import ModelRegistry
+
+    reg = ModelRegistry()
+    best = reg.card(reg.best())
+    for name in reg.names():
+        other = reg.card(name)["evaluation"]["normal"]["si_snr_db_median"]
+        assert best["evaluation"]["normal"]["si_snr_db_median"] >= other

@@ -221,7 +221,6 @@ def test_fixed_length_model(web_client, web_submit, web_wait):
 
 
 BAD_FIELDS = [
-    ({"model": None}, "choose a model"),
     ({"model": "nope"}, "unknown model"),
     ({"model": "../../etc/passwd"}, "unknown model"),
     ({"model": "/work/main/models/tiny.keras"}, "unknown model"),
@@ -596,3 +595,14 @@ def test_a_user_error_raised_below_the_form_is_one_400_with_its_sentence(web_cli
     assert "conv_a" in r.get_json()["error"] and "99" in r.get_json()["error"]
     r = web_submit(web_client, action="lapse", magnitude="١")
     assert r.status_code == 400 and "lapse magnitude" in r.get_json()["error"]
+
+
+def test_a_job_without_a_model_gets_the_best_and_models_are_listed_best_first(web_client, web_submit, web_wait):
+    from senseflosser.models import rank_key
+
+    cards = web_client.get("/api/models").get_json()["models"]
+    assert [c["name"] for c in cards] == [c["name"] for c in sorted(cards, key=lambda c: rank_key(c, c["name"]))]
+    r = web_submit(web_client, model=None)
+    assert r.status_code == 202, r.get_json()
+    view = web_wait(web_client, r.get_json()["id"])
+    assert view["state"] == "done" and view["recipe"]["model"] == cards[0]["name"]
