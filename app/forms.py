@@ -14,6 +14,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from senseflosser.errors import RecipeError
+from senseflosser.parsing import parse_float
 from senseflosser import envelope as envelope_mod
 from senseflosser.actions import ACTION_NAMES, parse_layers
 from senseflosser.recipe import build_recipes
@@ -23,7 +24,7 @@ from .config import parse_bool
 
 MAX_FIELD_CHARS = 1000
 MAX_LAYERS = 64
-_EXT_RE = re.compile(r"^\.[a-z0-9]{1,8}$")
+_EXT_RE = re.compile(r"\.[a-z0-9]{1,8}", re.ASCII)
 
 
 class FormError(ValueError):
@@ -83,7 +84,7 @@ def _seconds(form: Mapping[str, str], key: str, *, allow_zero: bool) -> float | 
     if not value:
         return None
     try:
-        seconds = float(value)
+        seconds = parse_float(value, field=key)
     except ValueError:
         raise FormError(f"{key} must be a number of seconds, got {_show(value)}") from None
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
@@ -102,7 +103,7 @@ def split_filename(raw: str | None) -> tuple[str, str, str]:
     name = PureWindowsPath(PurePosixPath(name).name).name  # drop any folders, / or \
     stem = safe_stem(name, default="upload")
     suffix = PurePosixPath(name).suffix.lower()
-    ext = suffix if _EXT_RE.match(suffix) else ""
+    ext = suffix if _EXT_RE.fullmatch(suffix) else ""
     return stem + ext, stem, ext
 
 

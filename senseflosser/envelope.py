@@ -25,9 +25,12 @@ from typing import Any
 import numpy as np
 
 from .errors import RecipeError
+from .parsing import parse_float
 
 MAX_POINTS = 512
 LFO_POINTS_PER_PERIOD = 16
+MIN_LFO_PERIOD_S = 0.1
+"""Shortest lfo period: about two STFT frames (the damage cannot change faster than once a frame)."""
 
 Points = tuple[tuple[float, float], ...]
 
@@ -60,9 +63,9 @@ def parse_points(spec: Any) -> Points:
     points = []
     for pair in pairs:
         try:
-            t, m = (float(v) for v in pair)
+            t, m = (parse_float(v, field="envelope point") for v in pair)
         except (TypeError, ValueError):
-            raise RecipeError(f"envelope point {pair!r} is not two numbers (seconds:magnitude)") from None
+            raise RecipeError(f"envelope point {_shorten(pair)} is not two numbers (seconds:magnitude), both finite") from None
         if not (math.isfinite(t) and math.isfinite(m)):
             raise RecipeError(f"envelope point {t:g}:{m:g} is not finite")
         if t < 0:
@@ -78,7 +81,7 @@ def resolve(spec: Any, duration: float) -> Points:
     if isinstance(spec, str) and spec.strip().lower().startswith(("ramp:", "lfo:")):
         kind, _, rest = spec.strip().partition(":")
         try:
-            values = [float(v) for v in rest.split(",")]
+            values = [parse_float(v, field=kind.lower()) for v in rest.split(",")]
         except ValueError:
             raise RecipeError(f"{kind.lower()} takes numbers: {rest[:60]!r}") from None
         if kind.lower() == "ramp":
@@ -90,11 +93,21 @@ def resolve(spec: Any, duration: float) -> Points:
         low, high, period = values
         if not period > 0:
             raise RecipeError(f"the lfo period must be more than 0 seconds, got {period:g}")
-        n = min(MAX_POINTS, max(2, int(math.ceil(duration / period * LFO_POINTS_PER_PERIOD)) + 1))
+        if period < MIN_LFO_PERIOD_S:
+            raise RecipeError(f"the lfo period must be at least {MIN_LFO_PERIOD_S:g} seconds (the damage changes "
+                              f"at most once per STFT frame), got {period:g}")
+        wanted = duration / period * LFO_POINTS_PER_PERIOD  # finite: duration is, and period >= the minimum
+        n = MAX_POINTS if not wanted < MAX_POINTS else max(2, int(math.ceil(wanted)) + 1)
+        n = min(MAX_POINTS, n)
         times = np.linspace(0.0, max(duration, 1e-3), n)
         mags = low + (high - low) * 0.5 * (1 - np.cos(2 * np.pi * times / period))
         return parse_points([(float(t), float(f"{m:.6g}")) for t, m in zip(times, mags)])
     return parse_points(spec)
+
+
+def _shorten(pair: Any) -> str:
+    text = repr(tuple(pair)) if isinstance(pair, (list, tuple)) else repr(pair)
+    return text if len(text) <= 60 else text[:60] + "…"
 
 
 def values_at(points: Points, times: np.ndarray) -> np.ndarray:

@@ -26,3 +26,7 @@ class RecipeError(SenseflosserError, ValueError):
 
 class TrainingError(SenseflosserError):
     """Training or evaluation cannot run with the given data or settings."""
+
+
+class InputError(SenseflosserError, ValueError):
+    """A value typed by a user (a number in a form field or an option) is malformed or out of range."""

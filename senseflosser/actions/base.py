@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from ..errors import ModelError, RecipeError
+from ..parsing import parse_float, parse_int
 
 MAX_SEED = 2**32 - 1
 
@@ -48,8 +49,8 @@ class MagnitudeSpec:
         if isinstance(magnitude, bool):
             raise bad
         try:
-            m = float(magnitude)
-        except (TypeError, ValueError):
+            m = parse_float(magnitude, field="magnitude")
+        except ValueError:
             raise bad from None
         if not math.isfinite(m) or not self.min <= m <= self.max:
             raise bad
@@ -118,7 +119,7 @@ def validate_seed(seed: Any) -> int:
         value = int(seed)
     elif isinstance(seed, str):
         try:
-            value = int(seed.strip())
+            value = parse_int(seed, field="seed")
         except ValueError:
             raise bad from None
     elif isinstance(seed, numbers.Integral):
