@@ -12,8 +12,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from senseflosser import envelope
 from senseflosser.actions import ACTIONS
-from senseflosser.errors import RecipeError
+from senseflosser.errors import InputError, RecipeError
 from senseflosser.normal_cache import link_or_copy
+from senseflosser.parsing import parse_float, parse_int
 from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
 from . import services
@@ -21,7 +22,7 @@ from .config import parse_bool
 from .engine import MODEL_FILE, OUTPUT_STEM
 from .errors import ApiError
 from .forms import FormError, parse_job_form, split_filename
-from .jobs import JobFailed, QueueFull, StorageFull, valid_job_id
+from .jobs import JobFailed, QueueFull, StorageFull, time_limit, valid_job_id
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ def _create(kind: str):
         if model_upload is not None:
             model_spec, name, channels = _save_model(model_upload, job_dir / "input")
             job = _job_form(form, filename, uploaded=(name, channels))
+        else:
+            channels = svc.engine.conv_layers(job.model)
         dest = job_dir / "input" / f"{OUTPUT_STEM}{job.extension}"
         if source is not None:
             link_or_copy(source[0], dest)  # the source job may expire first: this job keeps its own
@@ -125,8 +128,14 @@ def _create(kind: str):
             except RecipeError as exc:
                 raise ApiError(400, str(exc)) from None
             spec["envelope"] = [list(p) for p in points]
+        passes = len(job.magnitudes) + 1
         if kind == "map":
             spec.update(kind="map", seeds=_map_seeds(form), layers=None, save_model=False)
+            passes = len(job.magnitudes) * spec["seeds"] * max(1, len(channels or {})) + 1
+        config = current_app.config
+        spec["time_limit_s"] = time_limit(seconds=info["segment_duration"], passes=passes,
+                                          base=config["JOB_TIME_BASE_S"], per_audio=config["JOB_TIME_PER_AUDIO_S"],
+                                          most=config["JOB_TIMEOUT_S"])
         state = svc.runner.submit(job_id, spec)
     except QueueFull as exc:
         svc.store.delete(job_id)
@@ -171,13 +180,16 @@ def _map_form(form):
     from werkzeug.datastructures import MultiDict
 
     fields = MultiDict(form)
+    if (form.get("envelope") or "").strip():
+        raise ApiError(400, "a map measures each layer at fixed magnitudes, so it takes no envelope: leave "
+                            "envelope out, and give magnitudes (or nothing, for the action's titration)")
     if not (form.get("magnitude") or form.get("magnitudes")):
         fields["titrate"] = "1"
     if not form.get("duration"):
         fields["duration"] = str(DEFAULT_DURATION)
     try:
-        seconds = float(fields["duration"])
-    except ValueError:
+        seconds = parse_float(fields["duration"], field="duration")
+    except InputError:
         seconds = None  # the job form says what is wrong
     if seconds is not None and seconds > MAP_MAX_SECONDS:
         raise ApiError(400, f"a map measures at most {MAP_MAX_SECONDS:g} seconds of audio; got duration {seconds:g}")
@@ -187,9 +199,10 @@ def _map_form(form):
 
 def _map_seeds(form) -> int:
     text = (form.get("seeds") or "").strip() or str(DEFAULT_SEEDS)
-    if not text.isdigit() or not 1 <= int(text) <= MAP_MAX_SEEDS:
-        raise ApiError(400, f"seeds must be a whole number from 1 to {MAP_MAX_SEEDS}, got {text[:20]!r}")
-    return int(text)
+    try:
+        return parse_int(text, field="seeds", minimum=1, maximum=MAP_MAX_SEEDS)
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int]] | None = None):
