@@ -27,7 +27,9 @@ from flask import Flask, Request, current_app
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import parse_many
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import LimitedStream
 
 from . import errors, security
 from .config import DEFAULTS, PROJECT_ROOT, ConfigError, from_environment, resolve
@@ -58,6 +60,9 @@ class UploadRequest(Request):
     """
 
     form_error: str | None = None
+    form_too_large: str | None = None
+    """Why the form was refused as too large (413): ``"upload"`` (the whole body) or ``"field"``
+    (one text field over ``MAX_FORM_MEMORY_SIZE``, or more parts than ``MAX_FORM_PARTS``)."""
 
     def make_form_data_parser(self):
         parser = super().make_form_data_parser()
@@ -67,11 +72,25 @@ class UploadRequest(Request):
     def _load_form_data(self) -> None:
         try:
             super()._load_form_data()
+        except RequestEntityTooLarge:
+            self.form_too_large = "upload" if self._body_too_large() else "field"
+            raise
         except ValueError as exc:
             self.form_error = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
             empty = self.parameter_storage_class()
             self.__dict__.update(form=empty, files=self.parameter_storage_class())
             log.info("unreadable form on %s %s: %s", self.method, self.path, self.form_error)
+
+    def _body_too_large(self) -> bool:
+        """Whether the whole body is over ``MAX_CONTENT_LENGTH`` (not one field of it)."""
+        limit = self.max_content_length
+        if limit is None:
+            return False
+        if self.content_length is not None:
+            return self.content_length > limit
+        # A chunked body is cut off once it has delivered the limit: a stream read to its end was too large.
+        stream = self.__dict__.get("stream")
+        return not isinstance(stream, LimitedStream) or stream.is_exhausted
 
     def _get_file_stream(self, total_content_length: int | None, content_type: str | None,
                          filename: str | None = None, content_length: int | None = None) -> IO[bytes]:
@@ -117,7 +136,7 @@ def _make_runner(config: dict[str, Any], engine: Engine, store: JobStore) -> Job
     def execute(job_id: str, state: dict, progress) -> dict:
         return engine.render(store.root / job_id, state["request"], progress)
 
-    return LocalJobRunner(store, execute, **common)
+    return LocalJobRunner(store, execute, job_timeout=config["JOB_TIMEOUT_S"], **common)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

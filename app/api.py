@@ -15,6 +15,7 @@ from senseflosser.actions import ACTIONS, get
 from senseflosser.errors import InputError
 from senseflosser.jobspec import JobSpec
 from senseflosser.normal_cache import link_or_copy
+from senseflosser.parsing import parse_int
 from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
 from . import services
@@ -22,7 +23,7 @@ from .config import parse_bool
 from .engine import MODEL_FILE, OUTPUT_STEM
 from .errors import ApiError
 from .forms import parse_job_form, split_filename
-from .jobs import QueueFull, StorageFull, valid_job_id
+from .jobs import QueueFull, StorageFull, time_limit, valid_job_id
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def _create(kind: str):
             job = _job_form(form, filename, uploaded=(name, channels, sha))
             if kind == "map":
                 _check_map(job)
+        else:
+            channels = svc.engine.conv_layers(job.model)
         dest = job_dir / "input" / f"{OUTPUT_STEM}{job.extension}"
         if source is not None:
             link_or_copy(source[0], dest)  # the source job may expire first: this job keeps its own
@@ -120,8 +123,14 @@ def _create(kind: str):
         info = svc.engine.check_audio(dest, offset=job.offset, duration=job.duration, display_name=job.filename)
         spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info, **model_spec}
         spec["spec"] = job.spec.fixed(info["segment_duration"]).to_dict()  # envelope points now the audio is known
+        passes = len(job.magnitudes) + 1
         if kind == "map":
             spec.update(kind="map", seeds=_map_seeds(form))
+            passes = len(job.magnitudes) * spec["seeds"] * max(1, len(channels or {})) + 1
+        config = current_app.config
+        spec["time_limit_s"] = time_limit(seconds=info["segment_duration"], passes=passes,
+                                          base=config["JOB_TIME_BASE_S"], per_audio=config["JOB_TIME_PER_AUDIO_S"],
+                                          most=config["JOB_TIMEOUT_S"])
         state = svc.runner.submit(job_id, spec)
     except QueueFull as exc:
         svc.store.delete(job_id)
@@ -166,6 +175,9 @@ def _map_form(form):
     from werkzeug.datastructures import MultiDict
 
     fields = MultiDict(form)
+    if (form.get("envelope") or "").strip():
+        raise ApiError(400, "a map measures each layer at fixed magnitudes, so it takes no envelope: leave "
+                            "envelope out, and give magnitudes (or nothing, for the action's titration)")
     if not (form.get("magnitude") or form.get("magnitudes")):
         fields["titrate"] = "1"
     if not form.get("duration"):
@@ -185,9 +197,10 @@ def _check_map(job) -> None:
 
 def _map_seeds(form) -> int:
     text = (form.get("seeds") or "").strip() or str(DEFAULT_SEEDS)
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAP_MAX_SEEDS:
-        raise ApiError(400, f"seeds must be a whole number from 1 to {MAP_MAX_SEEDS}, got {text[:20]!r}")
-    return int(text)
+    try:
+        return parse_int(text, field="seeds", minimum=1, maximum=MAP_MAX_SEEDS)
+    except InputError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int], str] | None = None):

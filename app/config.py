@@ -37,7 +37,10 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "RATELIMIT_STORAGE_URI": ("", "Flask-Limiter storage [REDIS_URL if set, else memory:// (per process)]"),
     "REDIS_URL": ("", "Redis URL; set, jobs go to RQ and `make worker` processes run them [in-process runner]"),
     "QUEUE_NAME": ("senseflosser", "RQ queue name (web servers and workers of one site share it)"),
-    "JOB_TIMEOUT_S": (1800, "seconds an RQ job may run before its worker stops it"),
+    "JOB_TIMEOUT_S": (1800, "the longest any job may run, in seconds, whatever its length (both runners)"),
+    "JOB_TIME_BASE_S": (120.0, "seconds every job may run (start-up, files), plus JOB_TIME_PER_AUDIO_S"),
+    "JOB_TIME_PER_AUDIO_S": (20.0, "seconds a job may run per second of audio per pass (the normal output, "
+                                   "each magnitude, each layer of a map); a job past its limit is stopped"),
     "WORKER_HEARTBEAT_S": (5.0, "seconds between a worker's heartbeats of its running job"),
     "WORKER_DEAD_AFTER_S": (60.0, "seconds without a heartbeat after which a job's worker counts as dead"),
     "RETRY_AFTER_S": (30, "Retry-After seconds sent with 503 when the queue is full"),
@@ -108,11 +111,15 @@ def resolve(config: dict[str, Any], instance_path: str) -> None:
     config["DATA_DIR"] = Path(config.get("DATA_DIR") or Path(instance_path) / "jobs")
     positive = ("MAX_UPLOAD_MB", "MAX_MODEL_MB", "MAX_MODEL_PARAMS", "MAX_DURATION_S", "QUEUE_SIZE",
                 "RESULT_TTL_S", "MAX_DATA_MB", "CLEANUP_INTERVAL_S", "MAX_ATTEMPTS", "RETRY_AFTER_S",
-                "POLL_INTERVAL_MS", "JOB_TIMEOUT_S", "WORKER_HEARTBEAT_S", "WORKER_DEAD_AFTER_S")
+                "POLL_INTERVAL_MS", "JOB_TIMEOUT_S", "JOB_TIME_BASE_S", "WORKER_HEARTBEAT_S",
+                "WORKER_DEAD_AFTER_S")
     for key in positive:
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"{key} must be a positive number, got {value!r}")
+    per_audio = config["JOB_TIME_PER_AUDIO_S"]
+    if isinstance(per_audio, bool) or not isinstance(per_audio, (int, float)) or not per_audio >= 0:
+        raise ConfigError(f"JOB_TIME_PER_AUDIO_S must be a number >= 0, got {per_audio!r}")
     if not isinstance(config["TRUSTED_PROXIES"], int) or config["TRUSTED_PROXIES"] < 0:
         raise ConfigError(f"TRUSTED_PROXIES must be a whole number >= 0, got {config['TRUSTED_PROXIES']!r}")
     origins = config["TRUSTED_ORIGINS"]

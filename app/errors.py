@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 # Headers of an HTTP error that the JSON response must keep.
 _KEEP_HEADERS = ("Allow", "Retry-After")
 
+UNEXPECTED = "the server failed to handle this request; it has been logged, please try again"
+"""What the user reads when a request handler raised something it should not have."""
+
 
 class ApiError(Exception):
     """An error with its HTTP status and a plain-sentence message for the user."""
@@ -36,6 +39,11 @@ def _message(exc: HTTPException) -> str:
         return "there is nothing at this address"
     if code == 405:
         return f"this address does not accept {request.method} requests"
+    if code == 413 and getattr(request, "form_too_large", None) == "field":
+        field_kb = current_app.config["MAX_FORM_MEMORY_SIZE"] / 1000
+        return (f"a text field of the form is larger than the limit of {field_kb:g} kB per field (or the form has "
+                f"more than {current_app.config['MAX_FORM_PARTS']} fields); a job's fields (model, action, "
+                "magnitude, layers, ...) are short text: send the audio as a file in the field 'audio'")
     if code == 413:
         limit = current_app.config["MAX_UPLOAD_MB"]
         return (f"the upload is larger than the limit of {limit:g} MB; choose a shorter excerpt "
@@ -44,7 +52,7 @@ def _message(exc: HTTPException) -> str:
         return (f"too many jobs from your address (limit: {exc.description}); "
                 "wait a little and try again")
     if code >= 500:
-        return "the server failed to handle this request; it has been logged, please try again"
+        return UNEXPECTED
     if code == 400:
         return "the request is malformed; send the job as a multipart form (see the API documentation)"
     return (exc.description or exc.name or "the request failed").rstrip(".")
@@ -83,11 +91,9 @@ def handle_user_error(exc: SenseflosserError):
 
 
 def handle_http_exception(exc: HTTPException):
+    # A 500 wrapping an exception was logged already, once: by handle_unexpected, or by Flask itself
+    # when the exception escaped an error handler. 4xx are the user's doing and are not logged here.
     code = exc.code or 500
-    if code >= 500:
-        original = getattr(exc, "original_exception", None)
-        if original is not None:
-            log.error("unhandled error on %s %s", request.method, request.path, exc_info=original)
     message = _message(exc)
     headers = {k: v for k, v in exc.get_headers() if k in _KEEP_HEADERS}
     if code == 429:
@@ -97,7 +103,16 @@ def handle_http_exception(exc: HTTPException):
     return render_template("error.html", status=code, message=message), code, headers
 
 
+def handle_unexpected(exc: Exception):
+    """Any other exception escaping a view is a bug: logged once, with its traceback; a sentence for the user."""
+    log.error("unhandled error on %s %s", request.method, request.path[:200], exc_info=exc)
+    if _wants_json():
+        return json_error(500, UNEXPECTED)
+    return render_template("error.html", status=500, message=UNEXPECTED), 500
+
+
 def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(SenseflosserError, handle_user_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -17,12 +17,13 @@ from typing import Any
 from senseflosser.actions import get, names, params_from_fields
 from senseflosser.errors import InputError
 from senseflosser.jobspec import MAX_LAYERS, JobSpec, Outputs, build_job  # noqa: F401  (MAX_LAYERS: the form's limit)
+from senseflosser.parsing import parse_float
 from senseflosser.render import safe_stem
 
 from .config import parse_bool
 
 MAX_FIELD_CHARS = 1000
-_EXT_RE = re.compile(r"^\.[a-z0-9]{1,8}$")
+_EXT_RE = re.compile(r"\.[a-z0-9]{1,8}", re.ASCII)
 
 FormError = InputError
 """A form field is missing or wrong (the core's :class:`~senseflosser.errors.InputError`)."""
@@ -104,7 +105,7 @@ def _seconds(form: Mapping[str, str], key: str, *, allow_zero: bool) -> float | 
     if not value:
         return None
     try:
-        seconds = float(value)
+        seconds = parse_float(value, field=key)
     except ValueError:
         raise FormError(f"{key} must be a number of seconds, got {_show(value)}") from None
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
@@ -123,7 +124,7 @@ def split_filename(raw: str | None) -> tuple[str, str, str]:
     name = PureWindowsPath(PurePosixPath(name).name).name  # drop any folders, / or \
     stem = safe_stem(name, default="upload")
     suffix = PurePosixPath(name).suffix.lower()
-    ext = suffix if _EXT_RE.match(suffix) else ""
+    ext = suffix if _EXT_RE.fullmatch(suffix) else ""
     return stem + ext, stem, ext
 
 

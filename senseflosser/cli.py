@@ -52,11 +52,12 @@ def _action_help() -> str:
 
 
 def _seconds(text: str) -> float:
+    from .parsing import parse_float
+
     try:
-        v = float(text)
+        return parse_float(text, field="seconds", what="a number of seconds")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    return v
 
 
 class _Parser(argparse.ArgumentParser):

@@ -26,11 +26,12 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import RecipeError
+from .parsing import parse_float
 
 MAX_POINTS = 512
 LFO_POINTS_PER_PERIOD = 16
-MIN_LFO_PERIOD_S = 0.05
-"""Shortest lfo period: about one model frame (1024 samples at 22050 Hz is 46 ms)."""
+MIN_LFO_PERIOD_S = 0.1
+"""Shortest lfo period: about two STFT frames (the damage cannot change faster than once a frame)."""
 
 Points = tuple[tuple[float, float], ...]
 
@@ -63,9 +64,9 @@ def parse_points(spec: Any) -> Points:
     points = []
     for pair in pairs:
         try:
-            t, m = (float(v) for v in pair)
+            t, m = (parse_float(v, field="envelope point") for v in pair)
         except (TypeError, ValueError):
-            raise RecipeError(f"envelope point {pair!r} is not two numbers (seconds:magnitude)") from None
+            raise RecipeError(f"envelope point {_shorten(pair)} is not two numbers (seconds:magnitude), both finite") from None
         if not (math.isfinite(t) and math.isfinite(m)):
             raise RecipeError(f"envelope point {t:g}:{m:g} is not finite")
         if t < 0:
@@ -145,7 +146,7 @@ def parse(spec: Any) -> Shape:
         kind, _, rest = spec.strip().partition(":")
         kind = kind.lower()
         try:
-            values = tuple(float(v) for v in rest.split(","))
+            values = tuple(parse_float(v, field=kind) for v in rest.split(","))
         except ValueError:
             raise RecipeError(f"{kind} takes numbers: {rest[:60]!r}") from None
         if not all(math.isfinite(v) for v in values):
@@ -156,9 +157,12 @@ def parse(spec: Any) -> Shape:
             return Shape("ramp", values)
         if len(values) != 3:
             raise RecipeError(f"lfo takes LOW,HIGH,PERIOD_S (lfo:0,0.1,8), got {rest[:60]!r}")
-        if not values[2] >= MIN_LFO_PERIOD_S:
-            raise RecipeError(f"the lfo period must be at least {MIN_LFO_PERIOD_S:g} seconds (about one model frame), "
-                              f"got {values[2]:g}")
+        period = values[2]
+        if not period > 0:
+            raise RecipeError(f"the lfo period must be more than 0 seconds, got {period:g}")
+        if period < MIN_LFO_PERIOD_S:
+            raise RecipeError(f"the lfo period must be at least {MIN_LFO_PERIOD_S:g} seconds (the damage changes "
+                              f"at most once per STFT frame), got {period:g}")
         return Shape("lfo", values)
     return Shape("points", points=parse_points(spec))
 
@@ -166,6 +170,11 @@ def parse(spec: Any) -> Shape:
 def resolve(spec: Any, duration: float) -> Points:
     """Points of any envelope form, given the audio's length in seconds (for ``ramp:`` and ``lfo:``)."""
     return parse(spec).fix(duration)
+
+
+def _shorten(pair: Any) -> str:
+    text = repr(tuple(pair)) if isinstance(pair, (list, tuple)) else repr(pair)
+    return text if len(text) <= 60 else text[:60] + "…"
 
 
 def values_at(points: Points, times: np.ndarray) -> np.ndarray:

@@ -33,4 +33,4 @@ class MagnitudeError(RecipeError):
 
 
 class InputError(SenseflosserError, ValueError):
-    """A field of a request (a web form, a command line) is missing or malformed."""
+    """A value a user typed (a form field, a command-line option) is missing, malformed or out of range."""

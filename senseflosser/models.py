@@ -40,7 +40,7 @@ from .spectral import N_BINS
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".keras", ".h5")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 _DERIVED_SECTIONS = frozenset({"name", "file"})
 """Card entries the registry fills in itself when it reads a card; never stored by an update."""
 
@@ -282,7 +282,7 @@ class ModelRegistry:
             return found
         for suffix in MODEL_SUFFIXES:  # .keras wins over a legacy .h5 of the same name
             for p in sorted(self.models_dir.glob(f"*{suffix}")):
-                if p.is_file() and _NAME_RE.match(p.stem) and p.stem not in found:
+                if p.is_file() and _NAME_RE.fullmatch(p.stem) and p.stem not in found:
                     found[p.stem] = p
         return found
 

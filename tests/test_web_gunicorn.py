@@ -93,3 +93,51 @@ def test_one_job_through_gunicorn(gunicorn_server):
     assert master.wait(60) == 0
     log = log_path.read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_user_errors_write_no_traceback_to_the_log(gunicorn_server, tmp_path):
+    """Issue 22: every hostile request of the report answered 4xx in words; the log holds no traceback."""
+    import io
+
+    import requests
+
+    from helpers import make_tiny_model
+    from helpers import deep_config, lambda_via_api_name, renamed_config, rezip, wide_conv_config
+
+    base, master, log_path = gunicorn_server
+    good = tmp_path / "mine.keras"
+    make_tiny_model(name="mine").save(good)
+    models = {
+        "lambda.keras": rezip(good, tmp_path / "lambda.keras", lambda_via_api_name(good)),
+        "deep.keras": rezip(good, tmp_path / "deep.keras", deep_config(good)),
+        "names.keras": rezip(good, tmp_path / "names.keras", renamed_config(good, "conv one")),
+        "wide.keras": rezip(good, tmp_path / "wide.keras", wide_conv_config(good)),
+        "notzip.keras": tmp_path / "song.wav",
+    }
+    models["notzip.keras"].write_bytes(web_wav_bytes(0.5))
+    audio = web_wav_bytes(1.0)
+    fields = {"model": "tiny", "action": "fog", "magnitude": "0.1"}
+    answers = []
+    for name, path in models.items():
+        answers.append(requests.post(f"{base}/api/jobs", data={"action": "fog", "magnitude": "0.1"},
+                                     files={"audio": ("a.wav", audio), "model_file": (name, path.read_bytes())},
+                                     timeout=120))
+    for path, extra in (("/api/jobs", {"envelope": "lfo:0,0.05,1e-320", "magnitude": ""}),
+                        ("/api/maps", {"seeds": "²"}), ("/api/maps", {"envelope": "0:0,1:0.1", "magnitude": ""}),
+                        ("/api/jobs", {"magnitude": "inf"}), ("/api/jobs", {"layers": "conv_a," * 100_000}),
+                        ("/api/jobs", {"source": "x" * 22 + "\n"}), ("/api/jobs", {"model": "../tiny"})):
+        answers.append(requests.post(f"{base}{path}", data={**fields, **extra},
+                                     files={"audio": ("a.wav", io.BytesIO(audio))}, timeout=60))
+    answers += [requests.get(f"{base}/api/jobs/{'x' * 22}%0A", timeout=10),
+                requests.put(f"{base}/api/jobs", timeout=10),
+                requests.post(f"{base}/api/jobs", data=b"x", headers={"Content-Type": "multipart/form-data"},
+                              timeout=10)]
+    for r in answers:
+        assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+        assert set(r.json()) == {"error"}, r.text[:300]
+    assert requests.get(f"{base}/healthz", timeout=10).status_code == 200
+    master.send_signal(signal.SIGTERM)
+    assert master.wait(60) == 0
+    log = log_path.read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert "unhandled error" not in log and "[ERROR]" not in log, log[-3000:]  # gunicorn's format of error records

@@ -16,7 +16,8 @@ from senseflosser.errors import SenseflosserError
 
 STATES = ("queued", "running", "done", "failed")
 ACTIVE = ("queued", "running")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_-]{22}")
+"""A job id, matched whole (:func:`re.fullmatch`: ``$`` alone would let a trailing newline through)."""
 
 RQ_OWNER = "rq"
 """The ``owner`` of a job queued on RQ (the in-process runner never takes such a job over)."""
@@ -42,13 +43,61 @@ USER_ERRORS: tuple[type[BaseException], ...] = (JobFailed, SenseflosserError)
 """What a job raises for a reason its user can fix: its message is the job's error, with no traceback logged."""
 
 
+class JobTimeout(JobFailed):
+    """A job ran past its time limit (raised at its next progress step); ``str(exc)`` says so."""
+
+
+def time_limit(*, seconds: float, passes: int, base: float, per_audio: float, most: float) -> float:
+    """How long a job may run: ``base`` plus ``per_audio`` for each second of audio of each pass, at most ``most``.
+
+    Parameters
+    ----------
+    seconds : float
+        Length of the segment the job renders.
+    passes : int
+        Times it runs a model over the segment (the normal output and each magnitude; each cell of a map).
+    base, per_audio, most : float
+        ``JOB_TIME_BASE_S``, ``JOB_TIME_PER_AUDIO_S`` and ``JOB_TIMEOUT_S``.
+    """
+    return float(min(most, base + per_audio * max(0.0, seconds) * max(1, passes)))
+
+
+def job_limit(request: dict, most: float | None) -> float | None:
+    """A stored job's time limit: its own (``time_limit_s``, set when it was accepted), at most ``most``."""
+    own = request.get("time_limit_s") if isinstance(request, dict) else None
+    if isinstance(own, bool) or not isinstance(own, (int, float)) or not own > 0:
+        own = None
+    limits = [v for v in (own, most) if v]
+    return float(min(limits)) if limits else None
+
+
+def timeout_error(limit: float) -> str:
+    """What the user reads when a job was stopped at its time limit."""
+    return (f"the job ran longer than its time limit of {limit:.0f} s (set from the length of its audio) and was "
+            "stopped; try a shorter segment or fewer magnitudes")
+
+
+def deadline_progress(progress: Progress, limit: float | None) -> Progress:
+    """``progress`` that raises :class:`JobTimeout` once ``limit`` seconds have passed since this call."""
+    if not limit:
+        return progress
+    deadline = time.monotonic() + float(limit)
+
+    def checked(fraction: float, message: str) -> None:
+        if time.monotonic() > deadline:
+            raise JobTimeout(timeout_error(limit))
+        progress(fraction, message)
+
+    return checked
+
+
 def new_job_id() -> str:
     """A random, URL-safe job id (128 bits)."""
     return secrets.token_urlsafe(16)
 
 
 def valid_job_id(job_id: Any) -> bool:
-    return isinstance(job_id, str) and bool(JOB_ID_RE.match(job_id))
+    return isinstance(job_id, str) and JOB_ID_RE.fullmatch(job_id) is not None
 
 
 def new_state(job_id: str, request: dict, owner: str) -> dict:

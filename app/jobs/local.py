@@ -27,14 +27,14 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .base import (ACTIVE, RQ_OWNER, UNSAVED_RESULT, USER_ERRORS, Execute, JobFailed, QueueFull, internal_error,
-                   interrupted_error, new_state)
+from .base import (ACTIVE, RQ_OWNER, UNSAVED_RESULT, USER_ERRORS, Execute, QueueFull,
+                   deadline_progress, internal_error, interrupted_error, job_limit, new_state)
 from .retention import Retention
 from .store import JobStore
 
 log = logging.getLogger(__name__)
 
-_TOKEN_RE = re.compile(r"^[0-9a-f]{16}$")
+_TOKEN_RE = re.compile(r"[0-9a-f]{16}")
 RUNNERS_DIR = ".runners"
 
 
@@ -56,6 +56,9 @@ class LocalJobRunner:
         Seconds between janitor rounds.
     max_attempts : int
         Starts a job gets before a crash-interrupted run is failed instead of retried.
+    job_timeout : float or None
+        The longest any job may run; a job's own limit (``time_limit_s`` in its request) may be shorter.
+        A job past its limit is stopped at its next progress step and failed with a message.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class LocalJobRunner:
         max_bytes: int = 2 << 30,
         cleanup_interval: float = 60.0,
         max_attempts: int = 3,
+        job_timeout: float | None = None,
     ) -> None:
         self.store = store
         self.execute = execute
@@ -75,6 +79,7 @@ class LocalJobRunner:
         self.retention = Retention(store, result_ttl=result_ttl, max_bytes=max_bytes)
         self.cleanup_interval = float(cleanup_interval)
         self.max_attempts = int(max_attempts)
+        self.job_timeout = job_timeout
         self.token = secrets.token_hex(8)
         self._queue: deque[str] = deque()
         self._current: str | None = None
@@ -236,7 +241,8 @@ class LocalJobRunner:
 
         t0 = time.monotonic()
         try:
-            manifest = self.execute(job_id, dict(state), progress)
+            limit = job_limit(state["request"], self.job_timeout)
+            manifest = self.execute(job_id, dict(state), deadline_progress(progress, limit))
         except USER_ERRORS as exc:
             self._finish(state, error=str(exc))
             log.info("job %s failed: %s", job_id, exc)
@@ -313,7 +319,7 @@ class LocalJobRunner:
     def _owner_alive(self, token: Any) -> bool:
         if token == self.token:
             return True
-        if not isinstance(token, str) or not _TOKEN_RE.match(token):
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             return False
         lock = self._runners_dir / f"{token}.lock"
         try:

@@ -24,6 +24,7 @@ take jobs from it. The web process never runs a model.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -35,7 +36,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry, clean_registries
 from rq.worker_registration import clean_worker_registry
 
-from .base import ACTIVE, RQ_OWNER, QueueFull, interrupted_error, new_state
+from .base import ACTIVE, RQ_OWNER, QueueFull, interrupted_error, job_limit, new_state
 from .retention import Retention
 from .store import JobStore
 from .task import counter_key
@@ -50,6 +51,8 @@ MAINTENANCE_LOCK_S = 30
 """Expiry of the maintenance lock (RQ's own key), so a process killed while holding it blocks no one long."""
 
 UNREACHABLE = "the job queue cannot be reached right now"
+RQ_TIMEOUT_GRACE_S = 5.0
+"""RQ stops a job this long after its own time limit (the job stops itself at its next progress step)."""
 
 
 def devices_key(queue_name: str) -> str:
@@ -103,7 +106,7 @@ class RQJobRunner:
     max_attempts : int
         Starts a job gets when its workers die under it, before it is failed.
     job_timeout : float
-        Seconds a job may run before RQ stops it.
+        The longest any job may run before RQ stops it; a job's own limit (``time_limit_s``) may be shorter.
     """
 
     def __init__(self, store: JobStore, redis_url: str, *, queue_name: str = DEFAULT_QUEUE, queue_size: int = 16,
@@ -149,10 +152,14 @@ class RQJobRunner:
         except RedisError:
             return True  # submit() says what is wrong
 
-    def _enqueue(self, job_id: str, *, at_front: bool = False) -> Job:
+    def _enqueue(self, job_id: str, request: dict, *, at_front: bool = False) -> Job:
         retries = self.max_attempts - 1
+        # The job stops itself at its limit (app.jobs.task); RQ's own timeout, a little later, is for a job
+        # stuck between two progress steps.
+        limit = job_limit(request, self.job_timeout) or self.job_timeout
+        timeout = int(math.ceil(limit + RQ_TIMEOUT_GRACE_S))
         return self.queue.enqueue_call(
-            JOB_FUNCTION, args=(job_id,), job_id=job_id, timeout=self.job_timeout, result_ttl=self.result_ttl,
+            JOB_FUNCTION, args=(job_id,), job_id=job_id, timeout=timeout, result_ttl=self.result_ttl,
             failure_ttl=self.result_ttl, description=f"senseflosser job {job_id}", at_front=at_front,
             retry=Retry(max=retries) if retries > 0 else None,
         )
@@ -162,7 +169,7 @@ class RQJobRunner:
         state = new_state(job_id, request, RQ_OWNER)
         self.store.write(state)
         try:
-            self._enqueue(job_id)
+            self._enqueue(job_id, request)
             index = self.queue.get_job_position(job_id)
             if index is not None and index >= self.queue_size:
                 # Over the global bound: take it out again, unless a worker took it meanwhile.
@@ -237,7 +244,7 @@ class RQJobRunner:
         if state["state"] != "queued" or time.time() - updated < LOST_GRACE_S:
             return
         try:
-            self._enqueue(state["id"], at_front=True)
+            self._enqueue(state["id"], state.get("request") or {}, at_front=True)
         except RedisError:
             return
         state["message"] = "waiting in the queue (queued again: the queue had lost it)"

@@ -24,7 +24,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .base import ACTIVE, UNSAVED_RESULT, USER_ERRORS, Execute, JobFailed, internal_error
+from .base import (ACTIVE, UNSAVED_RESULT, USER_ERRORS, Execute, JobFailed, deadline_progress, internal_error,
+                   job_limit, timeout_error)
 from .store import STATE_FILE, JobStore
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def run(job_id: str) -> str:
         recorded in Redis for the web process to show).
     """
     from rq import get_current_job
+    from rq.timeouts import JobTimeoutException
 
     ctx = current()
     rq_job = get_current_job()
@@ -152,10 +154,13 @@ def run(job_id: str) -> str:
     t0 = time.monotonic()
     manifest, error = None, None
     try:
-        manifest = ctx.execute(job_id, dict(state), progress)
+        manifest = ctx.execute(job_id, dict(state), deadline_progress(progress, job_limit(state["request"], None)))
     except USER_ERRORS as exc:
         error = str(exc)
         log.info("job %s failed: %s", job_id, exc)
+    except JobTimeoutException:  # RQ's own timeout: stuck between two progress steps
+        error = timeout_error(job_limit(state["request"], None) or getattr(rq_job, "timeout", 0) or 0)
+        log.info("job %s stopped by its time limit", job_id)
     except BaseException as exc:  # SystemExit raised by a library included: the worker goes on
         log.exception("job %s crashed", job_id)
         error = internal_error(exc)

@@ -12,7 +12,8 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
-from ..errors import MagnitudeError, ModelError, RecipeError
+from ..errors import InputError, MagnitudeError, ModelError, RecipeError
+from ..parsing import parse_float, parse_int
 
 MAX_SEED = 2**32 - 1
 
@@ -52,11 +53,9 @@ class MagnitudeSpec:
         )
         if isinstance(magnitude, bool):
             raise bad
-        if isinstance(magnitude, str) and not magnitude.strip().isascii():
-            raise bad
         try:
-            m = float(magnitude)
-        except (TypeError, ValueError):
+            m = parse_float(magnitude, field="magnitude")
+        except ValueError:
             raise bad from None
         if not math.isfinite(m) or not self.min <= m <= self.max:
             raise bad
@@ -124,24 +123,12 @@ class Param:
             if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
                 return value.strip().lower() in _TRUE
             raise RecipeError(f"{where} must be true or false (1 or 0), got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, (str, numbers.Real)):
-            raise RecipeError(f"{where} must be a number, got {value!r}")
-        text = value.strip() if isinstance(value, str) else None
-        if text is not None and not text.isascii():
-            raise RecipeError(f"{where} must be a number written in ASCII digits, got {value!r}")
         try:
-            number = float(text if text is not None else value)
-        except ValueError:
-            raise RecipeError(f"{where} must be a number, got {value!r}") from None
-        bounds = f"from {self.min:g} to {self.max:g}" if self.min is not None and self.max is not None else ""
-        if not math.isfinite(number) or (self.min is not None and number < self.min) \
-                or (self.max is not None and number > self.max):
-            raise RecipeError(f"{where} must be a finite number {bounds}, got {value!r}".replace("  ", " "))
-        if self.type == "int":
-            if not number.is_integer():
-                raise RecipeError(f"{where} must be a whole number {bounds}, got {value!r}".replace("  ", " "))
-            return int(number)
-        return number
+            if self.type == "int":
+                return parse_int(value, field=where, minimum=self.min, maximum=self.max, what="a whole number")
+            return parse_float(value, field=where, minimum=self.min, maximum=self.max, what="a finite number")
+        except InputError as exc:
+            raise RecipeError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """The public description (``GET /api/actions``)."""
@@ -266,7 +253,7 @@ def validate_seed(seed: Any) -> int:
         value = int(seed)
     elif isinstance(seed, str):
         try:
-            value = int(seed.strip())
+            value = parse_int(seed, field="seed")
         except ValueError:
             raise bad from None
     elif isinstance(seed, numbers.Integral):

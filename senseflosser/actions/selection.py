@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from ..errors import ModelError, RecipeError
+from ..parsing import parse_int
 from ..models import conv_channels
 
 MAX_NAME = 200
@@ -80,7 +81,7 @@ def parse_layers(layers: Any) -> tuple[str, ...] | None:
 
 def _channel(text: str, layer: str) -> int:
     try:
-        value = int(text)
+        value = parse_int(text, field="channel")
     except ValueError:
         raise RecipeError(f"layer {layer!r}: channel {text!r} is not a whole number") from None
     if value < 0:
