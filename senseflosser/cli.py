@@ -235,7 +235,7 @@ def floss_spec(args):
     if args.magnitudes:
         mags = args.magnitudes
     elif args.magnitude is not None:
-        mags = args.magnitude
+        mags = [args.magnitude]
     elif args.titrate or envelope is not None:
         mags = None
     else:

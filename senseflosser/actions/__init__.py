@@ -41,53 +41,54 @@ from .selection import Resolved, canonical, check, conv_channels, parse_layers, 
 from .weights import ablate_weights, bitflip_weights, fog_weights as _fog_weights
 
 __all__ = [
-    "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "Param", "Params", "ablate", "adversarial", "apply", "bitflip",
-    "damage", "damaged_state", "damaged_weights", "default_layers", "draw_seed", "fog", "get", "lapse",
-    "check", "conv_channels", "parse_layers", "resolve_layers", "split_entry", "targets", "validate_action", "validate_magnitude",
-    "validate_seed",
+    "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "Param", "Params", "ablate", "adversarial",
+    "all_params", "apply", "bitflip", "check", "conv_channels", "damage", "damaged_state", "damaged_weights",
+    "default_layers", "draw_seed", "fog", "get", "lapse", "names", "params_from_fields", "parse_layers", "prepare",
+    "provenance", "register", "resolve_layers", "split_entry", "targets", "unregister", "validate_action",
+    "validate_magnitude", "validate_seed",
 ]
 
 _BUILT_IN: tuple[ActionSpec, ...] = (
-        ActionSpec(
-            name="fog",
-            description="Gaussian noise on a random half of the weights of each conv layer: a haze of artefacts",
-            magnitude=MagnitudeSpec("noise standard deviation, in weight units", 0.0, 10.0, 0.05,
-                                    (0.003, 0.01, 0.02, 0.05, 0.1)),
-            changes="weights", default_layers="all", weights=_fog_weights,
-        ),
-        ActionSpec(
-            name="lapse",
-            description="dropout kept on at inference after the conv layers: lost detail and holes",
-            magnitude=MagnitudeSpec("share of activations dropped (dropout rate)", 0.0, 1.0, 0.1,
-                                    (0.01, 0.05, 0.1, 0.2, 0.5)),
-            changes="architecture", default_layers="all but output",
-            architecture=lapse_architecture, state=lapse_state, build=lapse_model,
-        ),
-        ActionSpec(
-            name="ablate",
-            description="silences a share of each conv layer's channels (neurons): whole features go missing",
-            magnitude=MagnitudeSpec("share of output channels silenced", 0.0, 1.0, 0.05,
-                                    (0.01, 0.02, 0.05, 0.1, 0.2)),
-            changes="weights", default_layers="all but output", weights=ablate_weights,
-        ),
-        ActionSpec(
-            name="adversarial",
-            description="fog-sized damage pointed where it hurts most (projected gradient ascent): the worst case",
-            magnitude=MagnitudeSpec("size: the L2 norm of fog's noise at this standard deviation", 0.0, 10.0, 0.001,
-                                    (0.0001, 0.0003, 0.001, 0.003, 0.01)),
-            changes="weights", default_layers="all", weights=worst_case.adversarial_weights,
-            params=(Param("on_input", "bool", False,
-                          "find the worst-case direction on this audio (a few seconds of search) instead of "
-                          "the model's stored universal one", aliases=("adversarial_on_input",), slug="input"),),
-            prepare=worst_case.prepare, provenance=worst_case.provenance, compare_with="fog",
-        ),
-        ActionSpec(
-            name="bitflip",
-            description="flips one random bit in a share of the float32 weights: a hardware fault",
-            magnitude=MagnitudeSpec("share of weights with one random bit flipped", 0.0, 1.0, 0.01,
-                                    (0.0003, 0.001, 0.01, 0.03, 0.1)),
-            changes="weights", default_layers="all", weights=bitflip_weights,
-        ),
+    ActionSpec(
+        name="fog",
+        description="Gaussian noise on a random half of the weights of each conv layer: a haze of artefacts",
+        magnitude=MagnitudeSpec("noise standard deviation, in weight units", 0.0, 10.0, 0.05,
+                                (0.003, 0.01, 0.02, 0.05, 0.1)),
+        changes="weights", default_layers="all", weights=_fog_weights,
+    ),
+    ActionSpec(
+        name="lapse",
+        description="dropout kept on at inference after the conv layers: lost detail and holes",
+        magnitude=MagnitudeSpec("share of activations dropped (dropout rate)", 0.0, 1.0, 0.1,
+                                (0.01, 0.05, 0.1, 0.2, 0.5)),
+        changes="architecture", default_layers="all but output",
+        architecture=lapse_architecture, state=lapse_state, build=lapse_model,
+    ),
+    ActionSpec(
+        name="ablate",
+        description="silences a share of each conv layer's channels (neurons): whole features go missing",
+        magnitude=MagnitudeSpec("share of output channels silenced", 0.0, 1.0, 0.05,
+                                (0.01, 0.02, 0.05, 0.1, 0.2)),
+        changes="weights", default_layers="all but output", weights=ablate_weights,
+    ),
+    ActionSpec(
+        name="adversarial",
+        description="fog-sized damage pointed where it hurts most (projected gradient ascent): the worst case",
+        magnitude=MagnitudeSpec("size: the L2 norm of fog's noise at this standard deviation", 0.0, 10.0, 0.001,
+                                (0.0001, 0.0003, 0.001, 0.003, 0.01)),
+        changes="weights", default_layers="all", weights=worst_case.adversarial_weights,
+        params=(Param("on_input", "bool", False,
+                      "find the worst-case direction on this audio (a few seconds of search) instead of "
+                      "the model's stored universal one", aliases=("adversarial_on_input",), slug="input"),),
+        prepare=worst_case.prepare, provenance=worst_case.provenance, compare_with="fog",
+    ),
+    ActionSpec(
+        name="bitflip",
+        description="flips one random bit in a share of the float32 weights: a hardware fault",
+        magnitude=MagnitudeSpec("share of weights with one random bit flipped", 0.0, 1.0, 0.01,
+                                (0.0003, 0.001, 0.01, 0.03, 0.1)),
+        changes="weights", default_layers="all", weights=bitflip_weights,
+    ),
 )
 
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in _BUILT_IN}
