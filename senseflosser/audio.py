@@ -9,6 +9,7 @@ original rate and channel count.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import struct
@@ -20,6 +21,8 @@ import soundfile as sf
 import soxr
 
 from .errors import AudioError
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050
 """Sample rate of every waveform the models see and every WAV we write (Hz)."""
@@ -342,3 +345,31 @@ def write_wav(
     p = Path(path)
     sf.write(str(p), y, sr, subtype=subtype, format="WAV")
     return p
+
+
+def spread_excerpts(files: list[Path], seconds: float, most: int) -> list[tuple[Path, float]]:
+    """Evenly spaced excerpts of ``seconds``, spread over the files: ``[(file, offset), ...]``, at most ``most``.
+
+    Deterministic; files shorter than ``seconds`` or unreadable are skipped (logged).
+
+    Raises
+    ------
+    AudioError
+        If no file is long enough.
+    """
+    infos = []
+    for f in files:
+        try:
+            infos.append((f, probe(f).duration))
+        except AudioError as exc:
+            log.warning("skipping %s: %s", f, exc)
+    infos = [(f, d) for f, d in infos if d >= seconds]
+    if not infos:
+        raise AudioError(f"no readable file is at least {seconds:g} s long")
+    per_file = max(1, math.ceil(most / len(infos)))
+    clips = []
+    for f, d in infos:
+        for k in range(per_file):
+            clips.append((f, (d - seconds) * (k + 1) / (per_file + 1)))
+    return clips[:most]
+

@@ -352,10 +352,10 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_adversarial(args) -> int:
-    from .evaluation import find_universal_direction
+    from .actions.worst_case import find_universal
 
     reg = _registry(args)
-    path, info = find_universal_direction(reg, args.model, args.data_dir, excerpts=args.excerpts,
+    path, info = find_universal(reg, args.model, args.data_dir, excerpts=args.excerpts,
                                           seconds=args.seconds, steps=args.steps, seed=args.seed,
                                           progress=ProgressBar("searching"))
     print(f"wrote {path} (sha256 {info['sha256'][:12]}...; loss rose from {info['loss_start']:.4g} "

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from . import actions, audio, metrics
-from .actions import ACTIONS, worst_case
-from .errors import RecipeError, TrainingError
+from .actions import ACTIONS
+from .errors import RecipeError
 from .models import ModelRegistry, conv_channels, conv_layer_names, input_frames
 from .pipeline import Progress, floss
 from .runners import Runner
@@ -28,25 +28,6 @@ log = logging.getLogger(__name__)
 
 EVAL_SEED = 1234
 """Seed of every damaged model in an evaluation, so curves are comparable."""
-
-
-def _clips(files: list[Path], clip_seconds: float, max_clips: int) -> list[tuple[Path, float]]:
-    """Evenly spaced excerpts, spread over the files (deterministic)."""
-    infos = []
-    for f in files:
-        try:
-            infos.append((f, audio.probe(f).duration))
-        except audio.AudioError as exc:
-            log.warning("skipping %s: %s", f, exc)
-    infos = [(f, d) for f, d in infos if d >= clip_seconds]
-    if not infos:
-        raise TrainingError(f"no readable file is at least {clip_seconds:g} s long")
-    per_file = max(1, math.ceil(max_clips / len(infos)))
-    clips = []
-    for f, d in infos:
-        for k in range(per_file):
-            clips.append((f, (d - clip_seconds) * (k + 1) / (per_file + 1)))
-    return clips[:max_clips]
 
 
 CALIBRATION_LEVELS = (15.0, 10.0, 5.0, 0.0, -10.0)
@@ -136,7 +117,7 @@ def evaluate(
     """
     model = registry.load(name)
     sha = registry.sha256(name)
-    clips = _clips(audio.find_audio(data_dir), clip_seconds, max_clips)
+    clips = audio.spread_excerpts(audio.find_audio(data_dir), clip_seconds, max_clips)
     si, lsd = [], []
     if magnitudes is None:
         magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items()}
@@ -341,61 +322,6 @@ def plot_card(card: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def find_universal_direction(
-    registry: ModelRegistry,
-    name: str,
-    data_dir: str | os.PathLike,
-    *,
-    excerpts: int = 12,
-    seconds: float = 5.0,
-    steps: int = worst_case.UNIVERSAL_STEPS,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """Find a model's universal adversarial direction, store it beside the model and record it in its card.
-
-    Parameters
-    ----------
-    registry : ModelRegistry
-    name : str
-        Model name.
-    data_dir : str or os.PathLike
-        Audio the model was trained on (or evaluation audio not used to
-        measure the adversarial figures).
-    excerpts, seconds : keyword-only
-        Number and length of excerpts, spread over the files.
-    steps, seed : keyword-only
-        Gradient ascent steps and the seed of the random start.
-    progress : callable or None, keyword-only
-
-    Returns
-    -------
-    path : pathlib.Path
-        The ``<name>.adversarial.npz`` file written.
-    info : dict
-        What the card's ``adversarial`` entry records.
-    """
-    model = registry.load(name)
-    clips = _clips(audio.find_audio(data_dir), seconds, excerpts)
-    audio_excerpts = [audio.load(p, offset=o, duration=seconds) for p, o in clips]
-    losses: list[float] = []
-    direction = worst_case.find_direction(
-        model, audio_excerpts, actions.targets(model, "adversarial", None), seed=seed, steps=steps,
-        progress=progress, losses=losses,
-    )
-    path = worst_case.direction_file(registry.path(name))
-    meta = {"model_sha256": registry.sha256(name), "seed": seed, "steps": steps,
-            "reference_magnitude": worst_case.REFERENCE_MAGNITUDE,
-            "excerpts": [{"file": p.name, "offset": round(o, 2), "seconds": seconds} for p, o in clips]}
-    sha = worst_case.save_direction(path, direction, meta)
-    worst_case.attach(model, direction, sha)
-    info = {**meta, "file": path.name, "sha256": sha, "excerpts": len(clips),
-            "excerpt_files": sorted({p.name for p, _ in clips}),
-            "loss_start": losses[0], "loss_end": losses[-1]}
-    registry.update_card(name, adversarial=info)
-    return path, info
 
 
 def _db_text(snr: float | None) -> str:

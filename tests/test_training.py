@@ -16,7 +16,8 @@ from senseflosser.architectures import build
 from senseflosser.cli import main
 from senseflosser.audio import find_audio
 from senseflosser.errors import AudioError, TrainingError
-from senseflosser.evaluation import evaluate, find_universal_direction, update_card
+from senseflosser.actions.worst_case import find_universal
+from senseflosser.evaluation import evaluate, update_card
 from senseflosser.models import ModelRegistry, default_models_dir, file_sha256
 from senseflosser.pipeline import floss
 from senseflosser.training import TrainConfig, read_history, split_files, train
@@ -146,7 +147,7 @@ def test_evaluate_writes_figures_and_plot(models_dir, tmp_path):
     assert set(report["dose_response"]) == set(actions.ACTIONS) - {"adversarial"}  # no direction stored
     assert len(report["dose_response"]["fog"]["snr_db_median"]) == 5
     assert report["forward"]["gflop_per_s_audio"] > 0 and report["forward"]["forward_ms_per_s_audio"] > 0
-    path, info = find_universal_direction(reg, "tiny", held, excerpts=2, seconds=1.0, steps=2)
+    path, info = find_universal(reg, "tiny", held, excerpts=2, seconds=1.0, steps=2)
     assert path == reg_dir / "tiny.adversarial.npz" and info["loss_end"] > info["loss_start"]
     assert json.loads((reg_dir / "tiny.json").read_text())["adversarial"]["sha256"] == info["sha256"]
     report = evaluate(reg, "tiny", held, clip_seconds=1.0, max_clips=3)

@@ -35,12 +35,13 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 from keras import ops
 
-from .. import device
+from .. import audio, device
 from ..errors import ModelError, RecipeError
 from ..models import conv_layer_names, input_frames
 from ..spectral import stft
@@ -362,3 +363,60 @@ def adversarial_weights(model: keras.Model, targets: Resolved, *, magnitude: flo
     direction was prepared.
     """
     return apply_direction(model, targets, prepared.direction, magnitude=magnitude)
+
+
+# ---------------------------------------------------------------- finding a model's universal direction
+
+def find_universal(
+    registry,
+    name: str,
+    data_dir: str | os.PathLike,
+    *,
+    excerpts: int = 12,
+    seconds: float = 5.0,
+    steps: int = UNIVERSAL_STEPS,
+    seed: int = 0,
+    progress: Callable[[float, str], None] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Find a model's universal adversarial direction, store it beside the model and record it in its card.
+
+    Parameters
+    ----------
+    registry : senseflosser.models.ModelRegistry
+        Where the model is, and the owner of its card.
+    name : str
+        Model name.
+    data_dir : str or os.PathLike
+        Audio the model was trained on (or evaluation audio not used to
+        measure the adversarial figures).
+    excerpts, seconds : keyword-only
+        Number and length of excerpts, spread over the files.
+    steps, seed : keyword-only
+        Gradient ascent steps and the seed of the random start.
+    progress : callable or None, keyword-only
+
+    Returns
+    -------
+    path : pathlib.Path
+        The ``<name>.adversarial.npz`` file written.
+    info : dict
+        What the card's ``adversarial`` entry records.
+    """
+    model = registry.load(name)
+    clips = audio.spread_excerpts(audio.find_audio(data_dir), seconds, excerpts)
+    audio_excerpts = [audio.load(p, offset=o, duration=seconds) for p, o in clips]
+    losses: list[float] = []
+    direction = find_direction(
+        model, audio_excerpts, resolve(model, None, default=tuple(conv_layer_names(model))), seed=seed, steps=steps,
+        progress=progress, losses=losses,
+    )
+    path = direction_file(registry.path(name))
+    meta = {"model_sha256": registry.sha256(name), "seed": seed, "steps": steps,
+            "reference_magnitude": REFERENCE_MAGNITUDE,
+            "excerpts": [{"file": p.name, "offset": round(o, 2), "seconds": seconds} for p, o in clips]}
+    sha = save_direction(path, direction, meta)
+    info = {**meta, "file": path.name, "sha256": sha, "excerpts": len(clips),
+            "excerpt_files": sorted({p.name for p, _ in clips}),
+            "loss_start": losses[0], "loss_end": losses[-1]}
+    registry.update_card(name, adversarial=info)
+    return path, info
