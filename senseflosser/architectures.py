@@ -37,7 +37,8 @@ def build(
         back up, GELU, no normalisation (the design that trained best on a CPU
         budget). ``"deep"``: two stride-2 frequency steps (a narrower, more
         coloured bottleneck). ``"original"``: the original tool's encoder-decoder
-        (Conv 32/64/128/256, frequency strides 5 and 5, BatchNorm), kept for
+        (Conv 32/64/128/256, frequency strides 5 and 5, BatchNorm; its time
+        strides for a fixed length, see :func:`original_strides`), kept for
         comparison. ``"bands"``: the spectrum cut into overlapping bands of
         ``band`` bins (a Conv2D with a ``(3, 2 * band)`` kernel and stride
         ``band`` on frequency, so every bin is seen twice), ``width`` channels
@@ -81,7 +82,7 @@ def build(
         raise TrainingError(f"frames must be positive or None, got {frames}")
     inputs = keras.Input(shape=(frames, N_BINS, 2), name="stft")
     if arch == "original":
-        model = _original(inputs, name or "original")
+        model = _original(inputs, name or "original", frames)
         compressed_out = SpectralCompress(power, name="compress_out")(model.output)
         return model, keras.Model(inputs, compressed_out, name=f"{model.name}_train")
     L = keras.layers
@@ -115,17 +116,40 @@ def build(
     return model, train_model
 
 
-def _original(inputs, name: str) -> keras.Model:
-    # The original build_autoencoder: raw STFT in, strides of 5 on frequency, BatchNorm.
+def original_strides(frames: int | None, bins: int = N_BINS) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The two downsampling strides the original tool chose: for each axis, the smallest factor from 2 to 8
+    that divides what is left of it, else 1 (frequency: 1025 -> 205 -> 41, strides 5 and 5).
+
+    Its time strides follow the training length's frame count (105 frames of 5 s: 3 then 5). A model that
+    takes any length (``frames=None``) keeps time stride 1: its output must have its input's frames.
+    """
+
+    def factors(n: int | None) -> list[int]:
+        out = []
+        for _ in range(2):
+            f = next((k for k in range(2, 9) if n is not None and n % k == 0), 1)
+            out.append(f)
+            n = n // f if n is not None else None
+        return out
+
+    t, f = factors(frames), factors(bins)
+    return (t[0], f[0]), (t[1], f[1])
+
+
+def _original(inputs, name: str, frames: int | None) -> keras.Model:
+    # The original build_autoencoder: raw STFT in, BatchNorm after every conv but the bottleneck and the output,
+    # the two downsampling steps on the 64- and 128-channel encoder layers, undone by the 128- and 64-channel
+    # decoder layers.
     L = keras.layers
-    x = inputs
-    for ch, stride in ((32, (1, 1)), (64, (1, 5)), (128, (1, 5)), (256, (1, 1))):
-        x = L.Conv2D(ch, 3, strides=stride, padding="same", activation="relu")(x)
-        x = L.BatchNormalization()(x)
-    for ch, stride in ((128, (1, 1)), (64, (1, 5)), (32, (1, 5))):
-        x = L.Conv2DTranspose(ch, 3, strides=stride, padding="same", activation="relu")(x)
-        x = L.BatchNormalization()(x)
-    # 1025 -> 205 -> 41 -> 205 -> 1025 bins
+    first, second = original_strides(frames)
+    relu = dict(kernel_size=3, padding="same", activation="relu")
+    x = L.BatchNormalization()(L.Conv2D(32, **relu)(inputs))
+    x = L.BatchNormalization()(L.Conv2D(64, strides=first, **relu)(x))
+    x = L.BatchNormalization()(L.Conv2D(128, strides=second, **relu)(x))
+    x = L.Conv2D(256, **relu)(x)  # the bottleneck
+    x = L.BatchNormalization()(L.Conv2DTranspose(128, strides=second, **relu)(x))
+    x = L.BatchNormalization()(L.Conv2DTranspose(64, strides=first, **relu)(x))
+    x = L.BatchNormalization()(L.Conv2DTranspose(32, **relu)(x))
     outputs = L.Conv2D(2, 3, padding="same", name="to_stft")(x)
     return keras.Model(inputs, outputs, name=name)
 

@@ -203,11 +203,14 @@ def forward_flops_per_frame(model) -> float:
     Counted from the layer shapes: a Conv1D / Conv2D costs ``2 * kernel size *
     input channels * output channels`` per output position, a transposed conv
     the same per *input* position, a Dense layer ``2 * inputs * outputs`` per
-    position. Element-wise layers (activations, spectral scaling) are left
-    out; they are a small share.
+    position. A fixed-length model's layers at a coarser time grid (strides on
+    time, as the original architecture has) count their share of the frames.
+    Element-wise layers (activations, spectral scaling) are left out; they are
+    a small share.
     """
     import keras
 
+    frames = model.inputs[0].shape[1]
     total = 0.0
     for layer in model.layers:
         if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv1DTranspose,
@@ -217,6 +220,8 @@ def forward_flops_per_frame(model) -> float:
             transposed = isinstance(layer, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose))
             shape = (layer.input if transposed else layer.output).shape  # (batch, time, [freq,] ch)
             positions = math.prod(d for d in shape[2:-1]) if len(shape) > 3 else 1
+            if frames and shape[1]:  # a coarser time grid than the input's
+                positions *= shape[1] / frames
             total += per_pos * positions
     return total
 

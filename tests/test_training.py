@@ -99,6 +99,22 @@ def test_architectures_keep_the_tensor_contract(arch):
     assert model(x).shape == (1, 5, 1025, 2) and train_model(x).shape == (1, 5, 1025, 2)
 
 
+def test_the_original_architecture_is_the_originals():
+    """Built for 15 s (321 frames) as its build_autoencoder.py does: 777,794 parameters, 1.53 GFLOP per second."""
+    from senseflosser.architectures import original_strides
+    from senseflosser.evaluation import forward_flops_per_frame
+
+    assert original_strides(321) == ((3, 5), (1, 5)) and original_strides(105) == ((3, 5), (5, 5))
+    assert original_strides(None) == ((1, 5), (1, 5))
+    for frames in (321, 105, None):
+        model, _ = build("original", frames=frames)
+        assert model.count_params() == 777_794
+        n = frames or 7
+        assert model(np.zeros((1, n, 1025, 2), np.float32)).shape == (1, n, 1025, 2)
+    model, _ = build("original", frames=321)
+    assert forward_flops_per_frame(model) * SR / 1024 / 1e9 == pytest.approx(1.526, abs=0.005)
+
+
 @pytest.mark.parametrize("band, depth, front", [(8, 2, 0), (16, 1, 0), (1, 0, 0), (5, 3, 0), (4, 2, 3), (8, 0, 2)])
 def test_bands_architecture(band, depth, front):
     from senseflosser.models import conv_layer_names, time_receptive_field
