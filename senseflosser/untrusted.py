@@ -759,7 +759,8 @@ class _Graph:
         return self._tensor(outputs[0])
 
     def _ready(self, entry: dict) -> bool:
-        for node in entry.get("inbound_nodes") or []:
+        nodes = entry.get("inbound_nodes")
+        for node in nodes if isinstance(nodes, list) else []:  # not a list: _layer says so
             for ref in _flat_refs(_node_refs(node.get("args") if isinstance(node, dict) else None, self.label)):
                 if ref[0] not in self.outputs or ref[1] >= len(self.outputs[ref[0]]):
                     return False
