@@ -8,7 +8,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.forms import FormError, parse_job_form, split_filename
+from app.forms import parse_job_form, split_filename
+from senseflosser.errors import SenseflosserError
 from senseflosser.recipe import ACTIONS
 
 INTERESTING = ["", " ", "0", "0.1", "1", "-1", "2", "nan", "inf", "-0", "1e999", "0x10", "1_000", "4294967295",
@@ -27,7 +28,7 @@ def test_every_form_is_either_valid_or_refused_with_a_message(filename, **fields
     try:
         job = parse_job_form(form, lambda key: [form[key]] if key in form else [], filename=filename,
                              model_names=["tiny"], conv_layers=lambda model: ["conv_a", "conv_b"])
-    except FormError as exc:
+    except SenseflosserError as exc:
         message = str(exc)
         assert message and len(message) < 400 and "\n" not in message
         return

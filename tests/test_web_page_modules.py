@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import ROOT
 JS = ROOT / "static" / "js"
 MAX_LINES = 400
 ENTRY = "app.js"
