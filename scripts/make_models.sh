@@ -126,12 +126,16 @@ PYEOF
 # learning rate (3e-4, cosine decay to 5 % over all planned steps), one thread, niced. It
 # checkpoints every epoch (40 steps) in $WORK/run-general-lite/backup; running the same
 # command again resumes there (and may change --epochs, which moves the end of the decay).
+# (The first run planned 400 epochs; on the shared 2-core machine a step took 5-6 s instead of
+# 0.33, the loss sat at 0.0035 with the rate still near its peak, so after 10 epochs it was
+# resumed with --epochs 40: 1,600 steps, the decay ending within the session. A longer plan,
+# GENERAL_EPOCHS=400, is the next try on a quiet machine.)
 GENERAL_MODELS_DIR=${GENERAL_MODELS_DIR:-models}
 general_train() {
   general_warm_start "$WORK/run-general-lite"
   nice -n 19 "$PY" -m senseflosser train --data-dir "$WORK/general/train" --name general-lite --seed 4 \
     --arch bottleneck --width 16 --var-input --duration 1 --batch-size 8 --steps-per-epoch 40 \
-    --epochs "${GENERAL_EPOCHS:-400}" --learning-rate 3e-4 --val-split 0.05 --patience 1000 \
+    --epochs "${GENERAL_EPOCHS:-40}" --learning-rate 3e-4 --val-split 0.05 --patience 1000 \
     --models-dir "$GENERAL_MODELS_DIR" --work-dir "$WORK/run-general-lite" \
     --corpus "Debian packages of twelve games' music (pushover-data, freedroidrpg-data, hedgewars-data, supertux-data, xmoto-data, singularity-music, hyperrogue-music, extremetuxracer-data, frozen-bubble-data, asc-music, warzone2100-music, nexuiz-music): orchestral, electronic, rock, chiptune, ambient, techno; the usual four game-orchestral tracks and one track of each other package held out, lincity-ng-data never seen" \
     --licence "GPL-2+ (freedroidrpg, hedgewars GPL-2, supertux, xmoto, hyperrogue, extremetuxracer, frozen-bubble GPL-2, asc, warzone2100, nexuiz), GPL-3+ (pushover), CC-BY-SA-3.0 (singularity-music)" \
