@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from senseflosser import audio, device, spectrogram, untrusted
+from senseflosser.clusters import card_clusters
 from senseflosser.errors import AudioError, SenseflosserError
 from senseflosser.jobspec import JobSpec, Outputs
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
@@ -144,6 +145,16 @@ class Engine:
         if isinstance(layers, list):
             return {str(k): None for k in layers}
         return None
+
+    def clusters(self, name: str) -> dict[str, list[list[int]]] | None:
+        """A model's channel clusters from its card (layer -> channel lists), or ``None`` if it has none.
+
+        Raises
+        ------
+        ModelError
+            If the card's clusters section is malformed.
+        """
+        return card_clusters(self.registry.card(name))
 
     def outputs(self) -> Outputs:
         """What every web job writes besides its WAVs (the page plays, draws and downloads them)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
@@ -135,6 +135,7 @@ def parse_job_form(
     filename: str | None,
     model_names: list[str],
     conv_layers: Callable[[str], Mapping[str, int] | None],
+    clusters: Callable[[str], Mapping[str, Sequence[Sequence[int]]] | None] | None = None,
     max_duration: float | None = None,
     uploaded_model: str | None = None,
     model_sha256: str = "",
@@ -154,6 +155,10 @@ def parse_job_form(
         Models the server offers, best first: the first is used when the form names none.
     conv_layers : callable
         ``conv_layers(model)``: the model's conv layer names -> channel counts, or ``None`` if unknown.
+    clusters : callable or None
+        ``clusters(model)``: the model's channel clusters (layer -> channel
+        lists, from its card) or ``None``; a ``LAYER:clusterN`` entry needs them.
+        ``None`` (an uploaded model): no model has clusters.
     max_duration : float or None
         Longest segment (seconds) the server processes; a longer ``duration`` is refused.
     uploaded_model : str or None
@@ -198,7 +203,8 @@ def parse_job_form(
         model=model, model_sha256=model_sha256, action=action,
         magnitudes=_text(form, "magnitudes") or _text(form, "magnitude") or None,
         titrate=_flag(form, "titrate"), seed=_text(form, "seed") or None,
-        layers=layer_values or None, conv_layers=conv_layers(model), offset=offset, duration=duration,
+        layers=layer_values or None, conv_layers=conv_layers(model),
+        clusters=None if clusters is None else clusters(model), offset=offset, duration=duration,
         envelope=envelope_text, params=params_from_fields(action, lambda key: _text(form, key) or None),
         outputs=replace(outputs or Outputs(), save_model=_flag(form, "save_model")),
     )

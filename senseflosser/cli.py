@@ -1,4 +1,4 @@
-"""Command line: ``senseflosser floss | actions | models | train | evaluate``."""
+"""Command line: ``senseflosser floss | map | actions | models | train | adversarial | evaluate | clusters``."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", "-s", help="seed of the damage (default: drawn and recorded)")
     p.add_argument("--layers", "-l",
                    help="conv layers to damage, optionally with channels: 'down:0,5,9,mid' "
-                        "(channels 0, 5, 9 of down; all of mid). Default: the action's")
+                        "(channels 0, 5, 9 of down; all of mid) or a cluster of the model's card: "
+                        "'down:cluster2' (see `senseflosser clusters`). Default: the action's")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--envelope", help="magnitude over the output's time, seconds:magnitude points, linear "
                                           "between them, held after the last: '0:0,30:0.1,60:0'")
@@ -190,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true", help="print the figures without updating the card")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
+    p = sub.add_parser("clusters", help="group each conv layer's channels by k-means and store them in the card")
+    p.add_argument("--model", "-m", required=True, help="registry model name")
+    p.add_argument("--data-dir", required=True, help="folder of the model's own audio (held-out or training)")
+    p.add_argument("-k", type=int, default=4, help="clusters per layer (default 4; capped at its channels)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the k-means++ start (default 0)")
+    p.add_argument("--excerpts", type=int, default=8, help="number of excerpts (default 8)")
+    p.add_argument("--seconds", type=_seconds, default=5.0, help="length of each excerpt (default 5)")
+    p.add_argument("--models-dir", help="model registry folder (default ./models)")
+    p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+
     return parser
 
 
@@ -204,6 +215,16 @@ def _declared(action: str) -> tuple:
     from .actions import get
 
     return get(action).params
+
+
+def _model_clusters(args, model: str) -> dict[str, list[list[int]]] | None:
+    """The clusters of a registry model's card (``None`` for a model given by path, or a card without them)."""
+    from .clusters import card_clusters
+
+    reg = _registry(args)
+    if model not in reg.names():
+        return None
+    return card_clusters(reg.read_card(model))
 
 
 def floss_spec(args):
@@ -244,7 +265,7 @@ def floss_spec(args):
         mags = get(args.action).magnitude.default
     params = params_from_fields(args.action, lambda name: getattr(args, f"param_{name}", None))
     return build_job(model=model, action=args.action, magnitudes=mags, titrate=args.titrate, seed=args.seed,
-                     layers=args.layers, offset=args.offset, duration=args.duration, envelope=envelope,
+                     layers=args.layers, clusters=_model_clusters(args, model), offset=args.offset, duration=args.duration, envelope=envelope,
                      params=params, outputs=outputs)
 
 
@@ -384,8 +405,20 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_clusters(args) -> int:
+    from .clusters import cluster_model
+
+    section = cluster_model(_registry(args), args.model, args.data_dir, k=args.k, seed=args.seed,
+                            excerpts=args.excerpts, seconds=args.seconds, progress=ProgressBar("clustering"))
+    print(f"{args.model}: clusters of {len(section['layers'])} conv layers from {len(section['excerpts'])} excerpts "
+          f"(k={section['k']}, seed {section['seed']}) written to its card")
+    for layer, groups in section["layers"].items():
+        print(f"  {layer}: " + "; ".join(f"cluster{i} = {','.join(map(str, g))}" for i, g in enumerate(groups)))
+    return 0
+
+
 COMMANDS = {"floss": _cmd_floss, "map": _cmd_map, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
-            "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate}
+            "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate, "clusters": _cmd_clusters}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import envelope as envelope_mod
-from .actions import check, draw_seed, get, parse_layers
+from .actions import check, draw_seed, expand_clusters, get, parse_layers
 from .errors import RecipeError
 from .recipe import Recipe
 
@@ -180,6 +180,7 @@ def build_job(
     seed: Any = None,
     layers: Any = None,
     conv_layers: Mapping[str, int | None] | None = None,
+    clusters: Mapping[str, Sequence[Sequence[int]]] | None = None,
     offset: Any = 0.0,
     duration: Any = None,
     max_duration: float | None = None,
@@ -207,6 +208,12 @@ def build_job(
     conv_layers : mapping or None, keyword-only
         The model's conv layer names -> channel counts; when given, the
         selection is checked against it (unknown layers and channels refused).
+    clusters : mapping or None, keyword-only
+        The model's channel clusters, layer name -> list of channel lists (its
+        card's ``clusters.layers``): a ``down:cluster2`` entry becomes the
+        channels of that cluster here, before anything else reads the
+        selection, so the recipes record channel numbers. ``None``: the model
+        has none (a cluster in the selection is refused).
     offset, duration : keyword-only
         The audio segment in seconds (``duration=None``: to the end).
     max_duration : float or None, keyword-only
@@ -249,7 +256,7 @@ def build_job(
             raise RecipeError("give at least one magnitude")
         if len(raw) > MAX_MAGNITUDES:
             raise RecipeError(f"at most {MAX_MAGNITUDES} magnitudes at once, got {len(raw)}")
-    entries = parse_layers(layers)
+    entries = parse_layers(expand_clusters(layers, clusters, model_name=model))
     if entries is not None and len(entries) > MAX_LAYERS:
         raise RecipeError(f"at most {MAX_LAYERS} layers may be chosen, got {len(entries)}")
     if entries is not None and conv_layers is not None:

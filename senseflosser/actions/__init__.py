@@ -37,13 +37,13 @@ from ..models import conv_layer_names
 from . import worst_case
 from .base import MAX_SEED, ActionSpec, MagnitudeSpec, Param, Params, draw_seed, validate_seed, with_weights
 from .lapse import lapse_architecture, lapse_model, lapse_state
-from .selection import Resolved, canonical, check, conv_channels, parse_layers, resolve, split_entry
+from .selection import Resolved, canonical, check, conv_channels, expand_clusters, parse_layers, resolve, split_entry
 from .weights import ablate_weights, bitflip_weights, fog_weights as _fog_weights
 
 __all__ = [
     "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "Param", "Params", "ablate", "adversarial",
     "all_params", "apply", "bitflip", "check", "conv_channels", "damage", "damaged_state", "damaged_weights",
-    "default_layers", "draw_seed", "fog", "get", "lapse", "names", "params_from_fields", "parse_layers", "prepare",
+    "default_layers", "draw_seed", "expand_clusters", "fog", "get", "lapse", "names", "params_from_fields", "parse_layers", "prepare",
     "provenance", "register", "resolve_layers", "split_entry", "targets", "unregister", "validate_action",
     "validate_magnitude", "validate_seed",
 ]

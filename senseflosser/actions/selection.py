@@ -5,10 +5,15 @@ every channel of ``mid``. Commas separate both layers and channels: a number
 adds a channel to the layer named last with a colon, a name starts a new
 layer. A selection is kept as a tuple of canonical entries
 (``("down:0,5,9", "mid")``) in recipes and their JSON.
+
+``down:cluster2`` names the channels of cluster 2 of ``down`` (the model
+card's clusters, see :mod:`senseflosser.clusters`); :func:`expand_clusters`
+turns it into channel numbers at the edge, so recipes hold channels only.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +25,7 @@ from ..parsing import parse_int
 from ..models import conv_channels
 
 MAX_NAME = 200
+_CLUSTER_RE = re.compile(r"cluster(\S*)")
 
 Resolved = dict[str, "tuple[int, ...] | None"]
 """Layer name -> chosen output channels (``None``: all of them), in the model's layer order."""
@@ -77,6 +83,91 @@ def parse_layers(layers: Any) -> tuple[str, ...] | None:
             current = name
     out = tuple(name if ch is None else f"{name}:{','.join(str(c) for c in sorted(ch))}" for name, ch in chosen.items())
     return out or None
+
+
+def expand_clusters(layers: Any, clusters: Mapping[str, Sequence[Sequence[int]]] | None, *,
+                    model_name: str) -> Any:
+    """Replace every cluster in a selection by its channels: ``down:cluster1,mid`` -> ``["down:2,3", "mid"]``.
+
+    ``clusterN`` (N counting from 0) stands where a channel number may: after
+    ``LAYER:`` or after a channel of that layer (``down:0,cluster2``).
+
+    Parameters
+    ----------
+    layers : selection or None
+        Any form :func:`parse_layers` takes.
+    clusters : mapping or None
+        The model's clusters: layer name -> list of channel lists (the card's
+        ``clusters.layers``); ``None`` for a model without them.
+    model_name : str
+        For messages.
+
+    Returns
+    -------
+    selection or None
+        ``layers`` itself when it names no cluster; otherwise a list of text
+        entries with channel numbers in place of the clusters.
+
+    Raises
+    ------
+    RecipeError
+        For a cluster on a model or layer without clusters, a cluster number
+        the layer lacks, or a cluster that follows no layer.
+    """
+    if layers is None:
+        return None
+    entries = [layers] if isinstance(layers, str) else layers
+    if not isinstance(entries, Iterable) or not any(
+            isinstance(e, str) and "cluster" in e for e in entries):
+        return layers
+    out: list[str] = []
+    current: str | None = None  # the layer a channel (or cluster) belongs to, as parse_layers reads it
+    for entry in entries:
+        if not isinstance(entry, str):
+            out.append(entry)  # parse_layers refuses it
+            continue
+        tokens: list[str] = []
+        for token in (t.strip() for t in entry.split(",")):
+            name, colon, rest = token.partition(":")
+            if colon:
+                current = name.strip()
+            match = _CLUSTER_RE.fullmatch(rest.strip() if colon else token)
+            if match is None or (not colon and not match.group(1).isdigit()):  # a bare 'clusterx' may be a layer
+                if not colon and not token.lstrip("-").isdigit():
+                    current = None  # a bare layer name: all its channels
+                tokens.append(token)
+                continue
+            if current is None:
+                raise RecipeError(f"{token!r} follows no layer; write the layer first, e.g. 'down:{token}'")
+            channels = _cluster_channels(current, match.group(1), clusters, model_name)
+            tokens.append(f"{current}:{channels[0]}" if colon else str(channels[0]))
+            tokens.extend(str(c) for c in channels[1:])
+        out.append(",".join(tokens))
+    return out
+
+
+def _cluster_channels(layer: str, number: str, clusters: Mapping[str, Sequence[Sequence[int]]] | None,
+                      model_name: str) -> list[int]:
+    """The channels of cluster ``number`` (text after ``cluster``) of ``layer``."""
+    if not clusters:
+        raise RecipeError(f"model {model_name!r} has no clusters: run `senseflosser clusters -m {model_name} "
+                          f"--data-dir AUDIO` first (for a model of the registry), or choose channel numbers")
+    groups = clusters.get(layer)
+    if not groups:
+        raise RecipeError(f"layer {layer!r} of model {model_name!r} has no clusters; layers with clusters: "
+                          f"{', '.join(n for n, g in clusters.items() if g)}")
+    if not number.isdigit() or not number.isascii():
+        raise RecipeError(f"layer {layer!r}: cluster{number} is not a cluster; write cluster0 to "
+                          f"cluster{len(groups) - 1}")
+    n = int(number)
+    if n >= len(groups):
+        raise RecipeError(f"{layer} has clusters 0 to {len(groups) - 1} on model {model_name!r}; "
+                          f"cluster{n} does not exist")
+    channels = [int(c) for c in groups[n]]
+    if not channels:
+        raise RecipeError(f"cluster{n} of layer {layer!r} of model {model_name!r} is empty; "
+                          "recompute the clusters with `senseflosser clusters`")
+    return channels
 
 
 def _channel(text: str, layer: str) -> int:
