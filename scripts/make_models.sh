@@ -163,6 +163,7 @@ finish() {  # finish NAME TRAIN_DIR HELDOUT_DIR MAP_FILE
   [ -f "models/$1.keras" ] || { echo "models/$1.keras was not trained; skipped" >&2; return 0; }
   $PY -m senseflosser adversarial --model "$1" --data-dir "$2" --models-dir models
   $PY -m senseflosser evaluate --model "$1" --data-dir "$3" --models-dir models
+  $PY -m senseflosser clusters --model "$1" --data-dir "$3" --models-dir models -k 4 --seed 0 --excerpts 8 --seconds 5
   $PY -m senseflosser map -m "$1" -i "$3/$4" --offset 30 --models-dir models -o "$WORK/map-$1" --update-card
 }
 
@@ -247,8 +248,9 @@ $PY -m senseflosser train --data-dir "$WORK/game-orchestral/train" --name game-o
   --summary "Orchestral and electronic game music (Pushover, FreedroidRPG): the bottleneck net at half the width, a quarter of the FLOPs. Takes audio of any length." \
   > "$WORK/game-orchestral-lite.log" 2>&1
 # Every model: its universal adversarial direction (from its training audio), the held-out evaluation
-# (every action's dose-response, the calibration, adversarial against fog, the forward cost) and its
-# sensitivity map on a held-out excerpt, all written into its card.
+# (every action's dose-response, the calibration, adversarial against fog, the forward cost), its
+# channel clusters (k-means on held-out audio, for 'down:cluster2' selections) and its sensitivity
+# map on a held-out excerpt, all written into its card.
 finish game-orchestral "$WORK/game-orchestral/train" "$WORK/game-orchestral/heldout" greek.ogg
 finish hedgewars-fixed "$WORK/hedgewars/train" "$WORK/hedgewars/heldout" Jungle.ogg
 finish game-orchestral-hq "$WORK/game-orchestral/train" "$WORK/game-orchestral/heldout" greek.ogg
