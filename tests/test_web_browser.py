@@ -499,3 +499,48 @@ def test_the_page_takes_its_rules_from_the_server(browser, make_web_app, monkeyp
     finally:
         context.close()
     assert errors == []
+
+
+# ---------------------------------------------------------------- channel clusters on the page
+
+
+def test_a_cluster_typed_in_the_page_resolves_as_in_the_api(browser, make_web_app, models_dir, tmp_path):
+    """The card's clusters are hinted beside each layer; ``cluster1`` is sent as ``conv_a:cluster1`` and recorded
+    as its channels; a cluster the layer lacks is stopped before sending."""
+    from senseflosser.models import ModelRegistry
+
+    folder = tmp_path / "clustered"
+    shutil.copytree(models_dir, folder)
+    ModelRegistry(folder).update_card("tiny", clusters={"k": 2, "seed": 0, "model_sha256": "", "excerpts": [],
+                                                        "layers": {"conv_a": [[0, 1], [2, 3]]}})
+    app = make_web_app(MODELS_DIR=str(folder), DATA_DIR=str(tmp_path / "jobs-clusters"))
+    song = tmp_path / "song.wav"
+    song.write_bytes(web_wav_bytes(1.5))
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        with serving(app) as url:
+            page.goto(url + "/")
+            page.wait_for_selector("#model option[value='tiny']", state="attached")
+            page.set_input_files("#audio", str(song))
+            page.select_option("#model", "tiny")
+            page.check("#action-fog")
+            page.fill("#magnitude", "0.1")
+            page.click("#advanced summary")
+            field = page.locator("input.channels[data-layer='conv_a']")
+            assert "cluster0: 0,1; cluster1: 2,3" in page.inner_text(".layer-choice:has(input[value='conv_a'])")
+            assert page.locator(".layer-choice:has(input[value='conv_b']) .cluster-hint").count() == 0
+            field.fill("cluster2")
+            page.click("#submit")
+            error = page.locator("#error")
+            error.wait_for(state="visible", timeout=TIMEOUT_MS)
+            assert "conv_a has clusters 0 to 1; cluster2 does not exist" in error.inner_text()
+            assert app.extensions["senseflosser"].store.ids() == []  # stopped before sending
+            field.fill("cluster1")
+            page.click("#submit")
+            page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        (job_id,) = app.extensions["senseflosser"].store.ids()
+        view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
+        assert view["recipe"]["layers"] == ["conv_a:2,3"]
+    finally:
+        context.close()

@@ -47,7 +47,12 @@ function describeCard(card) {
   return parts.filter(Boolean).join(" ");
 }
 
-function layerChoice(name, i, count) {
+/** "cluster0: 0,1; cluster1: 2,3": a layer's clusters from its card, for the hint under its field. */
+function clusterHint(groups) {
+  return groups.map((g, n) => `cluster${n}: ${g.join(",")}`).join("; ");
+}
+
+function layerChoice(name, i, count, groups) {
   const wrap = document.createElement("div");
   wrap.className = "choice layer-choice";
   const box = document.createElement("input");
@@ -60,19 +65,48 @@ function layerChoice(name, i, count) {
   label.textContent = name;
   wrap.append(box, label);
   if (count > 0) {
-    // Neuron targeting: channels of this layer only (sent as "name:0,5,9").
+    // Neuron targeting: channels of this layer only (sent as "name:0,5,9"), or a cluster of the card ("name:cluster2").
     const pick = document.createElement("input");
     pick.type = "text";
     pick.id = `layer-${i}-channels`;
     pick.className = "channels";
     pick.dataset.layer = name;
-    pick.inputMode = "numeric";
-    pick.placeholder = `channels 0-${count - 1}, e.g. 0,5,9 (empty = all)`;
-    pick.setAttribute("aria-label", `Channels of ${name} (0 to ${count - 1}; empty = all ${count})`);
+    pick.dataset.count = String(count);
+    pick.dataset.clusters = String(groups.length);
+    const clusters = groups.length ? ` or cluster0-${groups.length - 1}` : "";
+    pick.placeholder = `channels 0-${count - 1}, e.g. 0,5,9${clusters} (empty = all)`;
+    pick.setAttribute("aria-label", `Channels of ${name} (0 to ${count - 1}${clusters}; empty = all ${count})`);
     pick.addEventListener("input", () => { if (pick.value.trim()) box.checked = true; });
     wrap.append(pick);
+    if (groups.length) {
+      const hint = document.createElement("small");
+      hint.className = "hint cluster-hint";
+      hint.id = `layer-${i}-clusters`;
+      hint.textContent = `Clusters (channels that move together): ${clusterHint(groups)}`;
+      pick.setAttribute("aria-describedby", hint.id);
+      wrap.append(hint);
+    }
   }
   return wrap;
+}
+
+/** The problem with a layer's channel field (whole numbers in range, or clusterN of the card), or null. */
+function channelProblem(pick) {
+  const count = Number(pick.dataset.count);
+  const clusters = Number(pick.dataset.clusters);
+  for (const token of pick.value.split(",").map((t) => t.trim()).filter(Boolean)) {
+    const cluster = /^cluster(\d+)$/.exec(token);
+    if (cluster) {
+      if (clusters === 0) return `${pick.dataset.layer} has no clusters on this model; give channel numbers.`;
+      if (Number(cluster[1]) >= clusters) {
+        return `${pick.dataset.layer} has clusters 0 to ${clusters - 1}; ${token} does not exist.`;
+      }
+    } else if (!/^\d+$/.test(token) || Number(token) >= count) {
+      return `Channels of ${pick.dataset.layer} are whole numbers from 0 to ${count - 1}${
+        clusters ? ` or cluster0 to cluster${clusters - 1}` : ""}; got ${token}.`;
+    }
+  }
+  return null;
 }
 
 function showModel() {
@@ -89,8 +123,11 @@ function showModel() {
   modelSummary.textContent = card ? describeCard(card) : "";
   const layers = card && Array.isArray(card.conv_layers) ? card.conv_layers : [];
   const channels = card && card.conv_channels && typeof card.conv_channels === "object" ? card.conv_channels : {};
+  const clusters = card && card.clusters && card.clusters.layers && typeof card.clusters.layers === "object"
+    ? card.clusters.layers : {};
   layersFieldset.hidden = layers.length === 0;
-  layers.forEach((name, i) => layersBox.append(layerChoice(name, i, Number(channels[name]))));
+  layers.forEach((name, i) => layersBox.append(layerChoice(name, i, Number(channels[name]),
+    Array.isArray(clusters[name]) ? clusters[name].filter(Array.isArray) : [])));
 }
 
 export async function loadModels() {
@@ -221,6 +258,11 @@ export function checkForm() {
   const seed = seedInput.value;
   if (seed !== "" && !(/^\d+$/.test(seed) && Number(seed) <= config.maxSeed)) {
     return [`The seed must be a whole number from 0 to ${config.maxSeed} (or empty).`, seedInput];
+  }
+  for (const box of form.querySelectorAll('input[name="layers"]:checked')) {
+    const pick = $(`${box.id}-channels`);
+    const problem = pick && channelProblem(pick);
+    if (problem) return [problem, pick];
   }
   if (useEnvelope.checked && !envelopeText.value.trim()) return ["Draw or type an envelope, or untick it.", envelopeText];
   if (!useEnvelope.checked && !titrate.checked) {
