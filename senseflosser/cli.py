@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", "-i", required=True, help="audio file (WAV, FLAC, OGG, MP3, ...)")
     p.add_argument("--model", "-m", help="registry model name or a .keras/.h5 file (default: the best model, "
                                          "first in `senseflosser models`)")
-    from .actions import all_params, names
+    from .actions import all_params, get, names
 
     p.add_argument("--action", "-a", choices=names(), metavar="{" + ",".join(names()) + "}",
                    help=_action_help())
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     shape.add_argument("--ramp", metavar="A,B", help="envelope from magnitude A at the start to B at the end")
     shape.add_argument("--lfo", metavar="LOW,HIGH,PERIOD_S", help="envelope: a sine between LOW and HIGH")
     for param in all_params().values():  # every action's declared parameters (see `senseflosser actions`)
-        owners = ", ".join(a for a in names() if param in _declared(a))
+        owners = ", ".join(a for a in names() if param in get(a).params)
         if param.type == "bool":
             p.add_argument(*param.flags, dest=f"param_{param.name}", action="store_true", default=None,
                            help=f"{owners}: {param.help}")
@@ -208,13 +208,6 @@ def _registry(args):
     from .models import ModelRegistry
 
     return ModelRegistry(args.models_dir)
-
-
-def _declared(action: str) -> tuple:
-    """The parameters ``action`` declares."""
-    from .actions import get
-
-    return get(action).params
 
 
 def _model_clusters(args, model: str) -> dict[str, list[list[int]]] | None:
