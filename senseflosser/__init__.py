@@ -11,7 +11,7 @@ import os
 # TensorFlow's start-up chatter off unless the user asked for it (before Keras loads it).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from . import layers  # noqa: E402,F401  (registers custom layers for keras.models.load_model)
+from . import bends, layers  # noqa: E402,F401  (registers custom layers for keras.models.load_model)
 from .errors import AudioError, ModelError, RecipeError, SenseflosserError, TrainingError
 from .jobspec import JobSpec, Outputs, build_job
 from .legacy import run_senseflosser

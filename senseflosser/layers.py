@@ -97,6 +97,9 @@ class Lapse(keras.layers.Layer):
     Input and output shape: any.
     """
 
+    STATE_CONFIG = ("rate", "seed", "rescale")
+    """Configuration entries that only set the state (left out of the compiled-function cache's key)."""
+
     def __init__(self, rate: float, seed: int = 0, rescale: bool = True, channels=None, **kwargs):
         super().__init__(**kwargs)
         self.rate = float(rate)

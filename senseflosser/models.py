@@ -32,6 +32,7 @@ except ImportError:  # Windows: cards are then safe against threads only
 import keras
 
 from . import device  # noqa: F401  (device set-up before the first model is loaded)
+from . import bends as _bends  # noqa: F401  (registers the bend layer for loading)
 from . import layers as _layers  # noqa: F401  (registers the custom layers for loading)
 from .errors import ModelError
 from .jsonfile import write_json
@@ -93,6 +94,7 @@ _TIME_NEUTRAL_LAYERS = (
     _layers.SpectralExpand,
     _layers.Lapse,
     _layers.ChannelGate,
+    _bends.Bend,
 )
 """Layers that act on each frame on its own (at inference)."""
 

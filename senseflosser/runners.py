@@ -37,17 +37,19 @@ _compiled_lock = threading.Lock()
 def _architecture_key(model: keras.Model) -> str:
     """What a compiled inference function depends on: the architecture, not the weights.
 
-    A lapse layer's ``rate``, ``seed`` and ``rescale`` only set its state,
-    which is passed to the compiled function as an argument, so they are left
-    out: lapse copies of the same layers share one function. The variables' paths
-    and shapes are part of the key, so weights are only ever passed to a
-    function built for the same variables in the same order.
+    A layer's configuration entries that only set its state (those its class
+    names in ``STATE_CONFIG``: a lapse layer's ``rate``, ``seed`` and
+    ``rescale``, a bend's ``amount`` and ``centre``) are left out, since the
+    state is passed to the compiled function as an argument: copies of the same
+    layers share one function. The variables' paths and shapes are part of the
+    key, so weights are only ever passed to a function built for the same
+    variables in the same order.
     """
     config = model.get_config()
+    stateful = {layer.name: getattr(layer, "STATE_CONFIG", ()) for layer in model.layers}
     for layer in config.get("layers", []):
-        if layer.get("class_name") == "Lapse":
-            for state in ("rate", "seed", "rescale"):  # passed in as state (see layers.Lapse)
-                layer.get("config", {}).pop(state, None)
+        for state in stateful.get(layer.get("name"), ()):  # passed in as state (see layers.Lapse, bends.Bend)
+            layer.get("config", {}).pop(state, None)
     variables = [(v.path, tuple(v.shape), str(v.dtype)) for v in model.trainable_variables]
     state = [(tuple(v.shape), str(v.dtype)) for v in model.non_trainable_variables]
     return json.dumps([config, variables, state], sort_keys=True, default=str)

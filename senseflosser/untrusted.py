@@ -56,6 +56,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from . import bends as our_bends
 from . import layers as our_layers
 from .audio import SAMPLE_RATE
 from .errors import ModelError
@@ -80,7 +81,7 @@ reshaping, normalization, pooling, up-sampling, merging and dropout layers. No L
 no layers that load or run anything else (TFSMLayer, TorchModuleWrapper, ...)."""
 
 OUR_LAYERS: frozenset[type] = frozenset({our_layers.SpectralCompress, our_layers.SpectralExpand, our_layers.Lapse,
-                                         our_layers.ChannelGate})
+                                         our_layers.ChannelGate, our_bends.Bend})
 """senseflosser's own layers (all of them keep their input's shape)."""
 
 _ACTIVATION_NAMES = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu",
@@ -600,6 +601,14 @@ def _our_layer_cost(cls: type, config: dict, shape: Shape, label: str, name: str
         if channels is not None and (not isinstance(channels, list) or len(channels) > max(1, _dim(shape, -1))):
             raise UnsafeModelError(f"{label}: layer {name!r} lapses more channels than its input has")
         return 2, 3 * written
+    if cls is our_bends.Bend:
+        channels = config.get("channels")
+        if channels is not None and (not isinstance(channels, list) or len(channels) > max(1, _dim(shape, -1))):
+            raise UnsafeModelError(f"{label}: layer {name!r} bends more channels than its input has")
+        if config.get("transform") not in our_bends.TRANSFORMS:
+            raise UnsafeModelError(f"{label}: layer {name!r} names an unknown bend "
+                                   f"{_short(config.get('transform'), 20)}")
+        return 2, (4 * our_bends.MAX_RADIUS + 4) * written  # dilate and erode: the costliest
     return 0, 8 * written  # SpectralCompress, SpectralExpand: a norm and a power per bin
 
 

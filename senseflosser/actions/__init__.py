@@ -16,6 +16,10 @@ and the README's table all read the registry.
 - ``adversarial``: fog's size, pointed along the direction that hurts the
   reconstruction most (see :mod:`senseflosser.actions.worst_case`); its
   audible range is about a hundred times below fog's.
+- the bends ``gain``, ``invert``, ``gate``, ``rectify``, ``drive``,
+  ``freqshift``, ``bandmask``, ``dilate``, ``erode``: an audio-native
+  transform of the feature maps after the targeted conv layers (see
+  :mod:`senseflosser.bends` and :mod:`senseflosser.actions.bend`).
 
 A layer selection may name channels (``down:0,5,9,mid``, see
 :mod:`senseflosser.actions.selection`); every action then damages only those
@@ -34,7 +38,8 @@ import numpy as np
 from ..errors import ModelError, RecipeError
 from ..layers import Lapse
 from ..models import conv_layer_names
-from . import worst_case
+from ..bends import MAX_RADIUS
+from . import bend, worst_case
 from .base import MAX_SEED, ActionSpec, MagnitudeSpec, Param, Params, draw_seed, validate_seed, with_weights
 from .lapse import lapse_architecture, lapse_model, lapse_state
 from .selection import Resolved, canonical, check, conv_channels, expand_clusters, parse_layers, resolve, split_entry
@@ -89,6 +94,53 @@ _BUILT_IN: tuple[ActionSpec, ...] = (
                                 (0.0003, 0.001, 0.01, 0.03, 0.1)),
         changes="weights", default_layers="all", weights=bitflip_weights,
     ),
+)
+
+
+def _bend(name: str, description: str, magnitude: MagnitudeSpec, params: tuple[Param, ...] = ()) -> ActionSpec:
+    """The registry entry of one bend (:mod:`senseflosser.bends`): an activation action on every conv layer but the output."""
+    build, arch, state = bend.functions(name)
+    return ActionSpec(name=name, description=description, magnitude=magnitude, changes="architecture",
+                      default_layers="all but output", params=params, build=build, architecture=arch, state=state,
+                      seeded=name in bend.SEEDED)
+
+
+_RADIUS = Param("radius", "float", 2.0, "radius of dilate's and erode's filter along the feature map's frequency "
+                "rows, in rows (fractions blended)", min=0.0, max=float(MAX_RADIUS))
+
+_BUILT_IN += (
+    _bend("gain", "feature maps scaled up by 1 + magnitude: louder, harder, overdriven detail",
+          MagnitudeSpec("gain added to the activations (factor 1 + magnitude)", 0.0, 10.0, 0.5,
+                        (0.1, 0.25, 0.5, 1.0, 2.0))),
+    _bend("invert", "feature maps' polarity flipped, blended (0.5 silences them, 1 inverts): hollow, phasey, cancelled",
+          MagnitudeSpec("blend toward the sign-flipped map (factor 1 - 2 x magnitude)", 0.0, 1.0, 0.25,
+                        (0.05, 0.1, 0.25, 0.5, 1.0))),
+    _bend("gate", "activations below a share of their frame's peak zeroed: sparse, whistling, only the loudest partials",
+          MagnitudeSpec("threshold as a share of each frame's peak activation", 0.0, 1.0, 0.2,
+                        (0.05, 0.1, 0.2, 0.4, 0.8))),
+    _bend("rectify", "feature maps blended toward their absolute value: buzzy, octave-doubled distortion",
+          MagnitudeSpec("blend toward full-wave rectification", 0.0, 1.0, 0.25, (0.05, 0.1, 0.25, 0.5, 1.0))),
+    _bend("drive", "activations soft-clipped by tanh: squashed, saturated, tape-like compression of detail",
+          MagnitudeSpec("drive of tanh(drive x) / drive, in 1 / activation units", 0.0, 20.0, 1.0,
+                        (0.25, 0.5, 1.0, 2.0, 4.0))),
+    _bend("freqshift", "a copy of the feature maps slid up their frequency rows mixed in: inharmonic, "
+                       "ring-modulated, detuned ghosts of every partial",
+          MagnitudeSpec("share of the shifted copy in the mix (1: only the shifted maps)", 0.0, 1.0, 0.25,
+                        (0.05, 0.1, 0.25, 0.5, 1.0)),
+          (Param("shift_rows", "float", 2.0, "how far the copy moves up the feature map's frequency rows, in rows "
+                 "(fractions interpolated)", min=0.0, max=64.0),)),
+    _bend("bandmask", "a band of the feature maps' frequency rows zeroed around a seeded centre: a notch, a hole in "
+                      "the spectrum the network fills oddly",
+          MagnitudeSpec("half-width of the masked band, as a share of the feature map's frequency rows",
+                        0.0, 1.0, 0.05, (0.01, 0.02, 0.05, 0.1, 0.2))),
+    _bend("dilate", "feature maps blended toward a max filter along their frequency rows: loud features spread, "
+                    "thick, smeared, organ-like",
+          MagnitudeSpec("share of the max-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.25,
+                        (0.05, 0.1, 0.25, 0.5, 1.0)), (_RADIUS,)),
+    _bend("erode", "feature maps blended toward a min filter along their frequency rows: features thinned to their "
+                   "cores, hollow, brittle",
+          MagnitudeSpec("share of the min-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.25,
+                        (0.05, 0.1, 0.25, 0.5, 1.0)), (_RADIUS,)),
 )
 
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in _BUILT_IN}

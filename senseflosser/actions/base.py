@@ -182,6 +182,9 @@ class ActionSpec:
     compare_with : str or None
         Another action that an evaluation measures this one against at equal
         magnitudes (adversarial against fog: how much worse the worst case is).
+    seeded : bool
+        ``False`` for a deterministic transform whose output the seed does not
+        change (most bends); the seed is still recorded in its recipes.
     """
 
     name: str
@@ -197,6 +200,7 @@ class ActionSpec:
     prepare: Callable[..., list] | None = field(default=None, repr=False)
     provenance: Callable[[Any], dict] | None = field(default=None, repr=False)
     compare_with: str | None = None
+    seeded: bool = True
 
     @property
     def kind(self) -> Literal["weights", "activation", "input"]:
