@@ -162,3 +162,13 @@ def test_a_saved_bent_model_reloads_bent(tiny_model, tmp_path):
     again = keras.models.load_model(tmp_path / "bent.keras")
     tensor = np.random.default_rng(2).standard_normal((1, 6, 1025, 2)).astype(np.float32)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(damaged(tensor)), keras.ops.convert_to_numpy(again(tensor)))
+
+
+@pytest.mark.parametrize("name", ["gate", "bandmask"])
+def test_an_envelope_renders_a_bend_at_its_knots(name, tiny_model):
+    top = actions.get(name).magnitude.titration[2]
+    steady = _flossed(tiny_model, [tiny_recipe(name, top, seed=4)])[0]
+    held = _flossed(tiny_model, [tiny_recipe(name, top, seed=4, envelope=((0.0, top), (1.5, top)))])[0]
+    np.testing.assert_allclose(held, steady, atol=1e-5)
+    ramp = _flossed(tiny_model, [tiny_recipe(name, top, seed=4, envelope=((0.0, 0.0), (1.5, top)))])[0]
+    assert 1e-5 < np.max(np.abs(ramp - steady))
