@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, render_template
 
 from senseflosser import audio, envelope, sensitivity
-from senseflosser.actions import ACTIONS, MAX_SEED
+from senseflosser.actions import ACTIONS, KINDS, MAX_SEED
 
 from . import api, engine, jobs
 
@@ -66,5 +66,6 @@ def _page(job_id: str | None = None):
         "index.html",
         job_id=job_id,
         actions=[spec.to_dict() for spec in ACTIONS.values()],
+        action_kinds=KINDS,
         **page_settings(),
     )

@@ -60,6 +60,20 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
 
 
+def _action_list(text: str) -> tuple[str, ...]:
+    from .actions import validate_action
+    from .errors import RecipeError
+
+    try:
+        return tuple(validate_action(a.strip()) for a in text.split(",") if a.strip()) or _no_actions(text)
+    except RecipeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _no_actions(text: str):
+    raise argparse.ArgumentTypeError(f"expected comma-separated action names, got {text!r}")
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes end in one line on stderr, like every other error."""
 
@@ -188,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each evaluation excerpt")
     p.add_argument("--clips", type=int, default=8, help="at most this many excerpts")
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
+    p.add_argument("--actions", type=_action_list, metavar="A,B",
+                   help="evaluate only these actions and merge their figures into the card's evaluation, which must "
+                        "have been measured on the same clips (default: every action, replacing it)")
     p.add_argument("--no-write", action="store_true", help="print the figures without updating the card")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
@@ -378,11 +395,14 @@ def _cmd_adversarial(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation import evaluate, update_card
+    from .evaluation import evaluate, merge, update_card
 
     reg = _registry(args)
-    report = evaluate(reg, args.model, args.data_dir, clip_seconds=args.clip_seconds,
-                      max_clips=args.clips, progress=ProgressBar("evaluating"))
+    from .actions import ACTIONS
+
+    only = None if args.actions is None else {a: ACTIONS[a].magnitude.titration for a in args.actions}
+    report = evaluate(reg, args.model, args.data_dir, clip_seconds=args.clip_seconds, max_clips=args.clips,
+                      magnitudes=only, forward=only is None, progress=ProgressBar("evaluating"))
     n = report["normal"]
     print(f"{args.model}: normal SI-SNR median {n['si_snr_db_median']:.1f} dB (worst {n['si_snr_db_worst']:.1f}), "
           f"LSD median {n['lsd_db_median']:.2f} dB (worst {n['lsd_db_worst']:.2f}) over {n['clips']} clips")
@@ -392,6 +412,8 @@ def _cmd_evaluate(args) -> int:
     for row in report.get("adversarial_vs_fog", []):
         print(f"  at {row['magnitude']:g}: adversarial {row['adversarial_snr_db']:.1f} dB, fog {row['fog_snr_db']:.1f} dB "
               f"(worse by {row['worse_by_db']:.1f} dB)")
+    if only is not None:
+        report = merge(reg.card(args.model).get("evaluation") or {}, report)
     if not args.no_write:
         card_path, plot = update_card(reg, args.model, report)
         print(f"updated {card_path} and {plot}")

@@ -78,6 +78,7 @@ def evaluate(
     max_clips: int = 8,
     magnitudes: Mapping[str, Sequence[float]] | None = None,
     calibrate: bool = True,
+    forward: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate a registry model on audio it was not trained on.
@@ -99,6 +100,9 @@ def evaluate(
     calibrate : bool, keyword-only
         Also run each action on :func:`calibration_grid` and report the
         magnitudes at which the median SNR falls to :data:`CALIBRATION_LEVELS`.
+    forward : bool, keyword-only
+        Also time the forward pass (:func:`forward_cost`); off when only a few
+        actions are evaluated to :func:`merge` into an existing report.
     progress : callable or None, keyword-only
 
     Returns
@@ -189,8 +193,38 @@ def evaluate(
             "levels_db": list(CALIBRATION_LEVELS),
             "magnitudes": {a: calibration(sorted(medians[a].items()), CALIBRATION_LEVELS) for a in magnitudes},
         } if calibrate else None,
-        "forward": forward_cost(model),
+        "forward": forward_cost(model) if forward else None,
     }
+
+
+def merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """``old`` with the actions of ``new`` (an evaluation of some actions on the same clips) put in.
+
+    The dose-responses, calibrations and comparisons of ``new``'s actions
+    replace or join ``old``'s; the rest of ``old`` (its clean figures, its
+    forward cost, its other actions) is kept, so a newly registered action is
+    evaluated without measuring every other one again.
+
+    Raises
+    ------
+    RecipeError
+        If ``new`` was measured on other clips, at another clip length or seed:
+        its figures would not be comparable with ``old``'s.
+    """
+    for key in ("clips", "clip_seconds", "seed"):
+        if old.get(key) != new.get(key):
+            raise RecipeError(f"cannot merge evaluations measured on different {key}: "
+                              f"{old.get(key)!r} in the card, {new.get(key)!r} now; evaluate every action instead")
+    merged = {k: v for k, v in old.items()}
+    merged["dose_response"] = {**old.get("dose_response", {}), **new["dose_response"]}
+    if new.get("calibration"):
+        calib = dict(old.get("calibration") or {"levels_db": new["calibration"]["levels_db"], "magnitudes": {}})
+        calib["magnitudes"] = {**calib.get("magnitudes", {}), **new["calibration"]["magnitudes"]}
+        merged["calibration"] = calib
+    for key, rows in new.items():
+        if "_vs_" in key:
+            merged[key] = rows
+    return merged
 
 
 FRAMES_PER_SECOND = audio.SAMPLE_RATE / HOP

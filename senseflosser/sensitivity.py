@@ -67,7 +67,9 @@ def sensitivity_map(
     magnitudes : sequence or str or None, keyword-only
         Default: the action's titration (from the registry).
     seeds : int, keyword-only
-        Seeds per cell (``seed``, ``seed + 1``, ...).
+        Seeds per cell (``seed``, ``seed + 1``, ...); an action whose output
+        does not depend on the seed (the registry's ``seeded``) runs one, as
+        more would repeat it: the report's ``seeds`` says how many ran.
     seed : int, keyword-only
     layers : sequence of str or None, keyword-only
         Layers to map (default: every conv layer).
@@ -90,6 +92,8 @@ def sensitivity_map(
         raise RecipeError("give at least one magnitude, or none for the action's titration")
     if not isinstance(seeds, int) or not 1 <= seeds <= 16:
         raise RecipeError(f"seeds must be a whole number from 1 to 16, got {seeds!r}")
+    if not spec.seeded:
+        seeds = 1
     convs = conv_layer_names(model)
     chosen = list(convs) if not layers else [n for n in convs if n in set(layers)]
     unknown = [n for n in (layers or ()) if n not in convs]
@@ -246,8 +250,19 @@ def map_to_dir(
     return report
 
 
+MAP_KEYS = ("action", "magnitudes", "seeds", "seed", "layers", "cells", "most_sensitive", "duration", "input",
+            "channels")
+"""What a card keeps of a map report."""
+
+
 def record_in_card(registry: ModelRegistry, report: dict[str, Any], png: str | os.PathLike) -> Path:
-    """Store a map in its registry model's card (``sensitivity``) and its heat map as ``<name>.map.png``.
+    """Store a map in its registry model's card, under its action.
+
+    Every map goes into the card's ``maps`` section under its action (its
+    table; the heat map is not kept). The card's reference map,
+    ``sensitivity``, with its heat map as ``<name>.map.png``, is the first map
+    recorded; a later map of the same action replaces it, one of another
+    action leaves it as it is.
 
     Returns
     -------
@@ -257,11 +272,15 @@ def record_in_card(registry: ModelRegistry, report: dict[str, Any], png: str | o
     import shutil
 
     name = report["model"]
-    target = registry.path(name).with_name(f"{name}.map.png")
-    shutil.copyfile(png, target)
-    keys = ("action", "magnitudes", "seeds", "seed", "layers", "cells", "most_sensitive", "duration", "input",
-            "channels")
-    return registry.update_card(name, sensitivity={k: report[k] for k in keys if k in report} | {"plot": target.name})
+    card = registry.card(name)
+    kept = {k: report[k] for k in MAP_KEYS if k in report}
+    sections: dict[str, Any] = {"maps": {**(card.get("maps") or {}), report["action"]: kept}}
+    reference = card.get("sensitivity")
+    if not reference or reference.get("action") == report["action"]:
+        target = registry.path(name).with_name(f"{name}.map.png")
+        shutil.copyfile(png, target)
+        sections["sensitivity"] = kept | {"plot": target.name}
+    return registry.update_card(name, **sections)
 
 
 def channel_ranking(

@@ -172,3 +172,42 @@ def test_an_envelope_renders_a_bend_at_its_knots(name, tiny_model):
     np.testing.assert_allclose(held, steady, atol=1e-5)
     ramp = _flossed(tiny_model, [tiny_recipe(name, top, seed=4, envelope=((0.0, 0.0), (1.5, top)))])[0]
     assert 1e-5 < np.max(np.abs(ramp - steady))
+
+
+def test_the_api_lists_the_bends_with_their_kind_and_parameters(make_web_app):
+    listed = {a["name"]: a for a in make_web_app().test_client().get("/api/actions").get_json()}
+    bent = [a for a in listed.values() if a["kind"] == "activation" and a["name"] in BENDS]
+    assert len(bent) >= 8
+    assert [p["name"] for p in listed["freqshift"]["params"]] == ["shift_rows"]
+    assert listed["dilate"]["params"][0] | {"help": ""} == {
+        "name": "radius", "type": "float", "default": 2.0, "min": 0.0, "max": float(bends.MAX_RADIUS), "help": "",
+        "aliases": [], "flag": "--radius"}
+
+
+def test_a_bend_job_on_the_web_records_its_parameter(make_web_app, web_submit, web_wait):
+    client = make_web_app().test_client()
+    r = web_submit(client, action="freqshift", magnitude="0.5", shift_rows="3.5", seed="4")
+    assert r.status_code == 202, r.get_json()
+    view = web_wait(client, r.get_json()["id"])
+    assert view["state"] == "done", view
+    assert view["recipe"]["action"] == "freqshift" and view["recipe"]["params"] == {"shift_rows": 3.5}
+    assert "--shift-rows 3.5" in view["cli"]
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"action": "freqshift", "shift_rows": "99"}, "freqshift parameter shift_rows must be a finite number from 0 to 64, got '99'"),
+    ({"action": "dilate", "radius": "-1"}, "dilate parameter radius must be a finite number from 0 to"),
+    ({"action": "gate", "magnitude": "2"}, "gate magnitude"),
+])
+def test_a_bend_out_of_its_declared_range_is_a_400_sentence(make_web_app, web_submit, fields, message):
+    r = web_submit(make_web_app().test_client(), **fields)
+    assert r.status_code == 400 and message in r.get_json()["error"], r.get_json()
+
+
+def test_the_cli_refuses_a_frequency_bend_on_a_conv1d_layer(capsys, conv1d_model, wav_file, tmp_path):
+    from senseflosser.cli import main
+
+    conv1d_model.save(tmp_path / "c1d.keras")
+    code = main(["floss", "-i", str(wav_file), "-m", str(tmp_path / "c1d.keras"), "-a", "bandmask", "-g", "0.2",
+                 "-o", str(tmp_path / "out")])
+    assert code == 1 and "bandmask cannot apply to layer 'c1d_a'" in capsys.readouterr().err

@@ -70,3 +70,22 @@ def test_channel_ranking_is_checked_by_real_ablation(tiny_model):
                                                          layers=(f"{layer}:{entry['ranking'][0]}",))])
         assert entry["checked"][0]["snr_db"] == pytest.approx(silenced.flossed[0].metrics["snr_db"], abs=0.01)
     assert ranked["conv_a"]["confirmed"] and ranked["conv_b"]["confirmed"]
+
+
+def test_maps_are_kept_per_action_and_the_first_is_the_reference(capsys, models_dir, wav_file, tmp_path):
+    import shutil
+
+    from senseflosser.cli import main
+    from senseflosser.models import ModelRegistry
+
+    folder = tmp_path / "models"
+    shutil.copytree(models_dir, folder)
+    run = ["map", "-i", str(wav_file), "-m", "tiny", "--models-dir", str(folder), "--seeds", "1",
+           "--magnitudes", "0.05,0.2", "--update-card"]
+    assert main(run + ["-a", "fog", "-o", str(tmp_path / "fog")]) == 0
+    assert main(run + ["-a", "gain", "-o", str(tmp_path / "gain")]) == 0
+    card = ModelRegistry(folder).card("tiny")
+    assert set(card["maps"]) == {"fog", "gain"} and card["maps"]["gain"]["action"] == "gain"
+    assert card["sensitivity"]["action"] == "fog" and card["sensitivity"]["plot"] == "tiny.map.png"
+    assert card["sensitivity"]["cells"] == card["maps"]["fog"]["cells"] != card["maps"]["gain"]["cells"]
+    assert (folder / "tiny.map.png").read_bytes()[:4] == b"\x89PNG"

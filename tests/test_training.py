@@ -219,3 +219,29 @@ def test_calibration_interpolates_in_log_magnitude():
                                                                      pytest.approx(0.3162, rel=1e-3), None, None]
     grid = calibration_grid("fog")
     assert len(grid) == 11 and grid == tuple(sorted(grid))
+
+
+def test_evaluate_some_actions_merges_them_into_the_card(capsys, models_dir, tmp_path):
+    import shutil
+
+    from senseflosser.cli import main
+
+    held = tmp_path / "held"
+    held.mkdir()
+    sf.write(held / "h.wav", tone(2.5, seed=3), SR)
+    reg_dir = tmp_path / "reg"
+    shutil.copytree(models_dir, reg_dir)
+    base = ["evaluate", "-m", "tiny", "--data-dir", str(held), "--clip-seconds", "1", "--clips", "2",
+            "--models-dir", str(reg_dir)]
+    assert main(base + ["--actions", "fog"]) == 1  # nothing to merge into: measured on other clips
+    assert "cannot merge evaluations measured on different clips" in capsys.readouterr().err
+    assert main(base) == 0
+    before = ModelRegistry(reg_dir).card("tiny")["evaluation"]
+    assert main(base + ["--actions", "gate,lapse"]) == 0
+    after = ModelRegistry(reg_dir).card("tiny")["evaluation"]
+    assert after["forward"] == before["forward"] and after["normal"] == before["normal"]
+    assert after["dose_response"] == before["dose_response"]  # the same clips and seed: the same figures
+    assert after["calibration"] == before["calibration"]
+    with pytest.raises(SystemExit) as exit_:
+        main(base + ["--actions", "gate,nope"])
+    assert exit_.value.code == 2 and "unknown action 'nope'" in capsys.readouterr().err

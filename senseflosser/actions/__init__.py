@@ -40,13 +40,13 @@ from ..layers import Lapse
 from ..models import conv_layer_names
 from ..bends import MAX_RADIUS
 from . import bend, worst_case
-from .base import MAX_SEED, ActionSpec, MagnitudeSpec, Param, Params, draw_seed, validate_seed, with_weights
+from .base import KINDS, MAX_SEED, ActionSpec, MagnitudeSpec, Param, Params, draw_seed, validate_seed, with_weights
 from .lapse import lapse_architecture, lapse_model, lapse_state
 from .selection import Resolved, canonical, check, conv_channels, expand_clusters, parse_layers, resolve, split_entry
 from .weights import ablate_weights, bitflip_weights, fog_weights as _fog_weights
 
 __all__ = [
-    "ACTIONS", "ACTION_NAMES", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "Param", "Params", "ablate", "adversarial",
+    "ACTIONS", "ACTION_NAMES", "KINDS", "MAX_SEED", "ActionSpec", "MagnitudeSpec", "Param", "Params", "ablate", "adversarial",
     "all_params", "apply", "bitflip", "check", "conv_channels", "damage", "damaged_state", "damaged_weights",
     "default_layers", "draw_seed", "expand_clusters", "fog", "get", "lapse", "names", "params_from_fields", "parse_layers", "prepare",
     "provenance", "register", "resolve_layers", "split_entry", "targets", "unregister", "validate_action",
@@ -110,37 +110,37 @@ _RADIUS = Param("radius", "float", 2.0, "radius of dilate's and erode's filter a
 
 _BUILT_IN += (
     _bend("gain", "feature maps scaled up by 1 + magnitude: louder, harder, overdriven detail",
-          MagnitudeSpec("gain added to the activations (factor 1 + magnitude)", 0.0, 10.0, 0.5,
-                        (0.1, 0.25, 0.5, 1.0, 2.0))),
+          MagnitudeSpec("gain added to the activations (factor 1 + magnitude)", 0.0, 10.0, 0.01,
+                        (0.001, 0.003, 0.01, 0.03, 0.1))),
     _bend("invert", "feature maps' polarity flipped, blended (0.5 silences them, 1 inverts): hollow, phasey, cancelled",
-          MagnitudeSpec("blend toward the sign-flipped map (factor 1 - 2 x magnitude)", 0.0, 1.0, 0.25,
-                        (0.05, 0.1, 0.25, 0.5, 1.0))),
+          MagnitudeSpec("blend toward the sign-flipped map (factor 1 - 2 x magnitude)", 0.0, 1.0, 0.01,
+                        (0.002, 0.005, 0.01, 0.03, 1.0))),
     _bend("gate", "activations below a share of their frame's peak zeroed: sparse, whistling, only the loudest partials",
           MagnitudeSpec("threshold as a share of each frame's peak activation", 0.0, 1.0, 0.2,
                         (0.05, 0.1, 0.2, 0.4, 0.8))),
     _bend("rectify", "feature maps blended toward their absolute value: buzzy, octave-doubled distortion",
-          MagnitudeSpec("blend toward full-wave rectification", 0.0, 1.0, 0.25, (0.05, 0.1, 0.25, 0.5, 1.0))),
+          MagnitudeSpec("blend toward full-wave rectification", 0.0, 1.0, 0.03, (0.005, 0.01, 0.03, 0.1, 0.5))),
     _bend("drive", "activations soft-clipped by tanh: squashed, saturated, tape-like compression of detail",
           MagnitudeSpec("drive of tanh(drive x) / drive, in 1 / activation units", 0.0, 20.0, 1.0,
                         (0.25, 0.5, 1.0, 2.0, 4.0))),
     _bend("freqshift", "a copy of the feature maps slid up their frequency rows mixed in: inharmonic, "
                        "ring-modulated, detuned ghosts of every partial",
-          MagnitudeSpec("share of the shifted copy in the mix (1: only the shifted maps)", 0.0, 1.0, 0.25,
-                        (0.05, 0.1, 0.25, 0.5, 1.0)),
+          MagnitudeSpec("share of the shifted copy in the mix (1: only the shifted maps)", 0.0, 1.0, 0.03,
+                        (0.005, 0.01, 0.03, 0.1, 1.0)),
           (Param("shift_rows", "float", 2.0, "how far the copy moves up the feature map's frequency rows, in rows "
                  "(fractions interpolated)", min=0.0, max=64.0),)),
     _bend("bandmask", "a band of the feature maps' frequency rows zeroed around a seeded centre: a notch, a hole in "
                       "the spectrum the network fills oddly",
           MagnitudeSpec("half-width of the masked band, as a share of the feature map's frequency rows",
-                        0.0, 1.0, 0.05, (0.01, 0.02, 0.05, 0.1, 0.2))),
+                        0.0, 1.0, 0.4, (0.1, 0.2, 0.4, 0.6, 0.8))),
     _bend("dilate", "feature maps blended toward a max filter along their frequency rows: loud features spread, "
                     "thick, smeared, organ-like",
-          MagnitudeSpec("share of the max-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.25,
-                        (0.05, 0.1, 0.25, 0.5, 1.0)), (_RADIUS,)),
+          MagnitudeSpec("share of the max-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.03,
+                        (0.005, 0.01, 0.03, 0.1, 1.0)), (_RADIUS,)),
     _bend("erode", "feature maps blended toward a min filter along their frequency rows: features thinned to their "
                    "cores, hollow, brittle",
-          MagnitudeSpec("share of the min-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.25,
-                        (0.05, 0.1, 0.25, 0.5, 1.0)), (_RADIUS,)),
+          MagnitudeSpec("share of the min-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.03,
+                        (0.005, 0.01, 0.03, 0.1, 1.0)), (_RADIUS,)),
 )
 
 ACTIONS: dict[str, ActionSpec] = {spec.name: spec for spec in _BUILT_IN}

@@ -140,6 +140,14 @@ Params = tuple[tuple[str, Any], ...]
 """An action's parameter values: ``(name, value)`` pairs in declaration order, every declared one present."""
 
 
+KINDS: dict[str, str] = {
+    "weights": "damage the weights",
+    "activation": "bend the activations",
+    "input": "change the audio",
+}
+"""The kinds of action, in the order the page and the docs list them, with their heading."""
+
+
 @dataclass(frozen=True)
 class ActionSpec:
     """One entry of the action registry: everything the CLI, the web app and the docs say of an action.
@@ -240,6 +248,7 @@ class ActionSpec:
             "magnitude": {"min": m.min, "max": m.max, "default": m.default, "meaning": m.meaning,
                           "titration": list(m.titration)},
             "kind": self.kind,
+            "seeded": self.seeded,
             "changes": self.changes,
             "default_layers": self.default_layers,
             "params": [p.to_dict() for p in self.params],
