@@ -205,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actions", type=_action_list, metavar="A,B",
                    help="evaluate only these actions and merge their figures into the card's evaluation, which must "
                         "have been measured on the same clips (default: every action, replacing it)")
+    p.add_argument("--calibration-points", type=int, default=11,
+                   help="points of each action's calibration grid (default 11; fewer: fewer passes, coarser)")
     p.add_argument("--no-write", action="store_true", help="print the figures without updating the card")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
@@ -402,7 +404,8 @@ def _cmd_evaluate(args) -> int:
 
     only = None if args.actions is None else {a: ACTIONS[a].magnitude.titration for a in args.actions}
     report = evaluate(reg, args.model, args.data_dir, clip_seconds=args.clip_seconds, max_clips=args.clips,
-                      magnitudes=only, forward=only is None, progress=ProgressBar("evaluating"))
+                      magnitudes=only, calibration_points=args.calibration_points, forward=only is None,
+                      progress=ProgressBar("evaluating"))
     n = report["normal"]
     print(f"{args.model}: normal SI-SNR median {n['si_snr_db_median']:.1f} dB (worst {n['si_snr_db_worst']:.1f}), "
           f"LSD median {n['lsd_db_median']:.2f} dB (worst {n['lsd_db_worst']:.2f}) over {n['clips']} clips")

@@ -78,6 +78,7 @@ def evaluate(
     max_clips: int = 8,
     magnitudes: Mapping[str, Sequence[float]] | None = None,
     calibrate: bool = True,
+    calibration_points: int = 11,
     forward: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -100,6 +101,10 @@ def evaluate(
     calibrate : bool, keyword-only
         Also run each action on :func:`calibration_grid` and report the
         magnitudes at which the median SNR falls to :data:`CALIBRATION_LEVELS`.
+    calibration_points : int, keyword-only
+        Points of that grid (at least 2; the report's ``calibration.grid_points``
+        records it per action). Fewer points cost fewer passes and interpolate
+        more coarsely between them.
     forward : bool, keyword-only
         Also time the forward pass (:func:`forward_cost`); off when only a few
         actions are evaluated to :func:`merge` into an existing report.
@@ -138,7 +143,7 @@ def evaluate(
     # Each action also runs on a denser grid around its titration, for the calibration; an action that is
     # compared with another (adversarial with fog: how much worse the worst case is than random damage of
     # the same size) has that one run at its magnitudes too.
-    runs = {a: tuple(sorted(set(mags) | set(calibration_grid(a) if calibrate else ())))
+    runs = {a: tuple(sorted(set(mags) | set(calibration_grid(a, calibration_points) if calibrate else ())))
             for a, mags in magnitudes.items()}
     pairs = [(a, ACTIONS[a].compare_with) for a in magnitudes if ACTIONS[a].compare_with]
     for action, other in pairs:
@@ -192,6 +197,7 @@ def evaluate(
         "calibration": {
             "levels_db": list(CALIBRATION_LEVELS),
             "magnitudes": {a: calibration(sorted(medians[a].items()), CALIBRATION_LEVELS) for a in magnitudes},
+            "grid_points": {a: calibration_points for a in magnitudes},
         } if calibrate else None,
         "forward": forward_cost(model) if forward else None,
     }
@@ -219,7 +225,8 @@ def merge(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     merged["dose_response"] = {**old.get("dose_response", {}), **new["dose_response"]}
     if new.get("calibration"):
         calib = dict(old.get("calibration") or {"levels_db": new["calibration"]["levels_db"], "magnitudes": {}})
-        calib["magnitudes"] = {**calib.get("magnitudes", {}), **new["calibration"]["magnitudes"]}
+        for key in ("magnitudes", "grid_points"):
+            calib[key] = {**calib.get(key, {}), **new["calibration"].get(key, {})}
         merged["calibration"] = calib
     for key, rows in new.items():
         if "_vs_" in key:
@@ -373,7 +380,8 @@ def markdown_tables(cards: Sequence[dict[str, Any]]) -> str:
 
     One table of what each model is and how well it reconstructs, one of every
     action's held-out dose-response, and one sentence per model on the layer
-    its map found most sensitive.
+    its map found most sensitive, then a table of every action's map (the
+    card's ``maps``): its layers, most sensitive first.
     """
     rows = ["| model | input | corpus (licence) | parameters | normal SI-SNR median / worst | LSD median | "
             "forward cost per s of audio |", "|---|---|---|---|---|---|---|"]
@@ -413,4 +421,11 @@ def markdown_tables(cards: Sequence[dict[str, Any]]) -> str:
                          f"map in `models/{sens['plot']}`).")
     if lines:
         out += "\n" + "\n".join(lines) + "\n"
+    rows = ["| model | action | magnitudes x seeds | layers damaged alone, most sensitive first |", "|---|---|---|---|"]
+    for c in cards:
+        for action, m in (c.get("maps") or {}).items():
+            rows.append(f"| `{c['name']}` | {action} | {' / '.join(f'{v:g}' for v in m['magnitudes'])} x "
+                        f"{m['seeds']} | {', '.join(f'`{n}`' for n in m['most_sensitive'])} |")
+    if len(rows) > 2:
+        out += "\n" + "\n".join(rows) + "\n"
     return out
