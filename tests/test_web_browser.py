@@ -544,3 +544,27 @@ def test_a_cluster_typed_in_the_page_resolves_as_in_the_api(browser, make_web_ap
         assert view["recipe"]["layers"] == ["conv_a:2,3"]
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------- bends on the page
+
+
+def test_a_bend_is_chosen_under_its_kind_and_its_parameter_is_sent(page, web_app, tmp_path):
+    """The actions are grouped by kind; choosing freqshift shows (only) its declared parameter, which the job
+    records; the other actions' parameter fields stay hidden and unsent."""
+    headings = page.locator(".choice-group").all_inner_texts()
+    assert [h.lower() for h in headings] == ["damage the weights", "bend the activations"]
+    assert page.locator("#kind-activation ~ .choice input[value='freqshift']").count() == 1
+    song = tmp_path / "song.wav"
+    song.write_bytes(web_wav_bytes(1.5))
+    page.set_input_files("#audio", str(song))
+    page.check("#action-freqshift")
+    assert page.is_visible("#param-freqshift-shift_rows") and not page.is_visible("#param-dilate-radius")
+    page.fill("#magnitude", "0.4")
+    page.fill("#param-freqshift-shift_rows", "5.5")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    (job_id,) = web_app.extensions["senseflosser"].store.ids()
+    view = web_app.test_client().get(f"/api/jobs/{job_id}").get_json()
+    assert view["recipe"]["action"] == "freqshift" and view["recipe"]["params"] == {"shift_rows": 5.5}
+    assert [o["magnitude"] for o in view["outputs"]["flossed"]] == [0.4]
