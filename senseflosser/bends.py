@@ -13,7 +13,7 @@ the time-chunked pipeline (chunks with context frames, see
 chunks need no more context than for the normal output. Transforms along the
 frequency axis (:data:`FREQUENCY`) need a Conv2D map and refuse a Conv1D one.
 
-:class:`Bend` holds the amount and a second value ``aux`` (``bandmask``'s band centre,
+:class:`Bend` holds the amount and a second value ``aux`` (``bandmask``'s band place,
 ``freqshift``'s rows, the filter radius of ``dilate`` and ``erode``) as state, not as
 constants of its graph, so one compiled function of a bent architecture serves every
 magnitude and seed, as for :class:`~senseflosser.layers.Lapse`.
@@ -44,7 +44,7 @@ def gain(x, amount, aux):
     amount : scalar tensor
         Added gain factor (0: unchanged).
     aux : scalar tensor
-        Unused (the second state value: ``bandmask``'s centre, ``freqshift``'s rows, a filter's radius).
+        Unused (the second state value: ``bandmask``'s place, ``freqshift``'s rows, a filter's radius).
 
     Returns
     -------
@@ -129,19 +129,22 @@ def shift_rows(x, rows):
 
 
 def bandmask(x, amount, aux):
-    """Zero a band of frequency rows: half-width ``amount`` (share of the rows) around the centre ``aux``.
+    """Zero a band of frequency rows ``amount`` of the axis wide, at the seeded place ``aux``.
 
-    Each row is silenced by the share of it the band ``[aux - amount, aux
-    + amount]`` (in units of the whole axis) covers, so the band widens smoothly
-    and a wider band covers all a narrower one did.
+    The band is ``[aux (1 - amount), aux (1 - amount) + amount]`` in units of
+    the whole axis: it always lies inside the axis, so its width is the share
+    of rows masked, and at one ``aux`` a wider band contains every narrower one
+    (its start only falls and its end only rises as ``amount`` grows). Each
+    row is silenced by the share of it the band covers, so the band widens
+    smoothly.
 
     Parameters
     ----------
     x : tensor, shape (batch, time, freq, channels)
     amount : scalar tensor
-        Half-width as a share of the rows, 0..1 (1 covers every row wherever the centre is).
+        Width as a share of the rows, 0..1 (1 masks every row).
     aux : scalar tensor
-        The band's centre as a share of the rows, 0..1 (drawn from the seed).
+        Where the band sits, 0..1 (0: from the lowest row up, 1: down from the top; drawn from the seed).
 
     Returns
     -------
@@ -149,7 +152,8 @@ def bandmask(x, amount, aux):
     """
     n = x.shape[2]
     rows = ops.arange(n, dtype="float32")
-    lo, hi = (aux - amount) * n, (aux + amount) * n
+    lo = aux * (1.0 - amount) * n
+    hi = lo + amount * n
     covered = ops.clip(ops.minimum(rows + 1.0, hi) - ops.maximum(rows, lo), 0.0, 1.0)
     return x * ops.cast(1.0 - covered, x.dtype)[:, None]
 
@@ -221,7 +225,7 @@ class Bend(keras.layers.Layer):
 
     The configuration holds ``transform``, ``channels`` (indices along the last
     axis that are bent; ``None``: all), and ``amount`` and ``aux`` (the transform's
-    second value: ``bandmask``'s centre, ``freqshift``'s rows, a filter's radius), which only
+    second value: ``bandmask``'s place, ``freqshift``'s rows, a filter's radius), which only
     set the state when the layer is made: a saved model reloads bent as it was,
     and a compiled function of the architecture serves every amount and aux
     passed in as state (:data:`STATE_CONFIG` tells the compiled-function cache to

@@ -102,8 +102,11 @@ def test_bandmask_nests_and_its_seed_moves_the_band():
     narrow = keras.ops.convert_to_numpy(bends.bandmask(x, 0.05, 0.3))
     wide = keras.ops.convert_to_numpy(bends.bandmask(x, 0.2, 0.3))
     assert np.all(wide <= narrow + 1e-7) and (wide < narrow - 1e-3).any()  # the wide band covers the narrow one
-    assert bend_action.layer_centre(1, 0) != bend_action.layer_centre(2, 0)
-    assert bend_action.layer_centre(1, 0) == bend_action.layer_centre(1, 0)
+    for place in (0.0, 0.3, 1.0):  # the width is the share of rows masked, wherever the band sits
+        assert keras.ops.convert_to_numpy(bends.bandmask(x, 0.25, place))[0, 0, :, 0].sum() == pytest.approx(48)
+    assert np.all(keras.ops.convert_to_numpy(bends.bandmask(x, 1.0, 0.7)) == 0)
+    assert bend_action.layer_place(1, 0) != bend_action.layer_place(2, 0)
+    assert bend_action.layer_place(1, 0) == bend_action.layer_place(1, 0)
 
 
 def test_freqshift_interpolates_fractional_rows():

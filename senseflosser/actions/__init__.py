@@ -129,10 +129,10 @@ _BUILT_IN += (
                         (0.005, 0.01, 0.03, 0.1, 1.0)),
           (Param("shift_rows", "float", 2.0, "how far the copy moves up the feature map's frequency rows, in rows "
                  "(fractions interpolated)", min=0.0, max=64.0),)),
-    _bend("bandmask", "a band of the feature maps' frequency rows zeroed around a seeded centre: a notch, a hole in "
+    _bend("bandmask", "a band of the feature maps' frequency rows zeroed at a seeded place: a notch, a hole in "
                       "the spectrum the network fills oddly",
-          MagnitudeSpec("half-width of the masked band, as a share of the feature map's frequency rows",
-                        0.0, 1.0, 0.4, (0.1, 0.2, 0.4, 0.6, 0.8))),
+          MagnitudeSpec("width of the masked band, as a share of the feature map's frequency rows",
+                        0.0, 1.0, 0.2, (0.05, 0.1, 0.2, 0.4, 0.8))),
     _bend("dilate", "feature maps blended toward a max filter along their frequency rows: loud features spread, "
                     "thick, smeared, organ-like",
           MagnitudeSpec("share of the max-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.03,

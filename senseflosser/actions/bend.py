@@ -3,7 +3,7 @@
 Each bend (see :mod:`senseflosser.bends`) is an architecture action, like lapse:
 :func:`architecture` inserts a :class:`~senseflosser.bends.Bend` layer after each
 targeted conv layer once, and :func:`state` gives each recipe's amount (the
-magnitude) and second value (``bandmask``'s band centre, drawn from the seed, one
+magnitude) and second value (``bandmask``'s band place, drawn from the seed, one
 stream per layer; ``freqshift``'s ``shift_rows`` and the filters' ``radius`` parameter), so a shared copy serves
 every magnitude, seed and parameter value. :func:`functions` gives one transform's
 ``(build, architecture, state)`` triple for its registry entry.
@@ -24,13 +24,13 @@ from .selection import Resolved
 
 SUFFIX = "_bend"
 SEEDED = frozenset({"bandmask"})
-"""The bends whose output depends on the seed (bandmask's band centre); the others are deterministic."""
+"""The bends whose output depends on the seed (bandmask's band place); the others are deterministic."""
 ARCHITECTURE_PARAMS = {"shift_rows": 0.0, "radius": 0.0}
 """Parameter values the shared architecture is built with (its state replaces them per recipe)."""
 
 
-def layer_centre(seed: int, index: int) -> np.float32:
-    """The band centre (share of the rows, in [0, 1)) of the bend after the ``index``-th conv layer at ``seed``."""
+def layer_place(seed: int, index: int) -> np.float32:
+    """Where the band sits (0 to 1: its start is this share of the rows it leaves free) of the bend after the ``index``-th conv layer at ``seed``."""
     word = int(np.random.SeedSequence([seed, index, 0xBE4D]).generate_state(1)[0])
     return np.float32(word / 2.0**32)
 
@@ -38,7 +38,7 @@ def layer_centre(seed: int, index: int) -> np.float32:
 def layer_aux(transform: str, seed: int, index: int, params: dict) -> np.float32:
     """The second state value of the bend after the ``index``-th conv layer (0 for a transform without one)."""
     if transform == "bandmask":
-        return layer_centre(seed, index)
+        return layer_place(seed, index)
     if transform == "freqshift":
         return np.float32(params["shift_rows"])
     if transform in ("dilate", "erode"):
