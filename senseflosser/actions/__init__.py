@@ -132,7 +132,7 @@ _BUILT_IN += (
     _bend("bandmask", "a band of the feature maps' frequency rows zeroed at a seeded place: a notch, a hole in "
                       "the spectrum the network fills oddly",
           MagnitudeSpec("width of the masked band, as a share of the feature map's frequency rows",
-                        0.0, 1.0, 0.2, (0.05, 0.1, 0.2, 0.4, 0.8))),
+                        0.0, 1.0, 0.2, (0.05, 0.1, 0.2, 0.5, 1.0))),
     _bend("dilate", "feature maps blended toward a max filter along their frequency rows: loud features spread, "
                     "thick, smeared, organ-like",
           MagnitudeSpec("share of the max-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.03,
