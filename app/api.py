@@ -375,7 +375,8 @@ def cli_command(request_spec: dict, manifest: dict | None) -> str:
     for name, value in base.params:
         param = spec.param(name)
         if value != param.default:
-            parts += [param.flags[0]] if param.type == "bool" else [param.flags[0], repr(value)]
+            parts += [param.flags[0]] if param.type == "bool" else [param.flags[0], str(value) if isinstance(value, str)
+                                                                    else repr(value)]
     if job.outputs.save_model:
         parts.append("--save-model")
     parts.append("--spectrograms")
