@@ -188,6 +188,9 @@ def _map_form(form):
 
 def _check_map(job) -> None:
     """What a map's spec may not hold: an envelope, or more than :data:`MAP_MAX_SECONDS` of audio."""
+    if get(job.spec.base.action).kind == "input":
+        raise InputError(f"a map damages each layer alone, and {job.spec.base.action} changes the audio, not the "
+                         "model: choose an action that damages the model")
     if job.spec.enveloped:
         raise InputError("a map damages each layer at fixed magnitudes: send magnitudes (or none for the "
                          "action's titration), not an envelope")

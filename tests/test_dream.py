@@ -259,3 +259,13 @@ def test_the_page_offers_the_dream_fields(web_client):
     entries = actions_list["actions"] if isinstance(actions_list, dict) else actions_list
     dream_entry = next(a for a in entries if a["name"] == "dream")
     assert dream_entry["kind"] == "input"
+
+
+def test_a_map_of_a_dream_is_refused_in_a_sentence(tiny_model, web_client):
+    from senseflosser.sensitivity import sensitivity_map
+
+    with pytest.raises(RecipeError, match="changes the audio, not the model"):
+        sensitivity_map(tone(1.0), tiny_model, model_name="tiny", action="dream")
+    r = web_client.post("/api/maps", data={"audio": (__import__("io").BytesIO(web_wav_bytes(1.0)), "a.wav"),
+                                           "model": "tiny", "action": "dream"}, content_type="multipart/form-data")
+    assert r.status_code == 400 and "changes the audio, not the model" in r.get_json()["error"]
