@@ -98,6 +98,33 @@ def measure(registry, name: str, y: np.ndarray, layer: str, selection: str, *, s
     return row
 
 
+def _memory(args) -> int:
+    """Peak RSS of one process that dreams ``args.memory`` seconds (memory does not depend on the iterations)."""
+    import resource
+
+    from senseflosser import audio, pipeline
+    from senseflosser.jobspec import build_job
+    from senseflosser.models import ModelRegistry
+
+    registry = ModelRegistry(args.models_dir)
+    name = (args.models or [registry.best()])[0]
+    files = audio.find_audio(dict(HELD_OUT, **dict(d.split("=", 1) for d in args.data))[name])
+    clip = audio.load(files[0])
+    n = int(args.memory * audio.SAMPLE_RATE)
+    y = np.resize(clip, n).astype(np.float32)
+    del clip
+    model = registry.load(name)
+    job = build_job(model=name, action="dream", magnitudes="1", seed=0, layers="mid", params={"iterations": 1})
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    result = pipeline.floss(y, model, job.recipes)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{name}: {args.memory:.0f} s dreamed ({result.provenance[0]['dream']['chunks']} chunks, one iteration) "
+          f"in {time.perf_counter() - t0:.0f} s; peak RSS {peak:.0f} MiB (before the dream {base:.0f} MiB; "
+          f"the audio itself {y.nbytes / 2**20:.0f} MiB per copy)")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", help="registry names (default: every shipped model)")
@@ -108,7 +135,12 @@ def main(argv=None) -> int:
     ap.add_argument("--cost-seconds", type=float, default=30.0, help="length of the timed dream (0: none)")
     ap.add_argument("--layers", nargs="*", help="layers to dream on (default: early, middle and late)")
     ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--memory", type=float, metavar="SECONDS",
+                    help="instead: dream this much audio (a held-out file repeated) at one iteration and print the "
+                         "process's peak memory (run once per length, each in a fresh process)")
     args = ap.parse_args(argv)
+    if args.memory:
+        return _memory(args)
 
     from senseflosser import audio
     from senseflosser.models import ModelRegistry, conv_layer_names
