@@ -188,6 +188,9 @@ def _map_form(form):
 
 def _check_map(job) -> None:
     """What a map's spec may not hold: an envelope, or more than :data:`MAP_MAX_SECONDS` of audio."""
+    if get(job.spec.base.action).kind == "input":
+        raise InputError(f"a map damages each layer alone, and {job.spec.base.action} changes the audio, not the "
+                         "model: choose an action that damages the model")
     if job.spec.enveloped:
         raise InputError("a map damages each layer at fixed magnitudes: send magnitudes (or none for the "
                          "action's titration), not an envelope")
@@ -375,7 +378,8 @@ def cli_command(request_spec: dict, manifest: dict | None) -> str:
     for name, value in base.params:
         param = spec.param(name)
         if value != param.default:
-            parts += [param.flags[0]] if param.type == "bool" else [param.flags[0], repr(value)]
+            parts += [param.flags[0]] if param.type == "bool" else [param.flags[0], str(value) if isinstance(value, str)
+                                                                    else repr(value)]
     if job.outputs.save_model:
         parts.append("--save-model")
     parts.append("--spectrograms")

@@ -131,6 +131,51 @@ def compile_loss_gradient(model: keras.Model, loss: Callable) -> Callable:
     raise ModelError(f"gradients of a model are only computed on the tensorflow and jax backends, not {backend}")
 
 
+def compile_input_gradient(objective: Callable) -> Callable:
+    """``f(x, weights) -> (values, gradient)``: an objective's terms and the gradient of their weighted sum, compiled.
+
+    ``objective(x)`` maps a 1-D float32 tensor (a waveform of any length) to
+    a 1-D tensor of terms, written in ``keras.ops``; ``gradient`` is
+    ``d sum(weights * values) / dx``, shaped like ``x``. Traced once for every
+    length (used to dream: :mod:`senseflosser.dream`).
+
+    Raises
+    ------
+    ModelError
+        On a backend other than TensorFlow or JAX.
+    """
+    from .errors import ModelError
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def step(x, weights):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                values = objective(x)
+                total = tf.reduce_sum(values * weights)
+            return values, tape.gradient(total, x)
+
+        signature = [tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)]
+        return tf.function(step, input_signature=signature, autograph=False)
+    if backend == "jax":
+        import jax
+
+        def total(x, weights):
+            values = objective(x)
+            return (values * weights).sum(), values
+
+        grad = jax.jit(jax.value_and_grad(total, has_aux=True))
+
+        def call(x, weights):
+            (_, values), g = grad(x, weights)
+            return values, g
+
+        return call
+    raise ModelError(f"gradients of the input are only computed on the tensorflow and jax backends, not {backend}")
+
+
 def trace_count(fn: Callable) -> int:
     """How many times a function from :func:`compile_stateless` has been traced (1 where it cannot tell)."""
     counter = getattr(fn, "experimental_get_tracing_count", None)

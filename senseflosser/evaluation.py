@@ -129,7 +129,8 @@ def evaluate(
     clips = audio.spread_excerpts(audio.find_audio(data_dir), clip_seconds, max_clips)
     si, lsd = [], []
     if magnitudes is None:
-        magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items()}
+        # An input action (dream) changes the audio, not the model: the card's damage curves leave it out.
+        magnitudes = {a: spec.magnitude.titration for a, spec in ACTIONS.items() if spec.kind != "input"}
     magnitudes = {a: tuple(mags) for a, mags in magnitudes.items()}
     source = registry.path(name)
     for action in list(magnitudes):  # an action whose per-model data is missing (a stored direction) is skipped

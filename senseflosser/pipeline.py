@@ -90,6 +90,12 @@ def _fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
     return out, {"gain": gain, "peak": peak, "rms_db": metrics.rms_db(y)}
 
 
+class _Unchanged:
+    """Stands in for the runner of an input action's output: no model ran, so no bin was replaced."""
+
+    nonfinite = 0
+
+
 def floss(
     audio: np.ndarray,
     model: keras.Model,
@@ -174,9 +180,12 @@ def floss(
 
     report(0.0, "preparing damaged models")
     hooked = any(actions.get(r.action).prepare is not None for r in recipes)
+    # An input action (dream) does most of a job's work in its hook; other hooks take a short search at most.
+    changed = [actions.get(r.action).kind == "input" for r in recipes]
+    share = 0.85 if any(changed) else 0.3
     prepared = actions.prepare(model, y, recipes, source=source,
-                               progress=lambda f, msg: report(0.3 * f, msg)) if hooked else [None] * len(recipes)
-    start = 0.3 if hooked else 0.0
+                               progress=lambda f, msg: report(share * f, msg)) if hooked else [None] * len(recipes)
+    start = share if hooked else 0.0
     damaged: list[keras.Model | None] = []
     if normal is not None:
         normal_given = np.asarray(normal[0], dtype=np.float32)
@@ -190,6 +199,9 @@ def floss(
         n = n_frames(len(y))
         plan, knot = envelope_plan(n, context=context, fixed=fixed)
     for i, (recipe, ready) in enumerate(zip(recipes, prepared)):
+        if changed[i]:  # the audio itself changes (rendered below); no model is damaged
+            damaged.append(None)
+            continue
         if recipe.envelope is not None:
             damaged.append(damaged_runner(model, recipe, ready, keep=True)[1] if keep_models else None)
             runners.append(EnvelopeRunner(model, recipe, ready, plan, knot))
@@ -208,6 +220,17 @@ def floss(
     ) if runners else []
     for runner in runners:
         runner.finish()
+    if any(changed):  # put each input action's output where a damaged model's would be
+        lead = 0 if normal is not None else 1
+        spectral_outputs, spectral_runners = iter(outputs[lead:]), iter(runners[lead:])
+        outputs, runners = outputs[:lead], runners[:lead]
+        for recipe, ready, own in zip(recipes, prepared, changed):
+            if own:
+                outputs.append(actions.get(recipe.action).render(model, y, recipe, prepared=ready))
+                runners.append(_Unchanged())
+            else:
+                outputs.append(next(spectral_outputs))
+                runners.append(next(spectral_runners))
     report(0.95, "measuring")
     if normal is not None:
         outputs.insert(0, normal_given)

@@ -86,6 +86,9 @@ def sensitivity_map(
         what produced it.
     """
     spec = actions.get(action)
+    if spec.kind == "input":
+        raise RecipeError(f"a map damages each layer alone, and {spec.name} changes the audio, not the model: "
+                          "choose an action that damages the model")
     mags = (spec.magnitude.titration if magnitudes is None
             else tuple(dict.fromkeys(spec.magnitude.validate(m, spec.name) for m in split_magnitudes(magnitudes))))
     if not mags:

@@ -91,7 +91,8 @@ def test_lapse_masks_restart_from_the_seed():
 
 # ---------------------------------------------------------------- every action's contract
 
-ALL = list(actions.ACTION_NAMES)
+ALL = [name for name, spec in actions.ACTIONS.items() if spec.kind != "input"]
+"""Every action that damages the model (an input action, dream, changes the audio: tests/test_dream.py)."""
 
 
 def _damage(model, action, magnitude=None, seed=1, layers=None):
@@ -175,6 +176,8 @@ def test_registry_entries_are_complete():
         assert list(m.titration) == sorted(set(m.titration)) and m.min < m.titration[0] and m.titration[-1] <= m.max
         if spec.changes == "weights":
             assert spec.weights is not None and spec.architecture is None
+        elif spec.changes == "input":
+            assert spec.prepare is not None and spec.render is not None and spec.weights is None
         else:
             assert spec.architecture is not None and spec.state is not None and spec.build is not None
 

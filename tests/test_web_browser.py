@@ -553,7 +553,7 @@ def test_a_bend_is_chosen_under_its_kind_and_its_parameter_is_sent(page, web_app
     """The actions are grouped by kind; choosing freqshift shows (only) its declared parameter, which the job
     records; the other actions' parameter fields stay hidden and unsent."""
     headings = page.locator(".choice-group").all_inner_texts()
-    assert [h.lower() for h in headings] == ["damage the weights", "bend the activations"]
+    assert [h.lower() for h in headings] == ["damage the weights", "bend the activations", "change the audio"]
     assert page.locator("#kind-activation ~ .choice input[value='freqshift']").count() == 1
     song = tmp_path / "song.wav"
     song.write_bytes(web_wav_bytes(1.5))

@@ -41,6 +41,7 @@ from ..models import conv_layer_names
 from ..bends import MAX_RADIUS
 from . import bend, worst_case
 from .base import KINDS, MAX_SEED, ActionSpec, MagnitudeSpec, Param, Params, draw_seed, validate_seed, with_weights
+from .dream import SPEC as _DREAM
 from .lapse import lapse_architecture, lapse_model, lapse_state
 from .selection import Resolved, canonical, check, conv_channels, expand_clusters, parse_layers, resolve, split_entry
 from .weights import ablate_weights, bitflip_weights, fog_weights as _fog_weights
@@ -94,6 +95,7 @@ _BUILT_IN: tuple[ActionSpec, ...] = (
                                 (0.0003, 0.001, 0.01, 0.03, 0.1)),
         changes="weights", default_layers="all", weights=bitflip_weights,
     ),
+    _DREAM,  # an input action: it changes the audio, not the model (see senseflosser.actions.dream)
 )
 
 
@@ -171,6 +173,8 @@ def register(spec: ActionSpec) -> ActionSpec:
         raise RecipeError(f"weights action {spec.name!r} needs a weights function")
     if spec.changes == "architecture" and (spec.build is None or spec.architecture is None or spec.state is None):
         raise RecipeError(f"architecture action {spec.name!r} needs build, architecture and state functions")
+    if spec.changes == "input" and (spec.prepare is None or spec.render is None):
+        raise RecipeError(f"input action {spec.name!r} needs prepare and render functions")
     ACTIONS[spec.name] = spec
     ACTION_NAMES = tuple(ACTIONS)
     return spec
@@ -418,6 +422,9 @@ def apply(model: keras.Model, recipe, *, prepared: Any = None, source: str | os.
     action's ``prepare`` hook runs here with no audio (from ``source``).
     """
     spec = get(recipe.action)
+    if spec.kind == "input":
+        raise RecipeError(f"{spec.name} changes the audio, not the model: there is no damaged model to build "
+                          "(render it on an input with floss)")
     chosen = targets(model, spec.name, recipe.layers)
     if spec.weights is not None:
         if spec.prepare is not None and prepared is None:

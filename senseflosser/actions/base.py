@@ -78,8 +78,9 @@ class Param:
     ----------
     name : str
         The recipe key and the form field.
-    type : {"bool", "int", "float"}
-    default : bool or int or float
+    type : {"bool", "int", "float", "choice"}
+        ``"choice"``: one name out of ``choices`` (a text field).
+    default : bool or int or float or str
     help : str
         One line: what it does.
     min, max : float or None
@@ -89,16 +90,25 @@ class Param:
         (``adversarial_on_input`` for ``on_input``).
     slug : str or None
         For a ``bool``: appended to output file names as ``-<slug>`` when true.
+    choices : tuple of str, or a callable giving them
+        For a ``"choice"``: the names it takes, read when asked (a callable
+        follows the registry: dream's ``damage`` takes any other action).
     """
 
     name: str
-    type: Literal["bool", "int", "float"]
-    default: bool | int | float
+    type: Literal["bool", "int", "float", "choice"]
+    default: bool | int | float | str
     help: str
     min: float | None = None
     max: float | None = None
     aliases: tuple[str, ...] = ()
     slug: str | None = None
+    choices: tuple[str, ...] | Callable[[], Sequence[str]] = field(default=(), compare=False)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The names a ``"choice"`` takes (empty for other types)."""
+        return tuple(self.choices() if callable(self.choices) else self.choices)
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -123,6 +133,13 @@ class Param:
             if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
                 return value.strip().lower() in _TRUE
             raise RecipeError(f"{where} must be true or false (1 or 0), got {value!r}")
+        if self.type == "choice":
+            options = self.options
+            name = value.strip() if isinstance(value, str) else value
+            if not isinstance(name, str) or name not in options:
+                shown = value if not isinstance(value, str) or len(value) <= 40 else value[:40] + "…"
+                raise RecipeError(f"{where} must be one of: {', '.join(options)}; got {shown!r}")
+            return name
         try:
             if self.type == "int":
                 return parse_int(value, field=where, minimum=self.min, maximum=self.max, what="a whole number")
@@ -133,7 +150,8 @@ class Param:
     def to_dict(self) -> dict[str, Any]:
         """The public description (``GET /api/actions``)."""
         return {"name": self.name, "type": self.type, "default": self.default, "min": self.min, "max": self.max,
-                "help": self.help, "aliases": list(self.aliases), "flag": self.flags[0]}
+                "help": self.help, "aliases": list(self.aliases), "flag": self.flags[0],
+                **({"choices": list(self.options)} if self.type == "choice" else {})}
 
 
 Params = tuple[tuple[str, Any], ...]
@@ -158,10 +176,12 @@ class ActionSpec:
     description : str
         One line: what it does to the network.
     magnitude : MagnitudeSpec
-    changes : {"weights", "architecture"}
+    changes : {"weights", "architecture", "input"}
         ``"weights"``: the pristine architecture runs with new weights (no
         model copy per job). ``"architecture"``: layers are added; a shared
         copy of the damaged architecture runs with the recipe's state.
+        ``"input"``: the model is not damaged; the audio is changed (dream),
+        by ``prepare`` and ``render``.
     default_layers : {"all", "all but output"}
         Which conv layers it damages when none are named.
     params : tuple of Param
@@ -193,12 +213,20 @@ class ActionSpec:
     seeded : bool
         ``False`` for a deterministic transform whose output the seed does not
         change (most bends); the seed is still recorded in its recipes.
+    render : callable or None
+        For ``changes="input"``: ``render(model, audio, recipe, *, prepared)
+        -> waveform``, the output of one recipe (at its magnitude) from what
+        ``prepare`` gave it; the pipeline writes it in place of a damaged
+        model's output.
+    check_params : callable or None
+        ``check_params(params) -> None``: checks between parameters (raising
+        :class:`RecipeError`) after each was parsed on its own.
     """
 
     name: str
     description: str
     magnitude: MagnitudeSpec
-    changes: Literal["weights", "architecture"]
+    changes: Literal["weights", "architecture", "input"]
     default_layers: Literal["all", "all but output"]
     params: tuple[Param, ...] = ()
     build: Callable[..., keras.Model] | None = field(default=None, repr=False)
@@ -209,10 +237,14 @@ class ActionSpec:
     provenance: Callable[[Any], dict] | None = field(default=None, repr=False)
     compare_with: str | None = None
     seeded: bool = True
+    render: Callable[..., np.ndarray] | None = field(default=None, repr=False)
+    check_params: Callable[[Params], None] | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> Literal["weights", "activation", "input"]:
         """``weights`` (new weights), ``activation`` (a transform inserted after layers) or ``input``."""
+        if self.changes == "input":
+            return "input"
         return "weights" if self.changes == "weights" else "activation"
 
     def param(self, name: str) -> Param:
@@ -232,7 +264,10 @@ class ActionSpec:
             if p.name in out:
                 raise RecipeError(f"{self.name} parameter {p.name} is given twice")
             out[p.name] = p.parse(value, self.name)
-        return tuple((p.name, out.get(p.name, p.default)) for p in self.params)
+        params = tuple((p.name, out.get(p.name, p.default)) for p in self.params)
+        if self.check_params is not None:
+            self.check_params(params)
+        return params
 
     def slug_suffix(self, params: Params) -> str:
         """What a recipe's parameters add to its output names (``-input`` for adversarial on input)."""

@@ -134,7 +134,7 @@ function showParams(action) {
   document.querySelectorAll(".action-params").forEach((group) => {
     const mine = group.dataset.action === action;
     group.hidden = !mine;
-    group.querySelectorAll("input").forEach((input) => { input.disabled = !mine; });
+    group.querySelectorAll("input, select").forEach((input) => { input.disabled = !mine; });
   });
 }
 
