@@ -243,3 +243,43 @@ def test_a_share_out_of_range_gets_a_sentence(capsys, models_dir, tmp_path, conc
     code, out, err = _run(capsys, "concepts", "-m", "tiny", "--data-dir", str(concept_audio), "--models-dir",
                           str(models_dir), "--share", "2", "--no-write", "-o", str(tmp_path / "r"))
     assert code == 1 and "concept share" in err and "2" in err
+
+
+@pytest.fixture
+def concept_dir(models_dir, tmp_path):
+    """A copy of the tiny models' folder whose ``tiny`` card has :data:`SECTION`."""
+    d = tmp_path / "models"
+    shutil.copytree(models_dir, d)
+    ModelRegistry(d).update_card("tiny", concepts=SECTION)
+    return d
+
+
+def _floss(capsys, out_dir, wav_file, models_dir, *args):
+    code, _, err = _run(capsys, "floss", "-i", str(wav_file), "--models-dir", str(models_dir), "-m", "tiny",
+                        "-a", "ablate", "-g", "1", "--seed", "3", "-o", str(out_dir), *args)
+    assert code == 0, err
+    return json.loads((out_dir / "song_ablate_1.json").read_text())["recipe"], (out_dir / "song_ablate_1.wav")
+
+
+def test_cli_records_a_concepts_channels_and_reproduces_them(capsys, concept_dir, wav_file, tmp_path):
+    recipe, wav = _floss(capsys, tmp_path / "c", wav_file, concept_dir, "--layers", "concept:bass")
+    assert recipe["layers"] == ["conv_a:2", "conv_b:1"]
+    plain, wav_plain = _floss(capsys, tmp_path / "p", wav_file, concept_dir, "--layers", "conv_a:2,conv_b:1")
+    assert wav_plain.read_bytes() == wav.read_bytes()  # deleting the concept = ablating its channels
+    wider, _ = _floss(capsys, tmp_path / "w", wav_file, concept_dir, "--layers", "concept:bass",
+                      "--concept-count", "2")
+    assert wider["layers"] == ["conv_a:0,2", "conv_b:1"]
+    code, _, err = _run(capsys, "floss", "-i", str(wav_file), "--models-dir", str(concept_dir), "-m", "tiny",
+                        "-a", "ablate", "-g", "1", "--layers", "concept:air", "-o", str(tmp_path / "o"))
+    assert code == 1 and "concept 'air' was not located" in err and err.strip().count("\n") == 0
+
+
+def test_api_resolves_concepts_as_the_cli_does(make_web_app, concept_dir, web_submit, web_wait):
+    client = make_web_app(MODELS_DIR=str(concept_dir)).test_client()
+    r = web_submit(client, action="ablate", magnitude="1", seed="3", layers="concept:bass", concept_share="0.5")
+    assert r.status_code == 202, r.get_json()
+    view = web_wait(client, r.get_json()["id"])
+    assert view["state"] == "done", view
+    assert view["recipe"]["layers"] == ["conv_a:0,2", "conv_b:1"]
+    bad = web_submit(client, action="ablate", magnitude="1", layers="concept:treble")
+    assert bad.status_code == 400 and "unknown concept 'treble'" in bad.get_json()["error"]
