@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import SR
+from helpers import SR, tone
 
 from senseflosser.cli import main
 from senseflosser.concepts import card_concepts, follow, judge, ranking, select
@@ -283,3 +283,29 @@ def test_api_resolves_concepts_as_the_cli_does(make_web_app, concept_dir, web_su
     assert view["recipe"]["layers"] == ["conv_a:0,2", "conv_b:1"]
     bad = web_submit(client, action="ablate", magnitude="1", layers="concept:treble")
     assert bad.status_code == 400 and "unknown concept 'treble'" in bad.get_json()["error"]
+
+
+# ---------------------------------------------------------------- explanations
+
+
+def test_solo_mute_and_difference_of_a_channel_set(tiny_model):
+    from senseflosser.explanations import explain, explanation_recipes
+    from senseflosser.pipeline import floss
+    from senseflosser.recipe import Recipe
+
+    y = tone(1.5, freqs=(110.0, 900.0))
+    out = explain(y, tiny_model, "conv_a:2,conv_b:1", model_name="tiny")
+    assert list(out) == ["normal", "solo", "mute", "difference"]
+    assert out["mute"]["recipe"].layers == ("conv_a:2", "conv_b:1")
+    assert out["solo"]["recipe"].layers == ("conv_a:0,1,3", "conv_b:0,2,3")
+    ablated = floss(y, tiny_model, [Recipe(model="tiny", model_sha256="", action="ablate", magnitude=1.0, seed=0,
+                                           layers=("conv_a:2", "conv_b:1"))])
+    raw = ablated.flossed[0].audio / ablated.flossed[0].metrics["gain"]
+    assert np.array_equal(out["mute"]["audio"], raw.astype(np.float32))  # mute = ablate at 1 of the set
+    assert np.array_equal(out["difference"]["audio"], (out["normal"]["audio"] - out["mute"]["audio"]))
+    again = explain(y, tiny_model, "conv_a:2,conv_b:1", model_name="tiny", which="solo")
+    assert list(again) == ["normal", "solo"] and np.array_equal(again["solo"]["audio"], out["solo"]["audio"])
+    with pytest.raises(RecipeError, match="needs channels, not all of layer 'conv_a'"):
+        explanation_recipes(tiny_model, "conv_a", model_name="tiny")
+    with pytest.raises(RecipeError, match="unknown explanation 'loud'"):
+        explain(y, tiny_model, "conv_a:2", model_name="tiny", which="solo,loud")
