@@ -732,3 +732,27 @@ def expand_concepts(layers: Any, section: Mapping[str, Any] | None, *, model_nam
         if tokens:
             out.append(",".join(tokens))
     return out
+
+
+def markdown_table(cards: Sequence[Mapping[str, Any]]) -> str:
+    """The README's table of every card's concepts (own descriptor's figures, and the largest side effect)."""
+    rows = ["| model | concept | channels | moves its descriptor (x random median) | p | beyond all 50 | raw | "
+            "level change (random range), dB | largest side effect | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for card in cards:
+        section = card.get("concepts")
+        if not section:
+            continue
+        for concept, e in section["concepts"].items():
+            if not e["located"]:
+                rows.append(f"| {card['name']} | {concept} | 0 | | | | | | | not located |")
+                continue
+            c = e["check"]
+            own = c["descriptors"][concept]
+            side = max(((d, r["ratio"]) for d, r in c["descriptors"].items() if d != concept), key=lambda t: t[1])
+            lo, hi = c["random_level_change_db"]
+            rows.append(f"| {card['name']} | {concept} | {sum(c['sizes'].values())} | {own['ratio']:.2f} | "
+                        f"{own['p']:.3f} | {'yes' if own['beats_all'] else 'no'} | {own['ratio_raw']:.2f} | "
+                        f"{c['level_change_db']:.1f} ({lo:.1f} to {hi:.1f}) | {side[0]} {side[1]:.2f} | "
+                        f"{'confirmed' if e['confirmed'] else 'located, not confirmed'} |")
+    return "\n".join(rows) + "\n"
