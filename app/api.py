@@ -209,7 +209,8 @@ def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int]
     limit = current_app.config["MAX_DURATION_S"]
     if uploaded is None:
         return parse_job_form(form, form.getlist, filename=filename, model_names=svc.engine.model_names(),
-                              conv_layers=svc.engine.conv_layers, clusters=svc.engine.clusters, max_duration=limit,
+                              conv_layers=svc.engine.conv_layers, clusters=svc.engine.clusters,
+                              concepts=svc.engine.concepts, max_duration=limit,
                               outputs=svc.engine.outputs())
     name, channels, sha = uploaded
     return parse_job_form(form, form.getlist, filename=filename, model_names=[name], conv_layers=lambda _: channels,

@@ -16,6 +16,7 @@ from typing import Any
 
 from senseflosser import audio, device, spectrogram, untrusted
 from senseflosser.clusters import card_clusters
+from senseflosser.concepts import card_concepts
 from senseflosser.errors import AudioError, SenseflosserError
 from senseflosser.jobspec import JobSpec, Outputs
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
@@ -155,6 +156,16 @@ class Engine:
             If the card's clusters section is malformed.
         """
         return card_clusters(self.registry.card(name))
+
+    def concepts(self, name: str) -> dict[str, Any] | None:
+        """A model's card ``concepts`` section (for ``concept:NAME`` selections), or ``None`` if it has none.
+
+        Raises
+        ------
+        ModelError
+            If the card's concepts section is malformed.
+        """
+        return card_concepts(self.registry.card(name))
 
     def outputs(self) -> Outputs:
         """What every web job writes besides its WAVs (the page plays, draws and downloads them)."""

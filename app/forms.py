@@ -136,6 +136,7 @@ def parse_job_form(
     model_names: list[str],
     conv_layers: Callable[[str], Mapping[str, int] | None],
     clusters: Callable[[str], Mapping[str, Sequence[Sequence[int]]] | None] | None = None,
+    concepts: Callable[[str], Mapping[str, Any] | None] | None = None,
     max_duration: float | None = None,
     uploaded_model: str | None = None,
     model_sha256: str = "",
@@ -159,6 +160,10 @@ def parse_job_form(
         ``clusters(model)``: the model's channel clusters (layer -> channel
         lists, from its card) or ``None``; a ``LAYER:clusterN`` entry needs them.
         ``None`` (an uploaded model): no model has clusters.
+    concepts : callable or None
+        ``concepts(model)``: the card's ``concepts`` section or ``None``; a
+        ``concept:NAME`` entry needs it (``concept_share`` / ``concept_count``
+        fields choose how many of its channels).
     max_duration : float or None
         Longest segment (seconds) the server processes; a longer ``duration`` is refused.
     uploaded_model : str or None
@@ -204,7 +209,10 @@ def parse_job_form(
         magnitudes=_text(form, "magnitudes") or _text(form, "magnitude") or None,
         titrate=_flag(form, "titrate"), seed=_text(form, "seed") or None,
         layers=layer_values or None, conv_layers=conv_layers(model),
-        clusters=None if clusters is None else clusters(model), offset=offset, duration=duration,
+        clusters=None if clusters is None else clusters(model),
+        concepts=None if concepts is None or not any("concept:" in v for v in layer_values) else concepts(model),
+        concept_share=_text(form, "concept_share") or None, concept_count=_text(form, "concept_count") or None,
+        offset=offset, duration=duration,
         envelope=envelope_text, params=params_from_fields(action, lambda key: _text(form, key) or None),
         outputs=replace(outputs or Outputs(), save_model=_flag(form, "save_model")),
     )

@@ -164,6 +164,8 @@ finish() {  # finish NAME TRAIN_DIR HELDOUT_DIR MAP_FILE
   $PY -m senseflosser adversarial --model "$1" --data-dir "$2" --models-dir models
   $PY -m senseflosser evaluate --model "$1" --data-dir "$3" --models-dir models
   $PY -m senseflosser clusters --model "$1" --data-dir "$3" --models-dir models -k 4 --seed 0 --excerpts 8 --seconds 5
+  SENSEFLOSSER_THREADS=1 nice $PY -m senseflosser concepts --model "$1" --data-dir "$3" --models-dir models \
+    --excerpts 8 --check-excerpts 3 --seconds 5 --random-sets 50 --seed 0 -o "$WORK/concepts-$1"
   $PY -m senseflosser map -m "$1" -i "$3/$4" --offset 30 --models-dir models -o "$WORK/map-$1" --update-card
 }
 
@@ -249,7 +251,8 @@ $PY -m senseflosser train --data-dir "$WORK/game-orchestral/train" --name game-o
   > "$WORK/game-orchestral-lite.log" 2>&1
 # Every model: its universal adversarial direction (from its training audio), the held-out evaluation
 # (every action's dose-response, the calibration, adversarial against fog, the forward cost), its
-# channel clusters (k-means on held-out audio, for 'down:cluster2' selections) and its sensitivity
+# channel clusters (k-means on held-out audio, for 'down:cluster2' selections), its concepts (located
+# and causally checked on held-out audio, for 'concept:NAME' selections) and its sensitivity
 # map on a held-out excerpt, all written into its card.
 finish game-orchestral "$WORK/game-orchestral/train" "$WORK/game-orchestral/heldout" greek.ogg
 finish hedgewars-fixed "$WORK/hedgewars/train" "$WORK/hedgewars/heldout" Jungle.ogg

@@ -1,4 +1,4 @@
-"""Command line: ``senseflosser floss | map | actions | models | train | adversarial | evaluate | clusters``."""
+"""Command line: ``senseflosser floss | map | actions | models | train | adversarial | evaluate | clusters | concepts``."""
 
 from __future__ import annotations
 
@@ -105,7 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", "-l",
                    help="conv layers to damage, optionally with channels: 'down:0,5,9,mid' "
                         "(channels 0, 5, 9 of down; all of mid) or a cluster of the model's card: "
-                        "'down:cluster2' (see `senseflosser clusters`). Default: the action's")
+                        "'down:cluster2' (see `senseflosser clusters`), or a concept: 'concept:brightness' "
+                        "(see `senseflosser concepts`). Default: the action's")
+    p.add_argument("--concept-share", help="with --layers concept:NAME: the share (0 to 1] of each layer's channels "
+                                           "taken from the concept's ranking (default: the card's checked selection)")
+    p.add_argument("--concept-count", help="with --layers concept:NAME: this many channels per layer instead")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--envelope", help="magnitude over the output's time, seconds:magnitude points, linear "
                                           "between them, held after the last: '0:0,30:0.1,60:0'")
@@ -210,6 +214,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-write", action="store_true", help="print the figures without updating the card")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
 
+    p = sub.add_parser("concepts", help="locate each concept (brightness, noisiness, percussive, bass, air) in a "
+                                        "model's channels, check it causally and store it in the card")
+    p.add_argument("--model", "-m", required=True, help="registry model name")
+    p.add_argument("--data-dir", required=True, help="folder of the model's held-out audio")
+    p.add_argument("--share", default="0.125", help="share of each layer's channels a concept takes (default 0.125)")
+    p.add_argument("--excerpts", type=int, default=8, help="excerpts the channels are located on (default 8)")
+    p.add_argument("--check-excerpts", type=int, default=6,
+                   help="other excerpts the causal check runs on (default 6)")
+    p.add_argument("--seconds", type=_seconds, default=5.0, help="length of each excerpt (default 5)")
+    p.add_argument("--random-sets", type=int, default=50, help="random channel sets of the check (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shifts and random sets (default 0)")
+    p.add_argument("--output-dir", "-o", default="concepts",
+                   help="where concepts.json, concepts.csv and concepts.png go (default ./concepts)")
+    p.add_argument("--no-write", action="store_true", help="write the files but leave the card as it is")
+    p.add_argument("--models-dir", help="model registry folder (default ./models)")
+    p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+
     p = sub.add_parser("clusters", help="group each conv layer's channels by k-means and store them in the card")
     p.add_argument("--model", "-m", required=True, help="registry model name")
     p.add_argument("--data-dir", required=True, help="folder of the model's own audio (held-out or training)")
@@ -237,6 +258,16 @@ def _model_clusters(args, model: str) -> dict[str, list[list[int]]] | None:
     if model not in reg.names():
         return None
     return card_clusters(reg.read_card(model))
+
+
+def _model_concepts(args, model: str) -> dict | None:
+    """The concepts section of a registry model's card (``None`` for a model given by path, or a card without it)."""
+    from .concepts import card_concepts
+
+    reg = _registry(args)
+    if model not in reg.names():
+        return None
+    return card_concepts(reg.read_card(model))
 
 
 def floss_spec(args):
@@ -277,7 +308,9 @@ def floss_spec(args):
         mags = get(args.action).magnitude.default
     params = params_from_fields(args.action, lambda name: getattr(args, f"param_{name}", None))
     return build_job(model=model, action=args.action, magnitudes=mags, titrate=args.titrate, seed=args.seed,
-                     layers=args.layers, clusters=_model_clusters(args, model), offset=args.offset, duration=args.duration, envelope=envelope,
+                     layers=args.layers, clusters=_model_clusters(args, model),
+                     concepts=_model_concepts(args, model) if args.layers and "concept:" in args.layers else None,
+                     concept_share=args.concept_share, concept_count=args.concept_count, offset=args.offset, duration=args.duration, envelope=envelope,
                      params=params, outputs=outputs)
 
 
@@ -435,8 +468,28 @@ def _cmd_clusters(args) -> int:
     return 0
 
 
+def _cmd_concepts(args) -> int:
+    from .concepts import locate_model
+
+    reg = _registry(args)
+    section = locate_model(reg, args.model, args.data_dir, share=args.share, excerpts=args.excerpts,
+                           check_excerpts=args.check_excerpts, seconds=args.seconds, random=args.random_sets,
+                           seed=args.seed, output_dir=args.output_dir, update_card=not args.no_write,
+                           progress=ProgressBar("locating"))
+    cost = section["cost"]
+    print(f"{args.model}: {cost['forward_passes']} forward passes ({cost['audio_seconds_through_the_model']:g} s of "
+          f"audio through the model) in {cost['seconds']:g} s")
+    for concept, entry in section["concepts"].items():
+        print(f"  {concept}: {entry['note']}" + (f" [{','.join(entry['selection'])}]" if entry["selection"] else ""))
+    out = Path(args.output_dir)
+    print("wrote " + ", ".join(str(out / f) for f in section["files"].values())
+          + ("" if args.no_write else f" and the card's concepts section ({reg.card_path(args.model)})"))
+    return 0
+
+
 COMMANDS = {"floss": _cmd_floss, "map": _cmd_map, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
-            "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate, "clusters": _cmd_clusters}
+            "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate, "clusters": _cmd_clusters,
+            "concepts": _cmd_concepts}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import envelope as envelope_mod
 from .actions import check, draw_seed, expand_clusters, get, parse_layers
+from .concepts import expand_concepts
 from .errors import RecipeError
 from .recipe import Recipe
 
@@ -181,6 +182,9 @@ def build_job(
     layers: Any = None,
     conv_layers: Mapping[str, int | None] | None = None,
     clusters: Mapping[str, Sequence[Sequence[int]]] | None = None,
+    concepts: Mapping[str, Any] | None = None,
+    concept_share: Any = None,
+    concept_count: Any = None,
     offset: Any = 0.0,
     duration: Any = None,
     max_duration: float | None = None,
@@ -214,6 +218,14 @@ def build_job(
         channels of that cluster here, before anything else reads the
         selection, so the recipes record channel numbers. ``None``: the model
         has none (a cluster in the selection is refused).
+    concepts : mapping or None, keyword-only
+        The model card's ``concepts`` section: a ``concept:brightness`` entry
+        becomes that concept's channels here (the card's checked selection, or
+        its ranking at ``concept_share`` / ``concept_count``), so the recipes
+        record channel numbers. ``None``: the model has none.
+    concept_share, concept_count : keyword-only
+        Share (0 to 1] of each layer's channels, or channels per layer, that
+        a ``concept:NAME`` entry takes from its ranking (blank: the card's selection).
     offset, duration : keyword-only
         The audio segment in seconds (``duration=None``: to the end).
     max_duration : float or None, keyword-only
@@ -256,6 +268,8 @@ def build_job(
             raise RecipeError("give at least one magnitude")
         if len(raw) > MAX_MAGNITUDES:
             raise RecipeError(f"at most {MAX_MAGNITUDES} magnitudes at once, got {len(raw)}")
+    layers = expand_concepts(layers, concepts, model_name=model, share=None if _blank(concept_share) else concept_share,
+                             count=None if _blank(concept_count) else concept_count)
     entries = parse_layers(expand_clusters(layers, clusters, model_name=model))
     if entries is not None and len(entries) > MAX_LAYERS:
         raise RecipeError(f"at most {MAX_LAYERS} layers may be chosen, got {len(entries)}")

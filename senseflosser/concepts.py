@@ -1,0 +1,758 @@
+"""Concepts: find the channels that carry a sense, then check that deleting them deletes it.
+
+A *concept* is a descriptor of :mod:`senseflosser.descriptors` (brightness,
+noisiness, percussive, bass, air). Locating one in a model takes three steps,
+the same for every concept and every model (the rule is fixed in advance; the
+README states it):
+
+1. **Follow.** Over excerpts of the model's own audio (held out), each conv
+   layer's channel time-courses (the layer's output averaged over frequency,
+   frame by frame, as :func:`senseflosser.clusters.time_courses` computes
+   them) are set against the descriptor's frame values of the input. The
+   statistic is a *partial Spearman correlation with loudness removed*: the
+   ranks of the channel and of the descriptor are each regressed on the ranks
+   of the input's loudness, and the residuals correlated. Its p-value comes
+   from a *circular block-shift null*: the descriptor's series is shifted
+   circularly against the activations by :data:`SHIFTS` random offsets of at
+   least :data:`MIN_SHIFT_S` seconds (which keeps the autocorrelation of both
+   series and breaks only their alignment); p = (1 + shifts with |rho| at
+   least as large) / (1 + shifts).
+2. **Rank and select.** In every conv layer but the output one, the channels
+   with p < :data:`ALPHA` are ranked by |partial rho|; the top
+   ``ceil(share * channels)`` of each layer (share :data:`DEFAULT_SHARE`)
+   form the concept's selection. A concept no channel follows is *not
+   located*, and the card says so.
+3. **Check causally.** On other excerpts of the same audio (never the ones
+   the channels were found on), the selection is ablated (every selected
+   channel silenced: ``ablate`` at magnitude 1 with explicit channels), and
+   so are :data:`RANDOM_SETS` random channel sets of the same per-layer
+   sizes. Each deletion's change of each descriptor (damaged minus normal,
+   over the active frames) is taken *net of the common level effect*: across
+   the random sets, the change is regressed on the loudness change (an
+   ordinary least-squares line), and a deletion's movement is the distance
+   of its change from that line at its own loudness change (the random sets'
+   own distances are leave-one-out). The ratio is the target's movement over
+   the random sets' median; the empirical p-value is (1 + random sets that
+   move it as far) / (1 + sets). A concept is *confirmed* when its own
+   descriptor moves at least :data:`RATIO_GOAL` times the random median and
+   farther than every random set. The raw change (no level adjustment) is
+   reported beside it.
+
+The card's ``concepts`` section keeps each concept's ranking, so a selection
+``concept:NAME`` (:func:`expand_concepts`) resolves to channels at the edge
+at any share or count; recipes hold the resolved channels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import audio
+from .descriptors import CONCEPTS, DESCRIPTORS, active_frames, frame_descriptors
+from .errors import AudioError, ModelError, RecipeError
+from .parsing import parse_float, parse_int
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARE = 0.125
+"""Share of each layer's channels a concept's selection takes (at most; fewer if fewer follow it)."""
+ALPHA = 0.01
+"""A channel follows a concept when its block-shift p-value is below this."""
+SHIFTS = 499
+"""Circular shifts of the block-shift null."""
+MIN_SHIFT_S = 5.0
+"""Shortest shift of the null, in seconds (longer than the beats and notes whose autocorrelation it keeps)."""
+RANDOM_SETS = 50
+"""Random channel sets of the causal check."""
+RATIO_GOAL = 3.0
+DEFAULT_EXCERPTS = 8
+DEFAULT_CHECK_EXCERPTS = 6
+DEFAULT_SECONDS = 5.0
+ABLATE = "ablate"
+"""The action of the causal check (at magnitude 1 with explicit channels it silences all of them)."""
+GROUP = 24
+"""Damaged models run together over one excerpt (bounds the outputs held at once)."""
+_FRAME_RATE = 22050 / 1024
+
+__all__ = ["ALPHA", "DEFAULT_SHARE", "RANDOM_SETS", "card_concepts", "causal_check", "expand_concepts",
+           "follow", "locate_model", "ranking", "select"]
+
+Progress = Callable[[float, str], None]
+
+
+# ---------------------------------------------------------------- 1. follow
+
+
+def _align(values: np.ndarray, frames: int) -> np.ndarray:
+    """A descriptor's frames averaged onto a layer's (fewer, if the layer strides along time)."""
+    if values.shape[0] == frames:
+        return values
+    edges = np.linspace(0, values.shape[0], frames + 1).round().astype(int)
+    return np.array([values[a:max(b, a + 1)].mean() for a, b in zip(edges[:-1], edges[1:])])
+
+
+def activity(model, waves: Iterable[np.ndarray], *, layers: Sequence[str],
+             progress: Progress | None = None, total: int | None = None
+             ) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """Channel time-courses and the input's descriptors on the same frames, excerpt by excerpt.
+
+    Returns
+    -------
+    courses : dict
+        Layer -> ``(frames, channels)``, float64 (the excerpts one after the other).
+    descriptors : dict
+        Layer -> descriptor name -> ``(frames,)`` aligned with that layer's frames.
+    """
+    from .clusters import time_courses
+
+    courses: dict[str, list[np.ndarray]] = {n: [] for n in layers}
+    descs: dict[str, dict[str, list[np.ndarray]]] = {n: {d: [] for d in DESCRIPTORS} for n in layers}
+    count = 0
+    for y in waves:
+        c = time_courses(model, [y], layers=layers)
+        d = frame_descriptors(y)
+        for n in layers:
+            courses[n].append(c[n])
+            for name, v in d.items():
+                descs[n][name].append(_align(v, c[n].shape[0]))
+        count += 1
+        if progress is not None:
+            progress(count / total if total else 0.0, f"followed excerpt {count}" + (f" of {total}" if total else ""))
+    if count == 0:
+        raise AudioError("locating concepts needs at least one excerpt of audio")
+    return ({n: np.concatenate(v) for n, v in courses.items()},
+            {n: {d: np.concatenate(v) for d, v in dd.items()} for n, dd in descs.items()})
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x, axis=0).astype(np.float64)
+
+
+def _residual(y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``y`` (frames, ...) less its least-squares line on ``z`` (frames,), centred."""
+    zc = z - z.mean()
+    yc = y - y.mean(axis=0)
+    denom = float(zc @ zc)
+    if denom <= 0:
+        return yc
+    beta = np.tensordot(zc, yc, axes=(0, 0)) / denom
+    return yc - np.multiply.outer(zc, beta)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=0)
+    return np.where(norm > 1e-12, x / np.where(norm > 1e-12, norm, 1.0), 0.0)
+
+
+def follow(courses: Mapping[str, np.ndarray], descriptors: Mapping[str, Mapping[str, np.ndarray]], *,
+           shifts: int = SHIFTS, min_shift_s: float = MIN_SHIFT_S, seed: int = 0
+           ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """How each channel follows each descriptor: partial Spearman rho (loudness removed) and block-shift p.
+
+    Loudness itself gets the plain Spearman rho (it is what the others are controlled for).
+
+    Returns
+    -------
+    dict
+        Descriptor -> layer -> ``{"rho": (channels,), "p": (channels,)}``.
+
+    Raises
+    ------
+    AudioError
+        If there are too few frames for shifts of ``min_shift_s`` seconds.
+    """
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {d: {} for d in DESCRIPTORS}
+    for layer, course in courses.items():
+        frames = course.shape[0]
+        lo = max(1, int(math.ceil(min_shift_s * _FRAME_RATE)))
+        if frames - lo <= lo:
+            raise AudioError(f"locating concepts needs more than {2 * min_shift_s:g} s of audio in all "
+                             f"(layer {layer!r} has {frames} frames); give more or longer excerpts")
+        rng = np.random.default_rng(np.random.SeedSequence([seed, frames]))
+        offsets = rng.integers(lo, frames - lo + 1, size=shifts)
+        loud = _ranks(descriptors[layer]["loudness"])
+        a_plain = _unit(_ranks(course) - _ranks(course).mean(axis=0))
+        a_part = _unit(_residual(_ranks(course), loud))
+        for name in DESCRIPTORS:
+            d = _ranks(descriptors[layer][name])
+            shifted = np.stack([np.roll(d, int(s)) for s in offsets], axis=1)  # (frames, shifts)
+            if name == "loudness":
+                a, dd, null = a_plain, _unit(d - d.mean()), _unit(shifted - shifted.mean(axis=0))
+            else:
+                a, dd, null = a_part, _unit(_residual(d, loud)), _unit(_residual(shifted, loud))
+            rho = a.T @ dd
+            null_rho = a.T @ null  # (channels, shifts)
+            p = (1.0 + (np.abs(null_rho) >= np.abs(rho)[:, None] - 1e-12).sum(axis=1)) / (1.0 + shifts)
+            out[name][layer] = {"rho": rho, "p": p}
+    return out
+
+
+# ---------------------------------------------------------------- 2. rank and select
+
+
+def ranking(stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], *, alpha: float = ALPHA
+            ) -> dict[str, dict[str, list[list[float]]]]:
+    """Per descriptor and layer, the channels that follow it (p < ``alpha``), by |rho| descending.
+
+    Returns
+    -------
+    dict
+        Descriptor -> layer -> ``[[channel, rho, p], ...]`` (rho and p rounded for the card).
+    """
+    out: dict[str, dict[str, list[list[float]]]] = {}
+    for name, layers in stats.items():
+        out[name] = {}
+        for layer, s in layers.items():
+            rho, p = np.asarray(s["rho"]), np.asarray(s["p"])
+            keep = [c for c in np.argsort(-np.abs(rho), kind="stable") if p[c] < alpha]
+            out[name][layer] = [[int(c), round(float(rho[c]), 4), round(float(p[c]), 4)] for c in keep]
+    return out
+
+
+def select(ranked: Mapping[str, Sequence[Sequence[float]]], channels: Mapping[str, int], *,
+           share: float | None = DEFAULT_SHARE, count: int | None = None) -> dict[str, list[int]]:
+    """A concept's selection from its ranking: the top ``ceil(share * channels)`` (or ``count``) per layer.
+
+    Layers in ``channels`` order; a layer none of whose channels follow the concept is left out.
+    """
+    out: dict[str, list[int]] = {}
+    for layer, total in channels.items():
+        rows = ranked.get(layer) or []
+        k = int(count) if count is not None else int(math.ceil(float(share) * int(total)))
+        chosen = sorted(int(r[0]) for r in rows[:k])
+        if chosen:
+            out[layer] = chosen
+    return out
+
+
+def entries(selection: Mapping[str, Sequence[int]]) -> list[str]:
+    """``{"down": [3, 7]}`` -> ``["down:3,7"]`` (the text a recipe holds)."""
+    return [f"{layer}:{','.join(str(c) for c in chs)}" for layer, chs in selection.items() if chs]
+
+
+# ---------------------------------------------------------------- 3. causal check
+
+
+def random_sets(sizes: Mapping[str, int], channels: Mapping[str, int], n: int, *, seed: int
+                ) -> list[dict[str, list[int]]]:
+    """``n`` random channel sets with ``sizes[layer]`` channels of each layer; set j depends on (seed, j) only."""
+    out = []
+    for j in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, j]))
+        out.append({layer: sorted(int(c) for c in rng.choice(int(channels[layer]), int(k), replace=False))
+                    for layer, k in sizes.items() if k})
+    return out
+
+
+class _Levels:
+    """Running sums of each descriptor over the active frames of every check excerpt (one per output)."""
+
+    def __init__(self) -> None:
+        self.sums = {d: 0.0 for d in DESCRIPTORS}
+        self.frames = 0
+
+    def add(self, y: np.ndarray, active: np.ndarray) -> None:
+        d = frame_descriptors(y)
+        n = min(active.size, d["loudness"].size)
+        mask = active[:n]
+        for name, v in d.items():
+            v = v[:n][mask]
+            self.sums[name] += float((10.0 ** (v / 10.0)).sum() if name == "loudness" else v.sum())
+        self.frames += int(mask.sum())
+
+    def levels(self) -> dict[str, float]:
+        f = max(1, self.frames)
+        return {d: (10.0 * math.log10(max(self.sums[d] / f, 1e-30)) if d == "loudness" else self.sums[d] / f)
+                for d in DESCRIPTORS}
+
+
+def _render(model, waves: Sequence[np.ndarray], selections: Sequence[Mapping[str, Sequence[int]]], *,
+            model_name: str, progress: Progress | None) -> tuple[dict[str, float], list[dict[str, float]], int]:
+    """Descriptor levels of the normal output and of each selection ablated, over the check excerpts.
+
+    Returns the normal's levels, each deletion's levels and the forward passes run.
+    """
+    from .pipeline import floss
+    from .recipe import Recipe
+
+    recipes = [Recipe(model=model_name, model_sha256="", action=ABLATE, magnitude=1.0, seed=0,
+                      layers=tuple(entries(s))) for s in selections]
+    normal = _Levels()
+    damaged = [_Levels() for _ in recipes]
+    passes = 0
+    steps = len(waves) * max(1, math.ceil(len(recipes) / GROUP))
+    done = 0
+    for y in waves:
+        ref = frame_descriptors(y, names=("loudness",))["loudness"]
+        active = active_frames(ref)
+        first = None
+        for g in range(0, len(recipes), GROUP):
+            group = recipes[g:g + GROUP]
+            result = floss(y, model, group, normal=first)
+            passes += len(group) + (first is None)
+            if first is None:
+                first = (result.normal_raw, result.normal_metrics)
+                normal.add(result.normal_raw, active)
+            for k, out in enumerate(result.flossed):
+                gain = float(out.metrics.get("gain", 1.0)) or 1.0
+                damaged[g + k].add(out.audio / gain, active)
+            done += 1
+            if progress is not None:
+                progress(done / steps, f"checked {done} of {steps} groups")
+    return normal.levels(), [d.levels() for d in damaged], passes
+
+
+def _movement(target: float, target_level: float, random: np.ndarray, random_level: np.ndarray | None
+              ) -> tuple[float, np.ndarray]:
+    """The target's and the random sets' movement of one descriptor.
+
+    With ``random_level`` (loudness changes), net of the line fitted across the
+    random sets on them (leave-one-out for the random sets themselves);
+    without, the plain absolute change.
+    """
+    if random_level is None:
+        return abs(target), np.abs(random)
+    X = np.stack([np.ones_like(random_level), random_level], axis=1)
+    coef, *_ = np.linalg.lstsq(X, random, rcond=None)
+    resid = random - X @ coef
+    hat = np.einsum("ij,jk,ik->i", X, np.linalg.pinv(X.T @ X), X)
+    loo = resid / np.maximum(1.0 - hat, 1e-9)
+    return abs(target - (coef[0] + coef[1] * target_level)), np.abs(loo)
+
+
+def judge(target: Mapping[str, float], random: Sequence[Mapping[str, float]]) -> dict[str, dict[str, Any]]:
+    """Each descriptor's movement by a targeted deletion against random ones (changes from normal).
+
+    Returns
+    -------
+    dict
+        Descriptor -> ``ratio`` (level-adjusted movement over the random median), ``p``, ``beats_all``,
+        ``ratio_raw``, ``p_raw``, ``beats_all_raw``, ``change`` (the target's), ``random_median_change``.
+        Loudness has only the raw figures (it is what the others are adjusted for).
+    """
+    n = len(random)
+    dl = np.array([r["loudness"] for r in random])
+    out: dict[str, dict[str, Any]] = {}
+    for name in DESCRIPTORS:
+        rv = np.array([r[name] for r in random])
+        row: dict[str, Any] = {"change": target[name], "random_median_change": float(np.median(rv))}
+        for suffix, level in (("", None if name == "loudness" else dl), ("_raw", None)):
+            if suffix == "" and level is None:
+                continue
+            m_t, m_r = _movement(target[name], target["loudness"], rv, level)
+            med = float(np.median(m_r))
+            row["ratio" + suffix] = float(m_t / med) if med > 0 else float("inf")
+            row["p" + suffix] = float((1 + int((m_r >= m_t).sum())) / (1 + n))
+            row["beats_all" + suffix] = bool(m_t > float(m_r.max()))
+        if name == "loudness":
+            row.update(ratio=row["ratio_raw"], p=row["p_raw"], beats_all=row["beats_all_raw"])
+        out[name] = row
+    return out
+
+
+def causal_check(model, waves: Sequence[np.ndarray], selections: Mapping[str, Mapping[str, Sequence[int]]], *,
+                 channels: Mapping[str, int], model_name: str, n_random: int = RANDOM_SETS, seed: int = 0,
+                 progress: Progress | None = None) -> tuple[dict[str, dict[str, Any]], int]:
+    """Ablate each concept's selection and random sets of the same per-layer sizes; judge each descriptor.
+
+    Concepts whose selections have the same sizes share their random sets.
+
+    Returns
+    -------
+    results : dict
+        Concept -> ``{"sizes", "descriptors": judge(...), "confirmed", "level_change_db",
+        "random_level_change_db": [min, max]}``.
+    passes : int
+        Forward passes of the check excerpts run.
+    """
+    if n_random < 1:
+        raise RecipeError(f"the causal check needs at least one random set, got {n_random}")
+    by_sizes: dict[tuple, list[str]] = {}
+    for concept, sel in selections.items():
+        by_sizes.setdefault(tuple((layer, len(sel.get(layer, ()))) for layer in channels), []).append(concept)
+    plan: list[dict[str, Sequence[int]]] = []
+    owners: list[tuple[str, Any]] = []
+    for sizes, concepts in by_sizes.items():
+        for concept in concepts:
+            plan.append(selections[concept])
+            owners.append(("target", concept))
+        for s in random_sets(dict(sizes), channels, n_random, seed=seed):
+            plan.append(s)
+            owners.append(("random", sizes))
+    normal, levels, passes = _render(model, waves, plan, model_name=model_name, progress=progress)
+    changes = [{d: lv[d] - normal[d] for d in DESCRIPTORS} for lv in levels]
+    rand: dict[tuple, list[dict[str, float]]] = {}
+    for (kind, key), ch in zip(owners, changes):
+        if kind == "random":
+            rand.setdefault(key, []).append(ch)
+    results: dict[str, dict[str, Any]] = {}
+    for (kind, key), ch in zip(owners, changes):
+        if kind != "target":
+            continue
+        sizes = next(s for s, cs in by_sizes.items() if key in cs)
+        verdict = judge(ch, rand[sizes])
+        own = verdict[key]
+        dl = [r["loudness"] for r in rand[sizes]]
+        results[key] = {
+            "sizes": {layer: k for layer, k in sizes if k},
+            "confirmed": bool(own["ratio"] >= RATIO_GOAL and own["beats_all"]),
+            "level_change_db": round(ch["loudness"], 3),
+            "random_level_change_db": [round(min(dl), 3), round(max(dl), 3)],
+            "descriptors": verdict,
+        }
+    return results, passes
+
+
+# ---------------------------------------------------------------- the whole job
+
+
+def _rounded(x: Any) -> Any:
+    if isinstance(x, float):
+        return round(x, 5) if math.isfinite(x) else x
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_rounded(v) for v in x]
+    return x
+
+
+def locate_model(
+    registry,
+    name: str,
+    data_dir: str | os.PathLike,
+    *,
+    share: float = DEFAULT_SHARE,
+    excerpts: int = DEFAULT_EXCERPTS,
+    check_excerpts: int = DEFAULT_CHECK_EXCERPTS,
+    seconds: float = DEFAULT_SECONDS,
+    random: int = RANDOM_SETS,
+    seed: int = 0,
+    output_dir: str | os.PathLike | None = None,
+    update_card: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Locate every concept in a registry model, check each causally, store the card's ``concepts`` section.
+
+    The excerpts (``excerpts + check_excerpts`` of ``seconds``, spread over
+    the files by :func:`senseflosser.audio.spread_excerpts`) alternate: even
+    ones locate, odd ones check, until the check's are used up. Audio is read
+    one excerpt at a time, so memory is bounded by an excerpt (and the
+    activations' time-courses) however much audio is used.
+
+    Returns
+    -------
+    dict
+        The card section (see the README); ``files`` lists what was written to ``output_dir``.
+
+    Raises
+    ------
+    AudioError
+        For an empty or missing data folder, or too little audio.
+    RecipeError
+        For a share out of (0, 1] or counts below 1.
+    """
+    from .models import conv_channels
+
+    share = _share(share)
+    excerpts = parse_int(excerpts, field="excerpts", minimum=1)
+    check_excerpts = parse_int(check_excerpts, field="check excerpts", minimum=1)
+    random = parse_int(random, field="random sets", minimum=1)
+    t0 = time.perf_counter()
+    files = audio.find_audio(data_dir)
+    clips = audio.spread_excerpts(files, seconds, excerpts + check_excerpts)
+    locate_clips, check_clips = [], []
+    for i, clip in enumerate(clips):
+        (check_clips if i % 2 == 1 and len(check_clips) < check_excerpts else locate_clips).append(clip)
+    if not check_clips:
+        raise AudioError(f"the audio under {str(data_dir)!r} gives only {len(clips)} excerpt(s) of {seconds:g} s: "
+                         "too few to locate concepts on some and check them on others")
+    model = registry.load(name)
+    convs = conv_channels(model)
+    probed = list(convs)[:-1] if len(convs) > 1 else list(convs)
+    channels = {layer: convs[layer] for layer in probed}
+
+    def stage(lo: float, hi: float) -> Progress | None:
+        return None if progress is None else (lambda f, m: progress(lo + (hi - lo) * f, m))
+
+    waves = (audio.load(p, offset=o, duration=seconds) for p, o in locate_clips)
+    courses, descs = activity(model, waves, layers=probed, progress=stage(0.0, 0.15), total=len(locate_clips))
+    stats = follow(courses, descs, seed=seed)
+    ranked = ranking(stats)
+    selections: dict[str, dict[str, list[int]]] = {}
+    for concept in CONCEPTS:
+        sel = select(ranked[concept], channels, share=share)
+        if sel:
+            selections[concept] = sel
+    check_waves = [audio.load(p, offset=o, duration=seconds) for p, o in check_clips]
+    results, passes = causal_check(model, check_waves, selections, channels=channels, model_name=name,
+                                   n_random=random, seed=seed, progress=stage(0.15, 1.0)) if selections else ({}, 0)
+    seconds_used = time.perf_counter() - t0
+    concepts: dict[str, Any] = {}
+    for concept in CONCEPTS:
+        entry: dict[str, Any] = {"ranking": ranked[concept]}
+        if concept not in selections:
+            entry.update(located=False, confirmed=False, selection=[],
+                         note=f"not located: no channel of {', '.join(probed)} follows {concept} "
+                              f"(block-shift p < {ALPHA:g}) once loudness is removed")
+        else:
+            check = results[concept]
+            own = check["descriptors"][concept]
+            entry.update(located=True, confirmed=check["confirmed"], selection=entries(selections[concept]),
+                         check=check)
+            entry["note"] = (f"ablating its {sum(check['sizes'].values())} channels moves {concept} "
+                             f"{own['ratio']:.2f}x the median of {random} random sets of the same sizes "
+                             f"(p = {own['p']:.3f}; raw {own['ratio_raw']:.2f}x)"
+                             + ("" if check["confirmed"] else
+                                f"; not confirmed (needs {RATIO_GOAL:g}x and farther than every random set)"))
+        concepts[concept] = entry
+    loud = ranked["loudness"]
+    locate_s = len(locate_clips) * seconds
+    check_s = len(check_clips) * seconds
+    section: dict[str, Any] = {
+        "method": {
+            "statistic": "partial Spearman correlation with the input's loudness removed (plain for loudness)",
+            "null": f"circular block shift, {SHIFTS} shifts of at least {MIN_SHIFT_S:g} s",
+            "alpha": ALPHA, "share": share, "rule": f"per layer, the top ceil({share:g} x channels) with "
+                                                   f"p < {ALPHA:g} by |rho|",
+            "layers": probed, "random_sets": random, "seed": int(seed), "ratio_goal": RATIO_GOAL,
+            "movement": "change of the descriptor (damaged - normal, over the input's active frames) net of the "
+                        "least-squares line of the random sets' changes on their loudness changes",
+        },
+        "model_sha256": registry.sha256(name),
+        "channels": channels,
+        "excerpts": {
+            "locate": [{"file": p.name, "offset": round(o, 2), "seconds": seconds} for p, o in locate_clips],
+            "check": [{"file": p.name, "offset": round(o, 2), "seconds": seconds} for p, o in check_clips],
+        },
+        "cost": {
+            "forward_passes": len(locate_clips) + passes,
+            "audio_seconds_through_the_model": round(locate_s + passes / len(check_clips) * check_s, 1),
+            "in_units_of_the_located_audio": round((locate_s + passes / len(check_clips) * check_s)
+                                                   / max(locate_s + check_s, 1e-9), 1),
+            "seconds": round(seconds_used, 1),
+            "threads": os.environ.get("SENSEFLOSSER_THREADS"),
+        },
+        "located": [c for c in CONCEPTS if concepts[c]["located"]],
+        "confirmed": [c for c in CONCEPTS if concepts[c]["confirmed"]],
+        "not_located": [c for c in CONCEPTS if not concepts[c]["located"]],
+        "concepts": concepts,
+        "loudness": {"note": "reported, not located: every deletion lowers the level",
+                     "channels_following": {layer: len(rows) for layer, rows in loud.items()}},
+    }
+    section = _rounded(section)
+    if output_dir is not None:
+        section["files"] = write_report(section, name, output_dir)
+    if update_card:
+        card = {k: v for k, v in section.items() if k != "files"}
+        if output_dir is not None:
+            import shutil
+
+            target = registry.path(name).with_name(f"{name}.concepts.png")
+            shutil.copyfile(Path(output_dir) / section["files"]["png"], target)
+            card["plot"] = target.name
+        registry.update_card(name, concepts=card)
+    return section
+
+
+def _share(value: Any) -> float:
+    try:
+        share = parse_float(value, field="concept share", minimum=0.0, maximum=1.0)
+    except ValueError as exc:
+        raise RecipeError(str(exc)) from None
+    if share <= 0:
+        raise RecipeError(f"a concept share must be above 0 and at most 1, got {value!r}")
+    return share
+
+
+# ---------------------------------------------------------------- JSON, CSV, PNG
+
+
+def write_report(section: Mapping[str, Any], name: str, output_dir: str | os.PathLike) -> dict[str, str]:
+    """``concepts.json``, ``concepts.csv`` (one row per concept and descriptor) and ``concepts.png``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "concepts.json").write_text(json.dumps({"model": name, **section}, indent=2))
+    with open(out / "concepts.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model", "concept", "located", "confirmed", "channels", "descriptor", "ratio", "p", "beats_all",
+                    "ratio_raw", "p_raw", "change", "random_median_change", "level_change_db"])
+        for concept, entry in section["concepts"].items():
+            if not entry["located"]:
+                w.writerow([name, concept, False, False, 0] + [""] * 9)
+                continue
+            check = entry["check"]
+            for d, row in check["descriptors"].items():
+                w.writerow([name, concept, True, entry["confirmed"], sum(check["sizes"].values()), d,
+                            row.get("ratio"), row.get("p"), row.get("beats_all"), row.get("ratio_raw"),
+                            row.get("p_raw"), row.get("change"), row.get("random_median_change"),
+                            check["level_change_db"]])
+    plot(section, name, out / "concepts.png")
+    return {"json": "concepts.json", "csv": "concepts.csv", "png": "concepts.png"}
+
+
+def plot(section: Mapping[str, Any], name: str, path: str | os.PathLike) -> None:
+    """The figure: each concept's deletion against each descriptor (ratio to the random median)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    located = [c for c in CONCEPTS if section["concepts"][c]["located"]]
+    fig, ax = plt.subplots(figsize=(1.3 * len(DESCRIPTORS) + 2.5, 0.6 * max(1, len(located)) + 1.8))
+    if located:
+        M = np.array([[section["concepts"][c]["check"]["descriptors"][d]["ratio"] for d in DESCRIPTORS]
+                      for c in located], float)
+        im = ax.imshow(np.log10(np.clip(M, 0.1, 100)), cmap="magma", vmin=-1, vmax=2, aspect="auto")
+        for i, c in enumerate(located):
+            for j, d in enumerate(DESCRIPTORS):
+                row = section["concepts"][c]["check"]["descriptors"][d]
+                mark = "*" if row["beats_all"] and row["ratio"] >= RATIO_GOAL else ""
+                ax.text(j, i, f"{row['ratio']:.1f}{mark}", ha="center", va="center",
+                        color="white" if M[i, j] < 10 else "black", fontsize=9,
+                        fontweight="bold" if d == c else "normal")
+        ax.set_yticks(range(len(located)), [f"delete {c}" for c in located])
+        cb = fig.colorbar(im, ax=ax, fraction=0.04)
+        cb.set_ticks([-1, 0, np.log10(3), 1, 2], labels=["0.1", "1", "3", "10", "100"])
+        cb.set_label("x random median")
+    ax.set_xticks(range(len(DESCRIPTORS)), DESCRIPTORS, rotation=30)
+    missing = [c for c in CONCEPTS if c not in located]
+    ax.set_title(f"{name}: concept deletions vs {section['method']['random_sets']} random sets"
+                 + (f"\n(not located: {', '.join(missing)})" if missing else ""), fontsize=10)
+    ax.set_xlabel("descriptor moved (level-adjusted; loudness raw); * = 3x and beyond every random set")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- concept:NAME selections
+
+
+def card_concepts(card: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The card's ``concepts`` section (``None`` if it has none).
+
+    Raises
+    ------
+    ModelError
+        If the section is not of the form :func:`locate_model` writes.
+    """
+    section = (card or {}).get("concepts")
+    if section is None:
+        return None
+    if not isinstance(section, Mapping) or not isinstance(section.get("concepts"), Mapping) \
+            or not isinstance(section.get("channels"), Mapping):
+        raise ModelError("the model card's concepts section is not of the form `senseflosser concepts` writes; "
+                         "recompute it")
+    return dict(section)
+
+
+def concept_channels(section: Mapping[str, Any] | None, concept: str, *, model_name: str,
+                     share: Any = None, count: Any = None) -> list[str]:
+    """The selection entries of one concept: the card's checked selection, or its ranking at ``share`` / ``count``."""
+    if not section:
+        raise RecipeError(f"model {model_name!r} has no concepts: run `senseflosser concepts -m {model_name} "
+                          f"--data-dir AUDIO` first (for a model of the registry), or choose channel numbers")
+    known = section["concepts"]
+    if concept not in known:
+        shown = concept if len(concept) <= 40 else concept[:40] + "…"
+        raise RecipeError(f"unknown concept {shown!r}; the concepts of model {model_name!r} are: "
+                          f"{', '.join(known)}")
+    entry = known[concept]
+    if share is not None and count is not None:
+        raise RecipeError("give a concept share or a concept count, not both")
+    if not entry.get("located"):
+        raise RecipeError(f"concept {concept!r} was not located in model {model_name!r} (no channel follows it); "
+                          f"located: {', '.join(c for c, e in known.items() if e.get('located')) or 'none'}")
+    if share is None and count is None:
+        chosen = list(entry.get("selection") or [])
+    else:
+        if count is not None:
+            try:
+                n = parse_int(count, field="concept count", minimum=1)
+            except ValueError as exc:
+                raise RecipeError(str(exc)) from None
+            sel = select(entry["ranking"], section["channels"], count=n)
+        else:
+            sel = select(entry["ranking"], section["channels"], share=_share(share))
+        chosen = entries(sel)
+    if not chosen:
+        raise RecipeError(f"concept {concept!r} of model {model_name!r} has no located channels")
+    return chosen
+
+
+def expand_concepts(layers: Any, section: Mapping[str, Any] | None, *, model_name: str,
+                    share: Any = None, count: Any = None) -> Any:
+    """Replace every ``concept:NAME`` in a selection by its channels: ``concept:bass,mid`` -> ``["down:3,7", "mid"]``.
+
+    ``layers`` itself is returned when it names no concept. A channel number
+    right after a concept is refused (it would join the concept's last layer).
+
+    Raises
+    ------
+    RecipeError
+        Unknown concept, a concept not located, a share out of (0, 1], a count below 1,
+        a model without concepts.
+    """
+    if layers is None:
+        return None
+    items = [layers] if isinstance(layers, str) else layers
+    if not isinstance(items, Iterable) or not any(isinstance(e, str) and "concept:" in e for e in items):
+        if share is not None or count is not None:
+            raise RecipeError("a concept share or count needs a concept in the layers, e.g. 'concept:brightness'")
+        return layers
+    out: list[Any] = []
+    after_concept = None
+    for item in items:
+        if not isinstance(item, str):
+            out.append(item)
+            continue
+        tokens: list[str] = []
+        for token in (t.strip() for t in item.split(",")):
+            head, colon, rest = token.partition(":")
+            if colon and head.strip() == "concept" and not rest.strip().isdigit():
+                out.extend(concept_channels(section, rest.strip(), model_name=model_name, share=share, count=count))
+                after_concept = rest.strip()
+                continue
+            if token.lstrip("-").isdigit() and after_concept is not None and not tokens:
+                raise RecipeError(f"channel {token} follows concept:{after_concept}; name its layer, "
+                                  f"e.g. 'down:{token}'")
+            after_concept = None if token else after_concept
+            tokens.append(token)
+        if tokens:
+            out.append(",".join(tokens))
+    return out
+
+
+def markdown_table(cards: Sequence[Mapping[str, Any]]) -> str:
+    """The README's table of every card's concepts (own descriptor's figures, and the largest side effect)."""
+    rows = ["| model | concept | channels | moves its descriptor (x random median) | p | beyond all 50 | raw | "
+            "level change (random range), dB | largest side effect | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for card in cards:
+        section = card.get("concepts")
+        if not section:
+            continue
+        for concept, e in section["concepts"].items():
+            if not e["located"]:
+                rows.append(f"| {card['name']} | {concept} | 0 | | | | | | | not located |")
+                continue
+            c = e["check"]
+            own = c["descriptors"][concept]
+            side = max(((d, r["ratio"]) for d, r in c["descriptors"].items() if d != concept), key=lambda t: t[1])
+            lo, hi = c["random_level_change_db"]
+            rows.append(f"| {card['name']} | {concept} | {sum(c['sizes'].values())} | {own['ratio']:.2f} | "
+                        f"{own['p']:.3f} | {'yes' if own['beats_all'] else 'no'} | {own['ratio_raw']:.2f} | "
+                        f"{c['level_change_db']:.1f} ({lo:.1f} to {hi:.1f}) | {side[0]} {side[1]:.2f} | "
+                        f"{'confirmed' if e['confirmed'] else 'located, not confirmed'} |")
+    return "\n".join(rows) + "\n"
