@@ -526,7 +526,8 @@ def test_every_action_runs_as_a_web_job_with_channels(web_client, web_submit, we
     assert view["state"] == "done", view
     assert view["recipe"]["layers"] == ["conv_a:0,2"]
     assert "--layers conv_a:0,2" in view["cli"]
-    assert view["outputs"]["flossed"][0]["model"]
+    # An input action (dream) changes the audio, not the model: there is no damaged model to save.
+    assert bool(view["outputs"]["flossed"][0].get("model")) == (actions.get(action).kind != "input")
 
 
 def test_adversarial_on_input_through_the_api(web_client, web_submit, web_wait):
