@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
-import numpy as np
 from keras import ops
 
 from .errors import RecipeError
+from .layers import only_channels
 
 _PACKAGE = "senseflosser"
 
@@ -250,11 +250,7 @@ class Bend(keras.layers.Layer):
 
     def call(self, x):
         out = TRANSFORMS[self.transform](x, ops.cast(self.amount_state, x.dtype), ops.cast(self.aux_state, x.dtype))
-        if self.channels is None:
-            return out
-        chosen = np.zeros(x.shape[-1], bool)
-        chosen[self.channels] = True
-        return ops.where(ops.convert_to_tensor(chosen), out, x)
+        return only_channels(out, x, self.channels)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -14,6 +14,15 @@ _PACKAGE = "senseflosser"
 _EPS = 1e-7
 
 
+def only_channels(changed, x, channels):
+    """``changed`` on the chosen ``channels`` (indices along the last axis; ``None``: all), ``x`` on the others."""
+    if channels is None:
+        return changed
+    chosen = np.zeros(x.shape[-1], bool)
+    chosen[list(channels)] = True
+    return ops.where(ops.convert_to_tensor(chosen), changed, x)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SpectralCompress(keras.layers.Layer):
     """Power-law compression of complex STFT bins, phase kept.
@@ -127,12 +136,7 @@ class Lapse(keras.layers.Layer):
     def call(self, x, training=None):
         keep = ops.cast(keras.random.uniform(ops.shape(x), seed=self.seed_generator) >= self.rate_state, x.dtype)
         out = x * keep * ops.cast(self.scale_state, x.dtype)
-        if self.channels is None:
-            return out
-        # Only the chosen channels (last axis) lapse; the others pass untouched.
-        chosen = np.zeros(x.shape[-1], bool)
-        chosen[self.channels] = True
-        return ops.where(ops.convert_to_tensor(chosen), out, x)
+        return only_channels(out, x, self.channels)  # only the chosen channels lapse
 
     def compute_output_shape(self, input_shape):
         return input_shape
