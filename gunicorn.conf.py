@@ -2,7 +2,8 @@
 
 Sized for inference: few worker processes (each loads every model and runs one
 job at a time on its inference thread), a handful of threads each for the
-light requests (status polls, audio range requests), a long timeout.
+light requests (status long polls, each holding a thread for up to 10 s; audio
+range requests), a long timeout.
 
 This file runs in the gunicorn master: it must not import the app, TensorFlow
 or the models. ``preload_app`` stays off so every worker loads the models
@@ -10,7 +11,7 @@ itself, after the fork.
 
 Environment: ``HOST`` [127.0.0.1], ``PORT`` [8000], ``SENSEFLOSSER_WORKERS``
 [2 on machines with 4 or more cores, else 1], ``SENSEFLOSSER_WORKER_THREADS``
-[4], ``SENSEFLOSSER_TIMEOUT`` [120], ``SENSEFLOSSER_FORWARDED_ALLOW_IPS``
+[8], ``SENSEFLOSSER_TIMEOUT`` [120], ``SENSEFLOSSER_FORWARDED_ALLOW_IPS``
 [127.0.0.1], ``SENSEFLOSSER_LOG_LEVEL`` [info].
 """
 
@@ -38,7 +39,7 @@ bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
 
 workers = _int("SENSEFLOSSER_WORKERS", 2 if (os.cpu_count() or 1) >= 4 else 1)
 worker_class = "gthread"
-threads = _int("SENSEFLOSSER_WORKER_THREADS", 4)
+threads = _int("SENSEFLOSSER_WORKER_THREADS", 8)
 preload_app = False
 timeout = _int("SENSEFLOSSER_TIMEOUT", 120)
 graceful_timeout = 30

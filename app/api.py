@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shlex
+import time
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -15,7 +17,7 @@ from senseflosser.actions import ACTIONS, get
 from senseflosser.errors import InputError
 from senseflosser.jobspec import JobSpec
 from senseflosser.normal_cache import link_or_copy
-from senseflosser.parsing import parse_int
+from senseflosser.parsing import parse_float, parse_int
 from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
 from . import services
@@ -232,28 +234,57 @@ def _save_model(part, folder) -> tuple[dict[str, Any], str, dict[str, int], str]
     return spec, info["model_name"], info["conv_channels"], info["model_sha256"]
 
 
-@bp.get("/jobs/<job_id>")
-def job_status(job_id: str):
+MAX_WAIT_S = 10.0
+"""Longest a status request may wait for a change (``?wait=``): a long poll holds one server thread."""
+
+WAIT_STEP_S = 0.02
+"""How often a waiting status request looks at the job again: the page learns of a change this soon."""
+
+
+def state_version(state: dict) -> str:
+    """A short tag that changes whenever anything a status answer shows of a job changes."""
+    seen = (state["state"], state.get("position"), round(float(state.get("progress") or 0.0), 3),
+            state.get("message"), state.get("error"), state.get("finished"))
+    return hashlib.sha1(repr(seen).encode()).hexdigest()[:12]
+
+
+def _watched_state(job_id: str, *, kind: str | None) -> dict:
+    """The job's state; with ``?wait=S&version=V``, the first one whose version differs from ``V``
+    (or the last one after ``S`` seconds): a long poll, so a page learns of a change within
+    :data:`WAIT_STEP_S` instead of its next poll."""
     if not valid_job_id(job_id):
         raise _no_job(job_id)
-    state = services().runner.get(job_id)
-    if state is None:
-        raise _no_job(job_id)
-    response = jsonify(map_view(state) if state["request"].get("kind") == "map" else job_view(state))
+    wait = parse_float(request.args.get("wait", "0"), field="wait", minimum=0.0, maximum=MAX_WAIT_S,
+                       what="a number of seconds")
+    since = request.args.get("version")
+    runner = services().runner
+    deadline = time.monotonic() + wait
+    while True:
+        state = runner.get(job_id)
+        if state is None or (kind is not None and state["request"].get("kind") != kind):
+            raise _no_job(job_id)
+        if (since is None or state_version(state) != since or state["state"] in ("done", "failed")
+                or time.monotonic() >= deadline):
+            return state
+        time.sleep(WAIT_STEP_S)
+
+
+def _status_response(view: dict[str, Any], state: dict):
+    response = jsonify({**view, "version": state_version(state)})
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id: str):
+    state = _watched_state(job_id, kind=None)
+    return _status_response(map_view(state) if state["request"].get("kind") == "map" else job_view(state), state)
 
 
 @bp.get("/maps/<job_id>")
 def map_status(job_id: str):
-    if not valid_job_id(job_id):
-        raise _no_job(job_id)
-    state = services().runner.get(job_id)
-    if state is None or state["request"].get("kind") != "map":
-        raise _no_job(job_id)
-    response = jsonify(map_view(state))
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    state = _watched_state(job_id, kind="map")
+    return _status_response(map_view(state), state)
 
 
 def map_view(state: dict) -> dict[str, Any]:
@@ -296,6 +327,14 @@ def _manifest_files(manifest: dict | None) -> set[str]:
     return {n for n in names if n == PurePosixPath(n).name and not n.startswith(".") and "\\" not in n}
 
 
+def _drawn_later(manifest: dict | None, name: str) -> str | None:
+    """The WAV whose spectrogram ``name`` is, if the job listed it to be drawn when first asked for."""
+    for entry in [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or [])]:
+        if isinstance(entry, dict) and entry.get("spectrogram") == name and entry.get("spectrogram_later"):
+            return entry.get("file")
+    return None
+
+
 def download_name(request_spec: dict, name: str) -> str:
     """The name a file is downloaded under: the user's stem instead of the internal one."""
     stem = request_spec.get("stem") or "audio"
@@ -318,7 +357,10 @@ def job_file(job_id: str, name: str):
         raise ApiError(404, f"this job has no file named {name[:80]!r}")
     path = svc.store.root / job_id / "out" / name
     if not path.is_file():
-        raise _no_job(job_id)
+        wav = _drawn_later(state.get("manifest"), name)
+        if wav is None or not (path.parent / wav).is_file():
+            raise _no_job(job_id)
+        svc.engine.spectrogram(path.parent / wav, path)
     try:
         attach = parse_bool(request.args.get("download", "0"))
     except ValueError:
@@ -424,6 +466,8 @@ def job_view(state: dict) -> dict[str, Any]:
         "expires": state["finished"] + ttl if state.get("finished") else None,
         "recipe": recipe,
         "cli": cli_command(spec, manifest),
+        # The audio is written before a job is done (images are drawn when first asked for): done = playable.
+        "playable": manifest is not None,
         "outputs": None,
     }
     if spec.get("model_file"):

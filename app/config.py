@@ -49,7 +49,8 @@ DEFAULTS: dict[str, tuple[Any, str]] = {
     "TRUSTED_PROXIES": (0, "reverse proxies in front of the app whose X-Forwarded-* to trust"),
     "WARM_UP": (True, "load and warm up every model when the worker starts"),
     "SPECTROGRAMS": (True, "draw a spectrogram image for every output"),
-    "POLL_INTERVAL_MS": (1000, "how often the page asks for a job's progress"),
+    "POLL_INTERVAL_MS": (1000, "how long the page waits before asking for a job's state again after a "
+                                "failed request (status requests otherwise wait for a change: a long poll)"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

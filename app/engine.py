@@ -84,7 +84,8 @@ class Engine:
     max_duration : float
         Longest segment (seconds) a job may process.
     spectrograms : bool
-        Draw a spectrogram image beside every output WAV.
+        List a spectrogram image beside every output WAV, drawn when first asked for
+        (:meth:`spectrogram`): a job is done, and its audio playable, without waiting for images.
     normal_cache_ttl : float or None
         The index of normal outputs kept for re-runs (``<data dir>/.normals``; each output lives in its
         job's folder and goes with it) forgets entries unused this long.
@@ -169,7 +170,18 @@ class Engine:
 
     def outputs(self) -> Outputs:
         """What every web job writes besides its WAVs (the page plays, draws and downloads them)."""
-        return Outputs(original=True, spectrograms=self.spectrograms, peaks=True, stem=OUTPUT_STEM)
+        return Outputs(original=True, spectrograms=self.spectrograms, spectrograms_later=self.spectrograms,
+                       peaks=True, stem=OUTPUT_STEM)
+
+    def spectrogram(self, wav: Path, image: Path) -> Path:
+        """Draw the spectrogram of an output WAV that a job listed but did not draw (see :meth:`outputs`).
+
+        Raises
+        ------
+        AudioError
+            If the WAV cannot be read.
+        """
+        return spectrogram.spectrogram_of_wav(wav, image)
 
     def device(self) -> str:
         """The compute device the models run on (asked once)."""

@@ -51,6 +51,7 @@ def page_settings() -> dict[str, Any]:
         "max_duration_s": cfg["MAX_DURATION_S"],
         "min_duration_s": engine.MIN_SEGMENT_S,
         "poll_interval_ms": cfg["POLL_INTERVAL_MS"],
+        "status_wait_s": api.MAX_WAIT_S,
         "result_ttl_min": cfg["RESULT_TTL_S"] / 60,
         "sample_rate": audio.SAMPLE_RATE,
         "job_id_pattern": jobs.JOB_ID_RE.pattern,

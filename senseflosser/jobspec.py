@@ -44,6 +44,11 @@ class Outputs:
         The decoded input segment as ``<stem>_original.wav``.
     spectrograms : bool
         A PNG spectrogram beside each WAV.
+    spectrograms_later : bool
+        With ``spectrograms``: list each image in the manifest but do not draw
+        it; whoever serves the files draws it from its WAV when first asked
+        for (:func:`senseflosser.spectrogram.spectrogram_of_wav`), so a
+        listener waits for the audio only.
     peaks : bool
         A ``.peaks.json`` waveform overview beside each WAV.
     save_model : bool
@@ -54,6 +59,7 @@ class Outputs:
 
     original: bool = False
     spectrograms: bool = False
+    spectrograms_later: bool = False
     peaks: bool = False
     save_model: bool = False
     stem: str | None = None

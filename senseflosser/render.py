@@ -136,22 +136,26 @@ def floss_to_dir(
         progress(0.85, "writing files")
     written: dict[str, dict[str, Path]] = {}
 
+    draw_now = opts.spectrograms and not opts.spectrograms_later
+
     def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
         try:
-            files = (_reuse(cached, label, out_dir, stem, opts.spectrograms, opts.peaks)
+            files = (_reuse(cached, label, out_dir, stem, draw_now, opts.peaks)
                      if label in ("original", "normal") else None)
         except OSError:  # the cached files were deleted meanwhile: write them afresh
             files = None
-        if files is not None:
-            written[label] = files
-            return _entry(files)
-        files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
-        if opts.spectrograms:
-            files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
-        if opts.peaks:
-            files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
+        if files is None:
+            files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
+            if draw_now:
+                files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
+            if opts.peaks:
+                files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
         written[label] = files
-        return _entry(files)
+        entry = _entry(files)
+        if opts.spectrograms_later and opts.spectrograms:
+            entry["spectrogram"] = f"{stem}_{label}.png"  # drawn from the WAV when first asked for
+            entry["spectrogram_later"] = True
+        return entry
 
     manifest: dict[str, Any] = {
         "input": Path(input_path).name,

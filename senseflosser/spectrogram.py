@@ -176,8 +176,40 @@ class _Figure:
         self.ax.draw_artist(self.mesh)
         for spine in self.ax.spines.values():  # the frame stays on top, as in a full draw
             self.ax.draw_artist(spine)
-        Image.fromarray(np.asarray(self.canvas.buffer_rgba())).save(path, format="PNG")
+        # Written beside its final name and moved there: a reader never sees half an image.
+        part = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
+        try:
+            Image.fromarray(np.asarray(self.canvas.buffer_rgba())).save(part, format="PNG")
+            os.replace(part, path)
+        finally:
+            part.unlink(missing_ok=True)
         return path
+
+
+def spectrogram_of_wav(wav: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Draw the spectrogram of a WAV this library wrote (an output drawn when first asked for).
+
+    Parameters
+    ----------
+    wav : str or os.PathLike
+        A 22050 Hz mono WAV (an output of :func:`senseflosser.render.floss_to_dir`).
+    path : str or os.PathLike
+        Where to write the PNG; written whole or not at all, so concurrent
+        requests for one image each see a complete file.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written: the image :func:`save_spectrogram` draws of the samples as written (16-bit).
+
+    Raises
+    ------
+    AudioError
+        If the WAV cannot be read.
+    """
+    from .audio import load
+
+    return save_spectrogram(load(wav), path)
 
 
 def warm_up() -> None:

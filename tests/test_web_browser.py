@@ -130,7 +130,8 @@ def test_upload_floss_listen_download(page, tmp_path):
     duration = page.evaluate("() => { const a = document.querySelectorAll('#players audio'); "
                              "return a[a.length - 1].duration; }")
     assert duration == pytest.approx(2.0, abs=0.1)
-    assert page.evaluate("() => document.querySelector('#players .player:nth-child(3) img').naturalWidth") > 0
+    # the image is drawn when the page first asks for it, after the audio is playable
+    wait_until(page, "() => document.querySelector('#players .player:nth-child(3) img').naturalWidth > 0")
     assert "SNR" in page.inner_text("#players .player:nth-child(3) .metrics")
     assert page.input_value("#cli").startswith("senseflosser floss -i browser_song.wav -m tiny -a fog -g 0.053")
 
@@ -459,7 +460,7 @@ def test_the_page_takes_its_rules_from_the_server(browser, make_web_app, monkeyp
 
     monkeypatch.setattr(pages, "audio", SimpleNamespace(SAMPLE_RATE=16000))
     monkeypatch.setattr(pages, "envelope", SimpleNamespace(MAX_POINTS=3))
-    monkeypatch.setattr(pages, "api", SimpleNamespace(MAP_MAX_SECONDS=12.5))
+    monkeypatch.setattr(pages, "api", SimpleNamespace(MAP_MAX_SECONDS=12.5, MAX_WAIT_S=4.5))
     app = make_web_app(MAX_DURATION_S=1.5, MAX_UPLOAD_MB=0.05, POLL_INTERVAL_MS=250)
     context = browser.new_context(viewport={"width": 390, "height": 844})
     page = context.new_page()
@@ -472,6 +473,7 @@ def test_the_page_takes_its_rules_from_the_server(browser, make_web_app, monkeyp
             got = page.evaluate("async () => { const { config } = await import('/static/js/config.js');"
                                 " return { ...config, jobIdPattern: config.jobIdPattern.source }; }")
             assert got["sampleRate"] == 16000 and got["envelopeMaxPoints"] == 3 and got["mapMaxSeconds"] == 12.5
+            assert got["statusWait"] == 4.5
             assert got["maxDuration"] == 1.5 and got["pollMs"] == 250
             assert got["maxUploadBytes"] == int(0.05 * 1024 * 1024)
             assert got["jobIdPattern"] == JOB_ID_RE.pattern and got["maxSeed"] == MAX_SEED
@@ -568,3 +570,34 @@ def test_a_bend_is_chosen_under_its_kind_and_its_parameter_is_sent(page, web_app
     view = web_app.test_client().get(f"/api/jobs/{job_id}").get_json()
     assert view["recipe"]["action"] == "freqshift" and view["recipe"]["params"] == {"shift_rows": 5.5}
     assert [o["magnitude"] for o in view["outputs"]["flossed"]] == [0.4]
+
+
+def test_the_page_shows_a_finished_job_within_100_ms_of_the_server_finishing_it(page, web_app, web_client,
+                                                                                  tmp_path):
+    from helpers import block, job_executor
+
+    started, release = block(job_executor(web_app))
+    try:
+        song = tmp_path / "prompt.wav"
+        song.write_bytes(web_wav_bytes(1.0))
+        page.set_input_files("#audio", str(song))
+        # When the results appear, by the page's clock (the server's clock is this machine's too).
+        page.evaluate("""() => {
+          const results = document.getElementById('results');
+          new MutationObserver(() => {
+            if (!results.hidden && !window.shownAt) window.shownAt = Date.now();
+          }).observe(results, { attributes: true, attributeFilter: ['hidden'] });
+        }""")
+        page.click("#submit")
+        assert started.wait(60)
+        wait_until(page, "() => location.pathname.startsWith('/jobs/')")
+        job_id = page.evaluate("() => location.pathname.split('/').pop()")
+        page.wait_for_timeout(1500)  # the page is waiting on the server now, not on a timer
+    finally:
+        release.set()
+    wait_until(page, "() => window.shownAt")
+    shown_s = page.evaluate("() => window.shownAt") / 1000
+    view = web_client.get(f"/api/jobs/{job_id}").get_json()
+    assert view["state"] == "done" and view["playable"] is True
+    late = shown_s - view["finished"]
+    assert -0.05 < late <= 0.1, f"the page showed the finished job {late * 1000:.0f} ms after the server finished it"

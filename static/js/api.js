@@ -63,14 +63,22 @@ export function jobUrl(id) {
 const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 /* ``GET`` a job until it is done; ``onUpdate(view)`` sees each state (``null`` while the server is away).
+   Each request is a long poll: the server answers as soon as the job's ``version`` differs from the one
+   the page has seen (or after ``config.statusWait`` seconds), so a change shows at once, without a timer.
    Resolves with the final view, or with ``null`` as soon as ``isCurrent()`` turns false (nobody waits
    for that job any more). */
 export async function watch(url, onUpdate, isCurrent = () => true) {
   let lastAnswer = Date.now();
+  let version = null;
   for (;;) {
     let response, body;
+    const asked = new URL(url, location.href);
+    if (version) {
+      asked.searchParams.set("wait", String(config.statusWait));
+      asked.searchParams.set("version", version);
+    }
     try {
-      ({ response, body } = await getJson(url));
+      ({ response, body } = await getJson(asked.href));
     } catch (e) {
       if (!isCurrent()) return null;
       if (Date.now() - lastAnswer > GIVE_UP_MS) {
@@ -85,7 +93,8 @@ export async function watch(url, onUpdate, isCurrent = () => true) {
     if (!response.ok) throw new Error(sentence(body.error || `The server answered ${response.status}`));
     onUpdate(body);
     if (body.state === "done" || body.state === "failed") return body;
-    await sleep(config.pollMs);
+    version = body.version || null;
+    if (!version) await sleep(config.pollMs);  // an answer without a version cannot be waited on: poll
     if (!isCurrent()) return null;
   }
 }

@@ -43,6 +43,7 @@ function showStatus(text, fraction) {
 /* Follow a job to its end and show its results; ``key`` names the file it was made from. */
 async function follow(url, key) {
   const mine = ++following;
+  transport.warm();
   setBusy(true);
   showStatus("Waiting for the server…", 0);
   let view;

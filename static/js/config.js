@@ -29,7 +29,8 @@ export function readConfig(el) {
     maxModelBytes: number(el, "maxModelBytes"),
     maxDuration: number(el, "maxDuration"),        // longest segment a job processes (s)
     minDuration: number(el, "minDuration"),        // shortest segment a job processes (s)
-    pollMs: number(el, "pollMs"),
+    pollMs: number(el, "pollMs"),                  // pause before asking again after a failed status request
+    statusWait: number(el, "statusWait"),          // seconds a status request may wait for a change (long poll)
     sampleRate: number(el, "sampleRate"),          // the rate every output is written at
     jobIdPattern: new RegExp(text(el, "idPattern")),   // a job id (data-id-pattern)
     mapMaxSeconds: number(el, "mapMaxSeconds"),    // longest excerpt a map measures

@@ -312,6 +312,9 @@ export function createTransport({ sampleRate }) {
 
   return {
     load, add, select, play, pause, seekTo, position, draw: drawWave,
+    // Starting an AudioContext costs tens of milliseconds: done while a job runs, not when its audio arrives
+    // (before a user gesture it starts suspended; play() resumes it).
+    warm: () => { audioContext(); },
     current: () => current, playing: () => playing, count: () => versions.length,
     engine: () => (fallback ? "elements" : "webaudio"),
     label: (i) => (versions[i] ? versions[i].label : null),
