@@ -38,6 +38,7 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
     assert res["library"]["seconds"] > 0 and res["titrate"]["seconds"] > 0
     assert res["web"]["error"] is None, res["web"]["error"]
     assert res["web"]["cold_s"] > 0 and res["web"]["warm_s"] > 0 and res["web"]["rerun_s"] > 0
+    assert res["naive"]["error"] is None and res["naive"]["seconds"] > 0, res["naive"]
     if Path("/proc/self/stat").exists():
         assert res["web"]["warm_cpu_s"] > 0
     assert res["library"]["cpu_s"] > 0 and res["titrate"]["cpu_s"] > 0 and res["long"]["cpu_s"] > 0
@@ -56,7 +57,8 @@ def test_quick_bench_completes_and_reports_every_figure(models_dir, tmp_path):
 
     table = proc.stdout
     for label in ("bare forward pass", "library", "titrate", "web job, warm", "first after start", "long track",
-                  "peak RSS", "traces", "load average", "re-run with source="):
+                  "peak RSS", "traces", "load average", "re-run with source=", "naive per-request pipeline",
+                  "audio playable"):
         assert label in table, label
     for t in bench.TARGETS:
         assert t.label in table
@@ -172,3 +174,25 @@ def test_models_table_measures_every_model_on_every_set(models_dir, tmp_path, ca
     assert "| tiny |" in table and "music: SI-SNR" in table
     with pytest.raises(SystemExit):
         models_table.main(["--heldout", "nolabel", "--models-dir", str(models_dir)])
+
+
+def test_job_profile_names_every_stage_and_accounts_for_the_job(models_dir):
+    from benchmarks import job_profile
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.job_profile", "--model", "tiny", "--models-dir", str(models_dir),
+         "--seconds", "2", "--rounds", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines()[2:]:
+        label, ms = line[:34].strip(), line[34:42].strip()
+        rows[label] = float(ms)
+    assert set(job_profile.STAGES) <= set(rows)
+    assert rows["model passes"] > 0 and rows["WAVs"] > 0 and rows["job, until its audio is playable"] > 0
+    staged = sum(rows[s] for s in job_profile.STAGES) + rows["everything else"]
+    assert staged == pytest.approx(rows["job, until its audio is playable"], abs=len(rows))  # rounding per row
+    assert rows["everything else"] >= -1  # no stage counted twice
+    assert rows["3 spectrograms, when first asked"] > 0
