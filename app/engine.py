@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from senseflosser import audio, device, spectrogram, untrusted
 from senseflosser.clusters import card_clusters
 from senseflosser.concepts import card_concepts
@@ -40,6 +42,9 @@ MODEL_FILE = "model.keras"
 
 NORMALS_DIR = ".normals"
 """Folder of the normal-output cache in the data dir (a dot name is never a job id)."""
+
+SEGMENT_FILE = "segment.npy"
+"""The decoded segment of a job's upload, kept in its input folder when the upload is checked."""
 
 MIN_SEGMENT_S = 0.1
 """Shortest segment a job may process: about one STFT window (2048 samples at 22050 Hz)."""
@@ -212,7 +217,8 @@ class Engine:
         }
 
     def check_audio(self, path: Path, *, offset: float, duration: float | None, display_name: str) -> dict:
-        """Decode the requested segment once, so every problem with the file is reported now.
+        """Decode the requested segment once, so every problem with the file is reported now, and keep it
+        beside the file (:data:`SEGMENT_FILE`): the job reads it instead of decoding the file again.
 
         Returns
         -------
@@ -237,7 +243,17 @@ class Engine:
         if seconds < MIN_SEGMENT_S:
             raise AudioError(f"{display_name}: the audio to process is only {seconds:.3g} s long; "
                              f"at least {MIN_SEGMENT_S:g} s is needed")
+        np.save(path.parent / SEGMENT_FILE, y, allow_pickle=False)
         return {"file_duration": info.duration, "segment_duration": seconds}
+
+    @staticmethod
+    def decoded_segment(job_dir: Path) -> np.ndarray | None:
+        """The segment :meth:`check_audio` decoded for a job, or ``None`` (a job stored before it kept one)."""
+        try:
+            y = np.load(job_dir / "input" / SEGMENT_FILE, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return y if y.dtype == np.float32 and y.ndim == 1 else None
 
     def _model(self, job_dir: Path, request: dict) -> Any:
         """A job's model: its registry name, or its uploaded file checked again and loaded."""
@@ -280,7 +296,7 @@ class Engine:
                 return json_safe({"kind": "map", "map": report})
             manifest = floss_file(
                 spec, input_path, registry=self.registry, output_dir=out, model=model,
-                max_duration=self.max_duration, progress=progress,
+                max_duration=self.max_duration, progress=progress, audio=self.decoded_segment(job_dir),
                 normal_cache=NormalCache(job_dir.parent / NORMALS_DIR, max_age_s=self.normal_cache_ttl),
             )
         except SenseflosserError as exc:

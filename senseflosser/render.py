@@ -211,6 +211,7 @@ def floss_file(
     max_duration: float | None = None,
     progress: Progress | None = None,
     normal_cache: NormalCache | None = None,
+    audio: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Load the model a spec names, decode its segment once, and :func:`floss_to_dir`.
 
@@ -228,6 +229,9 @@ def floss_file(
         Let the model be a file path (the CLI allows it; the web app does not).
     max_duration, progress, normal_cache : keyword-only
         See :func:`floss_to_dir`.
+    audio : np.ndarray or None, keyword-only, shape (n_samples,)
+        The spec's segment of ``input_path``, already decoded (the web app decodes it when the upload
+        is checked); decoded here if ``None``.
 
     Returns
     -------
@@ -237,7 +241,8 @@ def floss_file(
     name, net, sha, source, note = resolve_model(registry, spec.base.model if model is None else model,
                                                  allow_paths=allow_model_paths)
     spec = spec.for_model(name, sha, conv_channels(net))
-    y = audio_io.load(input_path, offset=spec.offset, duration=spec.duration, max_duration=max_duration)
+    y = audio if audio is not None else audio_io.load(input_path, offset=spec.offset, duration=spec.duration,
+                                                      max_duration=max_duration)
     return floss_to_dir(spec, input_path, net=net, output_dir=output_dir, source=source, audio=y,
                         model_note=note, progress=progress, normal_cache=normal_cache)
 

@@ -307,7 +307,7 @@ def test_upload_name_never_becomes_a_path(web_app, web_submit, web_wait, tmp_pat
     assert view["filename"] == "evil_name.wav"
     data_dir = web_app.extensions["senseflosser"].store.root
     inputs = list(data_dir.glob("*/input/*"))
-    assert [p.name for p in inputs] == ["audio.wav"]
+    assert sorted(p.name for p in inputs) == ["audio.wav", "segment.npy"]  # the upload and its decoded segment
     assert not (tmp_path / "tmp").exists()
 
 
@@ -368,13 +368,15 @@ def test_a_user_error_found_while_running_is_shown(web_app, web_submit, web_wait
     job_id = r.get_json()["id"]
     view = web_wait(client, job_id)
     assert view["state"] == "done"
-    # Same input, but the stored file is damaged before a second job runs.
+    # Same input, but the stored file (and the segment decoded when it was checked) is damaged before a
+    # second job runs: the job decodes the file again, and says what is wrong with it.
     runner = job_executor(web_app)
     real = runner.execute
     store = web_app.extensions["senseflosser"].store
 
     def execute(job_id, state, progress):
-        (store.root / job_id / "input" / state["request"]["input"]).write_bytes(b"garbage")
+        for name in (state["request"]["input"], "segment.npy"):
+            (store.root / job_id / "input" / name).write_bytes(b"garbage")
         return real(job_id, state, progress)
 
     runner.execute = execute

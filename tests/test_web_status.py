@@ -141,3 +141,29 @@ def test_an_image_whose_audio_is_gone_is_404(make_web_app, web_submit, web_wait)
     (_out_dir(app, view["id"]) / normal["url"].rsplit("/", 1)[1]).unlink()
     r = client.get(normal["spectrogram"])
     assert r.status_code == 404 and "no job" in r.get_json()["error"]
+
+
+# ------------------------------------------------------------------ one decode
+
+
+def test_the_job_reads_the_segment_decoded_when_the_upload_was_checked(make_web_app, web_submit, web_wait,
+                                                                         monkeypatch):
+    from senseflosser import audio
+
+    app = make_web_app()
+    client = app.test_client()
+    started, release = block(job_executor(app))
+    try:
+        job_id = web_submit(client, offset="0.25").get_json()["id"]
+        assert started.wait(30)
+        segment = np.load(_out_dir(app, job_id).parent / "input" / "segment.npy")
+        assert segment.dtype == np.float32 and len(segment) / 22050 == pytest.approx(1.25, abs=0.01)
+        decodes = []
+        real = audio.load
+        monkeypatch.setattr(audio, "load", lambda *a, **k: decodes.append(a) or real(*a, **k))
+    finally:
+        release.set()
+    view = web_wait(client, job_id)
+    assert view["state"] == "done", view
+    assert decodes == []  # the worker did not decode the upload again
+    assert view["outputs"]["duration"] == pytest.approx(len(segment) / 22050)
