@@ -99,30 +99,66 @@ def log_spectral_distances(reference: np.ndarray, estimates) -> list[float]:
     list of float
         One distance in dB per estimate, in order.
     """
-    pairs = [_same_length(reference, e) for e in estimates]
+    estimates = list(estimates)
+    return log_spectral_distance_table([reference, *estimates], [(0, k + 1) for k in range(len(estimates))])
+
+
+def log_spectral_distance_table(signals, pairs) -> list[float]:
+    """:func:`log_spectral_distance` of several ``(reference, estimate)`` pairs of a few signals, in one sweep.
+
+    Each signal's spectrum is computed once, whatever the number of pairs it
+    is in (a job measures the normal output against the input and every
+    damaged output against the normal one: three spectra, not five). Each
+    distance equals :func:`log_spectral_distance` of its pair, bit for bit.
+
+    Parameters
+    ----------
+    signals : sequence of np.ndarray, each shape (n,)
+    pairs : sequence of (int, int)
+        Indices into ``signals``: reference, estimate.
+
+    Returns
+    -------
+    list of float
+        One distance in dB per pair, in order.
+    """
+    pairs = [(int(a), int(b)) for a, b in pairs]
     if not pairs:
         return []
-    r = pairs[0][0]
-    # Block by block, so a long track never needs its whole spectrogram in memory; a
-    # short one keeps the reference's power spectrum from the first pass for the second.
-    keep = n_frames(r.size) * N_BINS * 8 <= _KEEP_BYTES
-    kept: list[np.ndarray] = []
-    top = 0.0
-    for S in iter_stft(r):
-        P = _power(S)
-        top = max(top, float(np.max(P)))
-        if keep:
-            kept.append(P)
-    floor = max(top, 1e-20) * 10 ** (_LSD_FLOOR_DB / 10)
+    signals = [np.asarray(s).ravel() for s in signals]
+    for a, b in pairs:
+        _same_length(signals[a], signals[b])
+    used = sorted({i for pair in pairs for i in pair})
+    refs = sorted({a for a, _ in pairs})
+    n = signals[refs[0]].size
+    # Block by block, so a long track never needs its whole spectrogram in memory; short signals keep
+    # the references' power spectra from the first pass (their loudest bins) for the second.
+    keep = n_frames(n) * N_BINS * 8 * len(refs) <= _KEEP_BYTES
+    kept: dict[int, list[np.ndarray]] = {a: [] for a in refs}
+    top = dict.fromkeys(refs, 0.0)
+    for blocks in zip(*(iter_stft(signals[a]) for a in refs)):
+        for a, S in zip(refs, blocks):
+            P = _power(S)
+            top[a] = max(top[a], float(np.max(P)))
+            if keep:
+                kept[a].append(P)
+    floor = {a: max(top[a], 1e-20) * 10 ** (_LSD_FLOOR_DB / 10) for a in refs}
     totals = [0.0] * len(pairs)
     count = 0
-    powers = iter(kept) if keep else (_power(S) for S in iter_stft(r))
-    for P, *Ts in zip(powers, *(iter_stft(e) for _, e in pairs)):
-        dP = _db(P, floor)
-        for k, T in enumerate(Ts):
-            dQ = _db(_power(T), floor)
-            totals[k] += float(np.sum(np.sqrt(np.mean((dP - dQ) ** 2, axis=1))))
-        count += P.shape[0]
+    streams = {i: (iter(kept[i]) if keep and i in kept else (_power(S) for S in iter_stft(signals[i])))
+               for i in used}
+    for powers in zip(*streams.values()):
+        P = dict(zip(streams, powers))
+        levels: dict[tuple[int, int], np.ndarray] = {}  # (signal, reference) -> dB above that reference's floor
+
+        def db(i: int, a: int) -> np.ndarray:
+            if (i, a) not in levels:
+                levels[(i, a)] = _db(P[i], floor[a])
+            return levels[(i, a)]
+
+        for k, (a, b) in enumerate(pairs):
+            totals[k] += float(np.sum(np.sqrt(np.mean((db(a, a) - db(b, a)) ** 2, axis=1))))
+        count += P[used[0]].shape[0]
     return [t / count for t in totals]
 
 

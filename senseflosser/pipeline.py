@@ -242,14 +242,15 @@ def floss(
     else:
         normal_raw = outputs[0]
         normal_out, normal_metrics = _fit_to_scale(normal_raw)
-        normal_metrics.update(
-            snr_db=metrics.snr_db(y, normal_raw),
-            lsd_db=metrics.log_spectral_distance(y, normal_raw),
-            nonfinite=runners[0].nonfinite,
-        )
+    # One sweep, one spectrum per signal: the normal output against the input (unless it came from the
+    # cache, with its figures), every flossed output against the normal one.
+    flossed_pairs = [(1, k + 2) for k in range(len(outputs) - 1)]
+    lsds = metrics.log_spectral_distance_table(
+        [y, normal_raw, *outputs[1:]], flossed_pairs if normal is not None else [(0, 1), *flossed_pairs])
+    if normal is None:
+        normal_metrics.update(snr_db=metrics.snr_db(y, normal_raw), lsd_db=lsds.pop(0),
+                              nonfinite=runners[0].nonfinite)
     result = FlossResult(normal=normal_out, normal_metrics=normal_metrics, normal_raw=normal_raw)
-    # One spectrum of the normal output serves every flossed output's distance.
-    lsds = metrics.log_spectral_distances(normal_raw, outputs[1:])
     for recipe, raw, lsd, runner, dmg in zip(recipes, outputs[1:], lsds, runners[1:], damaged):
         out, m = _fit_to_scale(raw)
         m.update(

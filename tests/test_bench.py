@@ -86,6 +86,7 @@ def test_ratios_and_verdicts():
         "library": {"seconds": 2.4},
         "titrate": {"seconds": 8.0},
         "web": {"warm_s": 2.8},
+        "naive": {"seconds": 3.5},
         "long": {"seconds": 48.0, "peak_rss_mb": 1024.0},
         "traces": {"count": 0},
     }
@@ -97,6 +98,9 @@ def test_ratios_and_verdicts():
     assert rows["long_over_20_library"]["value"] == pytest.approx(1.0) and rows["long_over_20_library"]["pass"]
     assert rows["long_peak_rss_gb"]["value"] == pytest.approx(1.0) and rows["long_peak_rss_gb"]["pass"]
     assert rows["warm_traces"]["pass"]
+    assert rows["web_over_naive"]["value"] == pytest.approx(0.8) and rows["web_over_naive"]["pass"]
+    res["naive"] = {"seconds": 2.0}
+    assert not {r["key"]: r for r in bench.compute_ratios(res, 30.0, 600.0)}["web_over_naive"]["pass"]
     res["web"] = {"warm_s": None}
     rows = {r["key"]: r for r in bench.compute_ratios(res, 30.0, 600.0)}
     assert rows["web_warm_over_2bare"]["value"] is None and rows["web_warm_over_2bare"]["pass"] is None
