@@ -313,7 +313,8 @@ def _manifest_files(manifest: dict | None) -> set[str]:
     names: set[str] = set()
     if not manifest:
         return names
-    entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or [])]
+    entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or []),
+               *(manifest.get("explanations") or [])]
     for entry in entries:
         if isinstance(entry, dict):
             for key in ("file", "spectrogram", "peaks", "recipe_file", "model"):
@@ -329,7 +330,8 @@ def _manifest_files(manifest: dict | None) -> set[str]:
 
 def _drawn_later(manifest: dict | None, name: str) -> str | None:
     """The WAV whose spectrogram ``name`` is, if the job listed it to be drawn when first asked for."""
-    for entry in [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or [])]:
+    for entry in [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or []),
+                  *(manifest.get("explanations") or [])]:
         if isinstance(entry, dict) and entry.get("spectrogram") == name and entry.get("spectrogram_later"):
             return entry.get("file")
     return None
@@ -425,6 +427,8 @@ def cli_command(request_spec: dict, manifest: dict | None) -> str:
                                                                     else repr(value)]
     if job.outputs.save_model:
         parts.append("--save-model")
+    if job.outputs.explain:
+        parts += ["--explain", ",".join(job.outputs.explain)]
     parts.append("--spectrograms")
     return shlex.join(parts)
 
@@ -437,7 +441,7 @@ def request_summary(request_spec: dict) -> dict[str, Any]:
             "layers": list(base.layers) if base.layers is not None else None, "offset": base.offset,
             "duration": base.duration, "params": dict(base.params),
             "envelope": [list(p) for p in base.envelope] if base.envelope is not None else None,
-            "save_model": job.outputs.save_model}
+            "save_model": job.outputs.save_model, "explain": list(job.outputs.explain)}
 
 
 def job_view(state: dict) -> dict[str, Any]:
@@ -495,6 +499,9 @@ def job_view(state: dict) -> dict[str, Any]:
             "seconds": manifest.get("seconds"),
             "duration": manifest.get("duration"),
             "normal_cached": bool(manifest.get("normal_cached")),
+            "explanations": [{"explanation": e["explanation"], **_output(job_id, e),
+                              "recipe_url": (_file_urls(job_id, e.get("recipe_file")) or {}).get("download_url")}
+                             for e in manifest.get("explanations") or []],
         }
         models = [item["model"] for item in flossed if item.get("model")]
         if models:

@@ -215,6 +215,7 @@ def parse_job_form(
         offset=offset, duration=duration,
         envelope=envelope_text, params=params_from_fields(action, lambda key: _text(form, key) or None),
         outputs=replace(outputs or Outputs(), save_model=_flag(form, "save_model")),
+        explain=",".join(v for v in getlist("explain") if v is not None)[:MAX_FIELD_CHARS] or None,
     )
     display, stem, ext = split_filename(filename)
     return JobRequest(spec=spec, filename=display, stem=stem, extension=ext, envelope_text=envelope_text)

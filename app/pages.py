@@ -13,6 +13,7 @@ from flask import Blueprint, current_app, render_template
 
 from senseflosser import audio, envelope, sensitivity
 from senseflosser.actions import ACTIONS, KINDS, MAX_SEED
+from senseflosser.explanations import NOTES as EXPLANATION_NOTES
 
 from . import api, engine, jobs
 
@@ -68,5 +69,6 @@ def _page(job_id: str | None = None):
         job_id=job_id,
         actions=[spec.to_dict() for spec in ACTIONS.values()],
         action_kinds=KINDS,
+        explanations=EXPLANATION_NOTES,
         **page_settings(),
     )

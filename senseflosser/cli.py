@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", help="registry model name or a .keras/.h5 file (default: the best model, "
                                          "first in `senseflosser models`)")
     from .actions import all_params, get, names
+    from .explanations import EXPLANATIONS
 
     p.add_argument("--action", "-a", choices=names(), metavar="{" + ",".join(names()) + "}",
                    help=_action_help())
@@ -110,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concept-share", help="with --layers concept:NAME: the share (0 to 1] of each layer's channels "
                                            "taken from the concept's ranking (default: the card's checked selection)")
     p.add_argument("--concept-count", help="with --layers concept:NAME: this many channels per layer instead")
+    p.add_argument("--explain", metavar="WHICH",
+                   help="also write listenable explanations of the --layers channel set: "
+                        f"{','.join(EXPLANATIONS)} (any of them; solo: only the set kept, mute: the set "
+                        "silenced, difference: normal minus mute)")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--envelope", help="magnitude over the output's time, seconds:magnitude points, linear "
                                           "between them, held after the last: '0:0,30:0.1,60:0'")
@@ -311,7 +316,7 @@ def floss_spec(args):
                      layers=args.layers, clusters=_model_clusters(args, model),
                      concepts=_model_concepts(args, model) if args.layers and "concept:" in args.layers else None,
                      concept_share=args.concept_share, concept_count=args.concept_count, offset=args.offset, duration=args.duration, envelope=envelope,
-                     params=params, outputs=outputs)
+                     params=params, outputs=outputs, explain=getattr(args, "explain", None))
 
 
 def _cmd_floss(args) -> int:
@@ -328,6 +333,8 @@ def _cmd_floss(args) -> int:
         print(f"{out / f['file']}  SNR vs normal {m['snr_db']:.1f} dB  LSD {m['lsd_db']:.1f} dB{extra}")
         if f.get("model"):
             print(f"  model: {out / f['model']}")
+    for e in manifest.get("explanations") or []:
+        print(f"{out / e['file']}  {e['explanation']} of the channel set, RMS {e['metrics']['rms_db']:.1f} dBFS")
     return 0
 
 

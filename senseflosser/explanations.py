@@ -9,8 +9,9 @@ For a selection (channels, a cluster or a concept, resolved to channel numbers):
 - ``difference``: the normal output minus ``mute`` (what the set contributes).
 
 Each is rendered from a recipe (``difference`` from ``mute``'s), so it
-reproduces from it. Wiring ``explain=`` into jobs, the API and the page is
-not done here.
+reproduces from it. A job renders them in the same pass as its other outputs
+(``explain=`` in :func:`senseflosser.jobspec.build_job`, the CLI's
+``--explain``, the API's ``explain`` field); :func:`explain` renders them alone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ from .actions import conv_channels, parse_layers, split_entry
 from .errors import RecipeError
 
 EXPLANATIONS: tuple[str, ...] = ("solo", "mute", "difference")
+NOTES: dict[str, str] = {
+    "solo": "only the channel set kept in its layers: ablate at 1 of every other channel of those layers",
+    "mute": "the channel set silenced: ablate at 1 of the set",
+    "difference": "the normal output minus mute's (this recipe's) output: what the channel set contributes",
+}
+"""What each explanation is, as its recipe file and the page say it."""
 ABLATE = "ablate"
 
-__all__ = ["EXPLANATIONS", "explain", "explanation_recipes", "parse_explain"]
+__all__ = ["EXPLANATIONS", "assemble", "explain", "explanation_recipes", "parse_explain", "to_render"]
 
 
 def parse_explain(value: Any) -> tuple[str, ...]:
@@ -74,6 +81,42 @@ def explanation_recipes(model, layers: Any, *, model_name: str, model_sha256: st
     return out
 
 
+def to_render(which: Sequence[str], recipes: dict[str, Any]) -> list[str]:
+    """Which of ``mute`` and ``solo`` must be rendered for the explanations ``which`` (``difference`` needs mute)."""
+    return [n for n in ("mute", "solo") if (n in which or (n == "mute" and "difference" in which))
+            and recipes[n] is not None]
+
+
+def assemble(which: Sequence[str], recipes: dict[str, Any], normal: np.ndarray,
+             rendered: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """The explanations ``which`` from the normal output and the rendered ones (see :func:`to_render`).
+
+    Parameters
+    ----------
+    which : sequence of str
+    recipes : dict
+        :func:`explanation_recipes`'s answer.
+    normal : np.ndarray, shape (n_samples,)
+        The normal output, raw (before any clipping gain).
+    rendered : dict
+        ``"mute"`` / ``"solo"`` -> raw output (before any clipping gain), shape (n_samples,).
+
+    Returns
+    -------
+    dict
+        Each of ``which`` -> ``{"audio": waveform (float32, raw), "recipe": Recipe or None}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for n in which:
+        if n == "difference":
+            out[n] = {"audio": (normal - rendered["mute"]).astype(np.float32), "recipe": recipes["mute"]}
+        elif n == "solo" and recipes["solo"] is None:  # the whole layer chosen: solo is the normal output
+            out[n] = {"audio": np.asarray(normal, np.float32), "recipe": None}
+        else:
+            out[n] = {"audio": np.asarray(rendered[n], np.float32), "recipe": recipes[n]}
+    return out
+
+
 def explain(audio: np.ndarray, model, layers: Any, *, model_name: str, which: Sequence[str] = EXPLANATIONS,
             seed: int = 0) -> dict[str, dict[str, Any]]:
     """Render the explanations of a channel set over ``audio``.
@@ -88,17 +131,7 @@ def explain(audio: np.ndarray, model, layers: Any, *, model_name: str, which: Se
 
     which = parse_explain(which)
     recipes = explanation_recipes(model, layers, model_name=model_name, seed=seed)
-    wanted = [n for n in ("mute", "solo") if (n in which or (n == "mute" and "difference" in which))
-              and recipes[n] is not None]
+    wanted = to_render(which, recipes)
     result = floss(np.asarray(audio, np.float32), model, [recipes[n] for n in wanted])
-    normal = result.normal_raw
     raw = {n: out.audio / (out.metrics.get("gain") or 1.0) for n, out in zip(wanted, result.flossed)}
-    out: dict[str, dict[str, Any]] = {"normal": {"audio": normal, "recipe": None}}
-    for n in which:
-        if n == "difference":
-            out[n] = {"audio": (normal - raw["mute"]).astype(np.float32), "recipe": recipes["mute"]}
-        elif n == "solo" and recipes["solo"] is None:
-            out[n] = {"audio": normal, "recipe": None}
-        else:
-            out[n] = {"audio": raw[n].astype(np.float32), "recipe": recipes[n]}
-    return out
+    return {"normal": {"audio": result.normal_raw, "recipe": None}, **assemble(which, recipes, result.normal_raw, raw)}

@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import envelope as envelope_mod
-from .actions import check, draw_seed, expand_clusters, get, parse_layers
+from .actions import check, draw_seed, expand_clusters, get, parse_layers, split_entry
 from .concepts import expand_concepts
 from .errors import RecipeError
+from .explanations import parse_explain
 from .recipe import Recipe
 
 MAX_MAGNITUDES = 20
@@ -55,6 +56,11 @@ class Outputs:
         Each flossed model as ``.keras``.
     stem : str or None
         Stem of the output names (``None``: the input file's).
+    explain : tuple of str
+        Listenable explanations of the recipes' channel set, in
+        :data:`senseflosser.explanations.EXPLANATIONS` order (``solo``, ``mute``,
+        ``difference``), written beside the flossed outputs (see
+        :mod:`senseflosser.explanations`); empty for none.
     """
 
     original: bool = False
@@ -63,6 +69,10 @@ class Outputs:
     peaks: bool = False
     save_model: bool = False
     stem: str | None = None
+    explain: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "explain", tuple(self.explain))  # a JSON list off the queue
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,7 @@ def build_job(
     params: Mapping[str, Any] | None = None,
     seconds: float | None = None,
     outputs: Outputs | None = None,
+    explain: Any = None,
 ) -> JobSpec:
     """Check everything a job was given, once, and return its spec.
 
@@ -245,6 +256,10 @@ def build_job(
         The segment's real length, when known: an envelope shortcut is then
         fixed to points now (else :meth:`JobSpec.fixed` does it later).
     outputs : Outputs or None, keyword-only
+    explain : str or sequence or None, keyword-only
+        ``"solo,mute,difference"`` (any of them): listenable explanations of
+        the selection's channels, written beside the flossed outputs. The
+        selection must name channels (``down:3,7``, a cluster or a concept).
 
     Returns
     -------
@@ -296,7 +311,13 @@ def build_job(
     mags = [r.magnitude for r in recipes]
     if len(set(mags)) != len(mags):
         raise RecipeError("each magnitude may appear only once")
-    job = JobSpec(recipes=tuple(recipes), outputs=outputs or Outputs(), envelope=None)
+    outputs = outputs or Outputs()
+    if not _blank(explain):
+        outputs = replace(outputs, explain=parse_explain(explain))
+        if not entries or any(split_entry(e)[1] is None for e in entries):
+            raise RecipeError("an explanation (solo, mute, difference) needs channels in the layer selection: "
+                              f"e.g. 'down:3,7', 'down:cluster2' or 'concept:bass', got {', '.join(entries or ()) or 'none'}")
+    job = JobSpec(recipes=tuple(recipes), outputs=outputs, envelope=None)
     if shape is not None and shape.kind != "points":
         job = replace(job, recipes=tuple(r.derive(envelope=None) for r in job.recipes), envelope=shape)
     if seconds is not None:

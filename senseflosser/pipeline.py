@@ -83,7 +83,8 @@ class FlossResult:
     """Per recipe, what its action's prepared data records (adversarial: the direction's SHA-256)."""
 
 
-def _fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
+def fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
+    """``y`` scaled down only if it would clip, and its ``gain``, ``peak`` and ``rms_db`` (before the gain)."""
     peak = float(np.max(np.abs(y))) if y.size else 0.0
     gain = 1.0 if peak <= _HEADROOM else _HEADROOM / peak
     out = y if gain == 1.0 else (y * gain).astype(np.float32)
@@ -236,12 +237,12 @@ def floss(
         outputs.insert(0, normal_given)
         runners.insert(0, None)
         normal_raw = normal_given
-        normal_out, normal_metrics = _fit_to_scale(normal_raw)
+        normal_out, normal_metrics = fit_to_scale(normal_raw)
         normal_metrics = {**normal_metrics, **{k: v for k, v in dict(normal[1]).items()
                                               if k in ("snr_db", "lsd_db", "nonfinite")}}
     else:
         normal_raw = outputs[0]
-        normal_out, normal_metrics = _fit_to_scale(normal_raw)
+        normal_out, normal_metrics = fit_to_scale(normal_raw)
     # One sweep, one spectrum per signal: the normal output against the input (unless it came from the
     # cache, with its figures), every flossed output against the normal one.
     flossed_pairs = [(1, k + 2) for k in range(len(outputs) - 1)]
@@ -252,7 +253,7 @@ def floss(
                               nonfinite=runners[0].nonfinite)
     result = FlossResult(normal=normal_out, normal_metrics=normal_metrics, normal_raw=normal_raw)
     for recipe, raw, lsd, runner, dmg in zip(recipes, outputs[1:], lsds, runners[1:], damaged):
-        out, m = _fit_to_scale(raw)
+        out, m = fit_to_scale(raw)
         m.update(
             snr_db=metrics.snr_db(normal_raw, raw),
             lsd_db=lsd,

@@ -17,13 +17,13 @@ import keras
 import numpy as np
 
 from . import audio as audio_io
-from . import device
+from . import device, explanations
 from .jobspec import JobSpec
 from .jsonfile import write_json
 from .models import ModelRegistry, conv_channels
 from .normal_cache import NormalCache, cache_key, link_or_copy
 from .peaks import write_peaks
-from .pipeline import Progress, floss
+from .pipeline import Progress, fit_to_scale, floss
 from .spectrogram import save_spectrogram
 
 log = logging.getLogger(__name__)
@@ -126,12 +126,21 @@ def floss_to_dir(
             return None
         return lambda f, msg: progress(lo + (hi - lo) * f, msg)
 
+    explained = (explanations.explanation_recipes(net, base.layers, model_name=base.model, model_sha256=sha,
+                                                  seed=seed, offset=base.offset, duration=base.duration)
+                 if opts.explain else {})
+    extra = explanations.to_render(opts.explain, explained) if opts.explain else []
     key = cached = None
     if normal_cache is not None:
         key = cache_key(y, sha, chunking="envelope" if base.envelope is not None else "plain")
         cached = normal_cache.get(key)
-    result = floss(y, net, recipes, progress=sub(0.0, 0.85), keep_models=opts.save_model,
-                   normal=(cached.raw, cached.metrics) if cached else None, source=source)
+    # The explanations' renders share the job's pass (and its normal output).
+    result = floss(y, net, recipes + [explained[n] for n in extra], progress=sub(0.0, 0.85),
+                   keep_models=opts.save_model, normal=(cached.raw, cached.metrics) if cached else None,
+                   source=source)
+    rendered = {n: out.audio / (out.metrics.get("gain") or 1.0)
+                for n, out in zip(extra, result.flossed[len(recipes):])}
+    del result.flossed[len(recipes):]
     if progress:
         progress(0.85, "writing files")
     written: dict[str, dict[str, Path]] = {}
@@ -188,6 +197,18 @@ def floss_to_dir(
         manifest["flossed"].append(entry)
         if progress:
             progress(0.85 + 0.15 * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
+    if opts.explain:
+        manifest["explanations"] = []
+        for name, made in explanations.assemble(opts.explain, explained, result.normal_raw, rendered).items():
+            samples, levels = fit_to_scale(made["audio"])
+            recipe = made["recipe"].to_dict() if made["recipe"] is not None else None
+            entry = {"explanation": name, **wav(name, samples), "metrics": levels, "recipe": recipe,
+                     "recipe_file": None}
+            if recipe is not None:
+                entry["recipe_file"] = write_json(out_dir / f"{stem}_{name}.json", {
+                    "explanation": name, "recipe": recipe, "output": entry["file"],
+                    "note": explanations.NOTES[name], "device": manifest["device"]}).name
+            manifest["explanations"].append(entry)
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
     manifest["normal_cached"] = cached is not None

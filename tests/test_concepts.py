@@ -309,3 +309,64 @@ def test_solo_mute_and_difference_of_a_channel_set(tiny_model):
         explanation_recipes(tiny_model, "conv_a", model_name="tiny")
     with pytest.raises(RecipeError, match="unknown explanation 'loud'"):
         explain(y, tiny_model, "conv_a:2", model_name="tiny", which="solo,loud")
+
+
+def test_a_job_writes_its_explanations_beside_its_outputs_from_the_same_pass(capsys, models_dir, wav_file,
+                                                                               tmp_path):
+    out = tmp_path / "x"
+    code, printed, err = _run(capsys, "floss", "-i", str(wav_file), "--models-dir", str(models_dir), "-m", "tiny",
+                              "-a", "fog", "-g", "0.1", "--seed", "3", "--layers", "conv_a:2,conv_b:1",
+                              "--explain", "difference,solo,mute", "-o", str(out))
+    assert code == 0, err
+    for name in ("solo", "mute", "difference"):
+        assert f"song_{name}.wav" in printed and f"{name} of the channel set" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["explanation"] for e in manifest["explanations"]] == ["solo", "mute", "difference"]
+    assert len(manifest["flossed"]) == 1 and manifest["flossed"][0]["recipe"]["action"] == "fog"
+    by = {e["explanation"]: e for e in manifest["explanations"]}
+    assert by["mute"]["recipe"]["layers"] == ["conv_a:2", "conv_b:1"]
+    assert by["solo"]["recipe"]["layers"] == ["conv_a:0,1,3", "conv_b:0,2,3"]
+    # mute is the deletion itself: the same bytes as a job that ablates the set at 1
+    _, ablated = _floss(capsys, tmp_path / "a", wav_file, models_dir, "--layers", "conv_a:2,conv_b:1")
+    assert (out / by["mute"]["file"]).read_bytes()[44:] == ablated.read_bytes()[44:]
+    # difference is normal minus mute, within one 16-bit step of each file written
+    normal, _ = sf.read(out / manifest["normal"]["file"], dtype="float64")
+    mute, _ = sf.read(out / by["mute"]["file"], dtype="float64")
+    difference, _ = sf.read(out / by["difference"]["file"], dtype="float64")
+    assert np.max(np.abs(difference * by["difference"]["metrics"]["gain"] - (normal - mute))) <= 3 / 32768
+    # the mute recipe file reproduces the mute output
+    code, _, err = _run(capsys, "floss", "-i", str(wav_file), "--models-dir", str(models_dir),
+                        "--recipe", str(out / by["mute"]["recipe_file"]), "-o", str(tmp_path / "r"))
+    assert code == 0, err
+    assert (tmp_path / "r" / "song_ablate_1.wav").read_bytes()[44:] == (out / by["mute"]["file"]).read_bytes()[44:]
+
+
+@pytest.mark.parametrize("layers, explain, message", [
+    ("conv_a", "mute", "needs channels in the layer selection"),
+    (None, "solo", "needs channels in the layer selection"),
+    ("conv_a:1", "solo,loud", "unknown explanation 'loud'"),
+])
+def test_bad_explanations_get_a_sentence(capsys, models_dir, wav_file, tmp_path, layers, explain, message):
+    code, _, err = _run(capsys, "floss", "-i", str(wav_file), "--models-dir", str(models_dir), "-m", "tiny",
+                        "-a", "fog", "-g", "0.1", *(["--layers", layers] if layers else []),
+                        "--explain", explain, "-o", str(tmp_path / "o"))
+    assert code == 1 and message in err and err.strip().count("\n") == 0, err
+
+
+def test_the_api_serves_explanations_and_their_command_line(web_client, web_submit, web_wait):
+    r = web_submit(web_client, layers="conv_a:1,2", explain="solo,mute", seed="5")
+    assert r.status_code == 202, r.get_json()
+    view = web_wait(web_client, r.get_json()["id"])
+    assert view["state"] == "done", view
+    assert view["request"]["explain"] == ["solo", "mute"]
+    assert "--explain solo,mute" in view["cli"]
+    got = view["outputs"]["explanations"]
+    assert [e["explanation"] for e in got] == ["solo", "mute"]
+    for e in got:
+        assert web_client.get(e["url"]).status_code == 200
+        assert web_client.get(e["spectrogram"]).status_code == 200
+        assert web_client.get(e["recipe_url"]).get_json()["recipe"]["action"] == "ablate"
+    bad = web_submit(web_client, layers="conv_a", explain="mute")
+    assert bad.status_code == 400 and "needs channels" in bad.get_json()["error"]
+    bad = web_submit(web_client, layers="conv_a:1", explain="louder")
+    assert bad.status_code == 400 and "unknown explanation 'louder'" in bad.get_json()["error"]

@@ -601,3 +601,27 @@ def test_the_page_shows_a_finished_job_within_100_ms_of_the_server_finishing_it(
     assert view["state"] == "done" and view["playable"] is True
     late = shown_s - view["finished"]
     assert -0.05 < late <= 0.1, f"the page showed the finished job {late * 1000:.0f} ms after the server finished it"
+
+
+def test_explanations_of_chosen_channels_are_heard_beside_the_damage(page, web_app, tmp_path):
+    song = tmp_path / "song.wav"
+    song.write_bytes(web_wav_bytes(1.5))
+    page.set_input_files("#audio", str(song))
+    page.select_option("#model", "tiny")
+    page.check("#action-fog")
+    page.fill("#magnitude", "0.1")
+    page.click("#advanced summary")
+    page.check(".layer-choice input[value='conv_a']")
+    page.fill("input.channels[data-layer='conv_a']", "1,3")
+    assert "normal output minus" in page.inner_text("#explain-fieldset")  # the server's note for each
+    page.check("#explain-mute")
+    page.check("#explain-difference")
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    labels = page.evaluate("() => { const t = window.senseflosserTransport; "
+                           "return Array.from({length: t.count()}, (_, i) => t.label(i)); }")
+    assert labels[-2:] == ["mute", "difference"] and len(labels) == 5  # original, normal, fog, mute, difference
+    assert "mute of the chosen channels" in page.inner_text("#players")
+    (job_id,) = web_app.extensions["senseflosser"].store.ids()
+    view = web_app.test_client().get(f"/api/jobs/{job_id}").get_json()
+    assert view["request"]["explain"] == ["mute", "difference"] and view["recipe"]["layers"] == ["conv_a:1,3"]

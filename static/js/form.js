@@ -320,6 +320,9 @@ export function fillForm(view) {
   if (req.offset) offsetInput.value = String(req.offset);
   if (req.duration) durationInput.value = String(req.duration);
   $("save_model").checked = Boolean(req.save_model);
+  form.querySelectorAll('input[name="explain"]').forEach((box) => {
+    box.checked = (req.explain || []).includes(box.value);
+  });
   syncDisabled();
   sliderFromMagnitude();
 }

@@ -21,6 +21,10 @@ const mapPlot = $("map-plot");
 const mapFiles = $("map-files");
 
 let transport = null;
+
+/** What each explanation of a channel set is (the server's notes, rendered beside the form's boxes). */
+const EXPLAINED = Object.fromEntries([...document.querySelectorAll('input[name="explain"]')].map(
+  (box) => [box.value, box.parentElement.querySelector(".hint").textContent]));
 let mapGeneration = 0;
 let mapShown = null;  // the drawn map's (view, done), to lay it out again when the width changes
 
@@ -96,6 +100,11 @@ export function showResults(view) {
       : `Damaged with ${recipe.action} at magnitude ${f.magnitude}.`, f,
       { flossed: true, model: f.model, recipe: f.recipe_url });
     versions.push({ label: title, url: f.url, peaksUrl: f.peaks });
+  }
+  for (const e of out.explanations || []) {
+    const title = `${e.explanation} of the chosen channels`;
+    addPlayer(title, EXPLAINED[e.explanation] || "", e, { recipe: e.recipe_url });
+    versions.push({ label: e.explanation, url: e.url, peaksUrl: e.peaks });
   }
   transport.load(versions);
   drawDose(view, (i) => transport.select(firstFlossed + i));
