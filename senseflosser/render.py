@@ -20,9 +20,11 @@ from . import audio as audio_io
 from . import device
 from .jobspec import JobSpec
 from .jsonfile import write_json
+from .ladder import RULE
 from .models import ModelRegistry, conv_channels
 from .normal_cache import NormalCache, cache_key, link_or_copy
 from .peaks import write_peaks
+from .performance import perform_to_dir
 from .pipeline import Progress, floss
 from .spectrogram import save_spectrogram
 
@@ -157,7 +159,9 @@ def floss_to_dir(
         "input": Path(input_path).name,
         "stem": stem,
         "seed": seed,
-        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {})},
+        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {}),
+                   **({"ladder": True} if spec.ladder else {}),
+                   **({"performance": spec.performance.to_dict(mags)} if spec.performance is not None else {})},
         **(result.provenance[0] if result.provenance else {}),
         "device": device.describe(),
         "seconds": None,
@@ -184,6 +188,13 @@ def floss_to_dir(
         manifest["flossed"].append(entry)
         if progress:
             progress(0.85 + 0.15 * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
+    if spec.ladder:
+        manifest["ladder"] = {"rungs": len(mags), "magnitudes": mags, "rule": RULE}
+    if spec.performance is not None:
+        manifest["performance"] = perform_to_dir(
+            spec.performance, audio=y, net=net, base=base, magnitudes=mags, out_dir=out_dir, stem=stem,
+            rung_files=[out_dir / f["file"] for f in manifest["flossed"]], recipe=manifest["recipe"],
+            peaks=opts.peaks, source=source)
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
     manifest["normal_cached"] = cached is not None
