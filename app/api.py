@@ -124,6 +124,8 @@ def _create(kind: str):
         spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info, **model_spec}
         spec["spec"] = job.spec.fixed(info["segment_duration"]).to_dict()  # envelope points now the audio is known
         passes = len(job.magnitudes) + 1
+        if job.spec.performance is not None and job.spec.performance.continuous:
+            passes += 5  # the envelope renderer's passes and its own normal
         if kind == "map":
             spec.update(kind="map", seeds=_map_seeds(form))
             passes = len(job.magnitudes) * spec["seeds"] * max(1, len(channels or {})) + 1
@@ -210,7 +212,8 @@ def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int]
     if uploaded is None:
         return parse_job_form(form, form.getlist, filename=filename, model_names=svc.engine.model_names(),
                               conv_layers=svc.engine.conv_layers, clusters=svc.engine.clusters,
-                              concepts=svc.engine.concepts, max_duration=limit,
+                              concepts=svc.engine.concepts, calibration=svc.engine.calibration,
+                              max_duration=limit,
                               outputs=svc.engine.outputs())
     name, channels, sha = uploaded
     return parse_job_form(form, form.getlist, filename=filename, model_names=[name], conv_layers=lambda _: channels,
@@ -282,7 +285,9 @@ def _manifest_files(manifest: dict | None) -> set[str]:
     names: set[str] = set()
     if not manifest:
         return names
-    entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or [])]
+    perf = manifest.get("performance")
+    entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or []),
+               perf, perf.get("continuous") if isinstance(perf, dict) else None]
     for entry in entries:
         if isinstance(entry, dict):
             for key in ("file", "spectrogram", "peaks", "recipe_file", "model"):
@@ -364,6 +369,11 @@ def cli_command(request_spec: dict, manifest: dict | None) -> str:
     parts = ["senseflosser", "floss", "-i", request_spec["filename"], "-m", model, "-a", base.action]
     if base.envelope is not None:
         parts += ["--envelope", envelope.to_text(base.envelope)]
+    elif job.ladder:
+        parts += ["--ladder", str(len(job.recipes))]
+        if job.performance is not None:
+            parts += ["--performance", job.performance.to_text()]
+            parts += ["--performance-envelope"] if job.performance.continuous else []
     elif len(job.recipes) == 1:
         parts += ["-g", repr(base.magnitude)]
     else:
@@ -395,7 +405,19 @@ def request_summary(request_spec: dict) -> dict[str, Any]:
             "layers": list(base.layers) if base.layers is not None else None, "offset": base.offset,
             "duration": base.duration, "params": dict(base.params),
             "envelope": [list(p) for p in base.envelope] if base.envelope is not None else None,
-            "save_model": job.outputs.save_model}
+            "save_model": job.outputs.save_model, "ladder": len(job.recipes) if job.ladder else None,
+            "performance": [list(p) for p in job.performance.points] if job.performance is not None else None,
+            "performance_envelope": bool(job.performance is not None and job.performance.continuous)}
+
+
+def performance_view(job_id: str, entry: dict) -> dict[str, Any]:
+    """A ladder job's performance output: the crossfade's files, its path, and its continuous render's SNR."""
+    view = {**_output(job_id, entry), "points": entry.get("points"), "rule": entry.get("rule"),
+            "recipe_url": (_file_urls(job_id, entry.get("recipe_file")) or {}).get("download_url")}
+    cont = entry.get("continuous")
+    if cont:
+        view["continuous"] = {**_output(job_id, cont), "envelope": cont.get("envelope")}
+    return view
 
 
 def job_view(state: dict) -> dict[str, Any]:
@@ -452,6 +474,10 @@ def job_view(state: dict) -> dict[str, Any]:
             "duration": manifest.get("duration"),
             "normal_cached": bool(manifest.get("normal_cached")),
         }
+        if manifest.get("ladder"):
+            outputs["ladder"] = {**manifest["ladder"], "crossfade": "linear, equal gain"}
+        if manifest.get("performance"):
+            outputs["performance"] = performance_view(job_id, manifest["performance"])
         models = [item["model"] for item in flossed if item.get("model")]
         if models:
             outputs["model"] = models[0]
