@@ -24,7 +24,7 @@ from senseflosser.render import safe_stem
 from .config import parse_bool
 
 MAX_FIELD_CHARS = 1000
-PERFORMANCE_MAX_CHARS = MAX_POINTS * 32
+PERFORMANCE_MAX_CHARS = MAX_POINTS * 24
 """A recorded knob path may be long: this many characters (its most points, each ``seconds:position``)."""
 _EXT_RE = re.compile(r"\.[a-z0-9]{1,8}", re.ASCII)
 

@@ -39,7 +39,7 @@ MIN_RUNGS = 8
 MAX_RUNGS = 16
 """Most rungs a ladder has (the page holds every rung decoded: see the README's page memory)."""
 
-MAX_POINTS = 8192
+MAX_POINTS = 16384
 """Most points a recorded performance may have (the page thins its recording to fit)."""
 
 KIND = "ladder-crossfade"

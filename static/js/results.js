@@ -6,6 +6,7 @@ import { describeState, refusal, upload, watch } from "./api.js";
 import { drawDose, drawMap } from "./charts.js";
 import { config } from "./config.js";
 import { drawEnvelope } from "./envelope.js";
+import { showLive } from "./live.js";
 import { state } from "./state.js";
 import { $, number, sentence } from "./util.js";
 
@@ -97,7 +98,8 @@ export function showResults(view) {
       { flossed: true, model: f.model, recipe: f.recipe_url });
     versions.push({ label: title, url: f.url, peaksUrl: f.peaks });
   }
-  transport.load(versions);
+  const loading = transport.load(versions);
+  showLive(view, firstFlossed, loading);
   drawDose(view, (i) => transport.select(firstFlossed + i));
   resetMap(view);
   if (out.recipe) {
