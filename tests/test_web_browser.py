@@ -568,3 +568,121 @@ def test_a_bend_is_chosen_under_its_kind_and_its_parameter_is_sent(page, web_app
     view = web_app.test_client().get(f"/api/jobs/{job_id}").get_json()
     assert view["recipe"]["action"] == "freqshift" and view["recipe"]["params"] == {"shift_rows": 5.5}
     assert [o["magnitude"] for o in view["outputs"]["flossed"]] == [0.4]
+
+
+LIVE = "window.senseflosserLive"
+
+
+def _ladder_job(page, tmp_path, seconds=6.0):
+    song = tmp_path / "live.wav"
+    song.write_bytes(web_wav_bytes(seconds))
+    page.set_input_files("#audio", str(song))
+    page.check("#ladder")
+    page.click("#submit")
+    page.wait_for_selector("#live:not([hidden])", timeout=TIMEOUT_MS)
+    _transport_ready(page)
+
+
+def _settled_gains(page, position: float, rungs: int):
+    """The gains the crossfade rule gives at ``position``, against the rungs' AudioParams as they sound now."""
+    import math
+
+    i = min(math.floor(position), rungs - 2)
+    f = position - i
+    want = [0.0] * rungs
+    want[i], want[i + 1] = 1 - f, f
+    got = page.evaluate(f"{LIVE}.gains()")
+    return got, want
+
+
+def test_live_knob_crossfades_the_rungs_at_once_and_the_recorded_path_renders(page, web_app, tmp_path):
+    _ladder_job(page, tmp_path)
+    # The page is an instrument now: the form folded into a summary, the listening area on screen, phone width.
+    assert page.is_hidden("#floss-form") and page.is_visible("#form-summary")
+    assert page.get_attribute("#form-toggle", "aria-expanded") == "false"
+    assert page.locator("#knob").bounding_box()["y"] < 844 * 1.5
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    assert page.get_attribute("#knob", "type") == "range" and page.inner_text("label[for=knob]")
+    rungs = page.locator("#versions button").count() - 2  # original, normal, then the rungs
+    assert rungs == 8 and page.get_attribute("#knob", "max") == "7"
+    quantum = 128 / page.evaluate(f"{TRANSPORT}.sampleRate()")
+
+    heard = []
+    page.evaluate("() => document.addEventListener('senseflosser:live', (e) => "
+                  "(window.__heard = window.__heard || []).push(e.detail.position))")
+    page.click("#live-record")
+    assert page.get_attribute("#live-record", "aria-pressed") == "true"
+    page.click("#play")
+    page.wait_for_timeout(400)
+    page.focus("#knob")
+    for key in ("End", "Home", "ArrowRight", "ArrowRight"):  # the keyboard
+        page.keyboard.press(key)
+        page.wait_for_timeout(250)
+        heard.append(float(page.input_value("#knob")))
+        got, want = _settled_gains(page, heard[-1], rungs)
+        assert got == pytest.approx(want, abs=1e-3), (key, got, want)
+    box = page.locator("#knob").bounding_box()  # the mouse (a touch lands the same way): the middle of the track
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(250)
+    heard.append(float(page.input_value("#knob")))
+    assert 2.5 < heard[-1] < 4.5
+    got, want = _settled_gains(page, heard[-1], rungs)
+    assert got == pytest.approx(want, abs=1e-3)
+    # Observed, not only scheduled: the top rung's gain moves as soon as the audio thread renders again.
+    seen = page.evaluate("""() => new Promise((resolve) => {
+      const t = window.senseflosserTransport, knob = document.getElementById("knob"), ctx = t.context();
+      const before = window.senseflosserLive.gains()[7];
+      knob.value = "7"; const t0 = ctx.currentTime; knob.dispatchEvent(new Event("input"));
+      const poll = () => {
+        const g = window.senseflosserLive.gains()[7];
+        if (g !== before) resolve({ before, g, dt: ctx.currentTime - t0, base: ctx.baseLatency });
+        else if (ctx.currentTime - t0 > 1) resolve({ before, g, dt: null });
+        else setTimeout(poll, 0);
+      };
+      poll();
+    })""")
+    # The value getter is refreshed once per device callback (baseLatency; 10 ms in headless Chromium), so the
+    # change is seen at most a callback and a quantum after the input, and well inside the 30 ms budget.
+    assert seen["dt"] is not None and seen["g"] > seen["before"], seen
+    assert seen["dt"] <= seen["base"] + 2 * quantum + 1e-6 and seen["dt"] <= 0.030, seen
+    heard.append(7.0)
+    page.click("#live-record")
+    page.click("#play")  # pause
+
+    log = page.evaluate(f"{LIVE}.log()")
+    assert [entry["position"] for entry in log] == pytest.approx(heard)
+    for entry in log:  # each move's automation starts within one render quantum of the input
+        assert 0 <= entry["at"] - entry["input"] <= quantum, entry
+    points = page.evaluate(f"{LIVE}.points()")
+    times = [t for t, _ in points]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    for entry in log:  # the recorded path: held until the move, then a 5 ms ramp to where the knob went
+        t = entry["time"]
+        assert any(abs(pt - (t + 0.005)) < 1e-9 and abs(pp - entry["position"]) < 1e-9 for pt, pp in points), entry
+        assert any(abs(pt - t) < 1e-9 for pt, _ in points)
+    assert page.evaluate("() => window.__heard.length") >= len(heard)
+
+    # Save it as recipe JSON, load it back, and render it on the server.
+    with page.expect_download() as download:
+        page.click("#live-save")
+    saved = tmp_path / "performance.json"
+    download.value.save_as(saved)
+    import json
+
+    recipe = json.loads(saved.read_text())
+    assert recipe["performance"]["kind"] == "ladder-crossfade" and recipe["performance"]["points"] == points
+    page.click("#live-clear")
+    page.set_input_files("#live-load", str(saved))
+    wait_until(page, "() => /Loaded/.test(document.getElementById('live-status').textContent)")
+    assert page.evaluate(f"{LIVE}.points()") == points
+    page.click("#live-render")
+    wait_until(page, "() => document.getElementById('live').dataset.rendered")
+    rendered = page.get_attribute("#live", "data-rendered")
+    view = web_app.test_client().get(f"/api/jobs/{rendered}").get_json()
+    assert view["outputs"]["performance"]["points"] == points
+    assert view["request"]["seed"] == recipe["seed"] and view["request"]["ladder"] == 8
+    assert page.locator("#versions button").count() == 2 + rungs + 1  # the server's render joins the versions
+    # The form reopens from its summary with the keyboard.
+    page.focus("#form-toggle")
+    page.keyboard.press("Enter")
+    assert page.is_visible("#floss-form") and page.get_attribute("#form-toggle", "aria-expanded") == "true"

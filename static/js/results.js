@@ -98,6 +98,11 @@ export function showResults(view) {
       { flossed: true, model: f.model, recipe: f.recipe_url });
     versions.push({ label: title, url: f.url, peaksUrl: f.peaks });
   }
+  if (out.performance) {  // a ladder job's performance: after the rungs, so their places stay
+    addPlayer("Performance", "The knob's path rendered on the server: the crossfade of the rungs.", out.performance,
+      { recipe: out.performance.recipe_url });
+    versions.push({ label: "performance", url: out.performance.url, peaksUrl: out.performance.peaks });
+  }
   const loading = transport.load(versions);
   showLive(view, firstFlossed, loading);
   drawDose(view, (i) => transport.select(firstFlossed + i));
