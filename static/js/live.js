@@ -229,7 +229,7 @@ function save() {
   document.body.append(a);
   a.click();
   a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+  setTimeout(() => URL.revokeObjectURL(a.href), 30000);
   status.textContent = "Saved: load it here again, or give it to the CLI as --recipe.";
 }
 
