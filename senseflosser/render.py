@@ -138,7 +138,7 @@ def floss_to_dir(
         progress(0.85, "writing files")
     written: dict[str, dict[str, Path]] = {}
 
-    def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
+    def wav(label: str, samples: np.ndarray, picture: bool = True) -> dict[str, Any]:
         try:
             files = (_reuse(cached, label, out_dir, stem, opts.spectrograms, opts.peaks)
                      if label in ("original", "normal") else None)
@@ -148,7 +148,7 @@ def floss_to_dir(
             written[label] = files
             return _entry(files)
         files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
-        if opts.spectrograms:
+        if opts.spectrograms and picture:
             files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
         if opts.peaks:
             files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
@@ -174,7 +174,9 @@ def floss_to_dir(
     manifest["normal"] = {**wav("normal", result.normal), "metrics": result.normal_metrics}
     manifest["flossed"] = []
     for i, out in enumerate(result.flossed):
-        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio), "metrics": out.metrics,
+        # A ladder's rungs lie a few dB apart: they are heard (live), not pictured, which keeps a ladder under 3 jobs' cost.
+        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio, picture=not spec.ladder),
+                 "metrics": out.metrics,
                  "recipe": out.recipe.to_dict(), "model": None}
         recipe_file = out_dir / f"{stem}_{out.recipe.slug}.json"
         write_json(recipe_file, {"recipe": out.recipe.to_dict(), "metrics": out.metrics,

@@ -184,3 +184,12 @@ def test_the_continuous_render_follows_the_path_in_magnitude_and_reports_its_snr
     ref, _ = sf.read(tmp_path / "c" / manifest["performance"]["file"], dtype="float32")
     assert snr == pytest.approx(10 * np.log10(np.sum(ref.astype(np.float64) ** 2)
                                               / np.sum((ref.astype(np.float64) - y) ** 2)), abs=1e-3)
+
+
+def test_a_ladders_rungs_are_heard_not_pictured(registry, wav_file, tmp_path):
+    from senseflosser.jobspec import Outputs
+
+    spec = build_job(model="tiny", action="fog", ladder=8, seed=2, outputs=Outputs(spectrograms=True, peaks=True))
+    manifest = floss_file(spec, wav_file, registry=registry, output_dir=tmp_path)
+    assert manifest["normal"]["spectrogram"] and (tmp_path / manifest["normal"]["spectrogram"]).is_file()
+    assert all("spectrogram" not in f and f["peaks"] for f in manifest["flossed"])
