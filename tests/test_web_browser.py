@@ -215,6 +215,7 @@ def test_own_model_through_the_page(page, tmp_path):
     # a refused model is explained in the page
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"PK\x03\x04 truncated")
+    page.click("#form-toggle")  # the finished job folded the form under its summary
     page.set_input_files("#model-file", str(bad))
     page.click("#submit")
     error = page.locator("#error")
@@ -328,6 +329,7 @@ def test_rerun_without_the_file_then_map_and_hear_a_cell(page, tmp_path):
     _titrated_job(page, tmp_path, seconds=3.0)
     first = page.url
     # on the job's page: change the damage only; no file is sent again
+    page.click("#form-toggle")  # the finished job folded the form under its summary
     page.uncheck("#titrate")
     page.fill("#magnitude", "0.07")
     requests = []
