@@ -677,14 +677,25 @@ def test_live_knob_crossfades_the_rungs_at_once_and_the_recorded_path_renders(pa
     page.set_input_files("#live-load", str(saved))
     wait_until(page, "() => /Loaded/.test(document.getElementById('live-status').textContent)")
     assert page.evaluate(f"{LIVE}.points()") == points
+    page.check("#live-continuous")
     page.click("#live-render")
     wait_until(page, "() => document.getElementById('live').dataset.rendered")
     rendered = page.get_attribute("#live", "data-rendered")
     view = web_app.test_client().get(f"/api/jobs/{rendered}").get_json()
     assert view["outputs"]["performance"]["points"] == points
     assert view["request"]["seed"] == recipe["seed"] and view["request"]["ladder"] == 8
-    assert page.locator("#versions button").count() == 2 + rungs + 1  # the server's render joins the versions
+    assert view["outputs"]["performance"]["continuous"]["metrics"]["snr_db"] is not None
+    assert "dB SNR from it" in page.inner_text("#live-status")
+    # the server's render (and its continuous twin) join the versions
+    wait_until(page, f"() => document.querySelectorAll('#versions button').length === {2 + rungs + 2}")
     # The form reopens from its summary with the keyboard.
     page.focus("#form-toggle")
     page.keyboard.press("Enter")
     assert page.is_visible("#floss-form") and page.get_attribute("#form-toggle", "aria-expanded") == "true"
+    # The rendered job's own page opens in live mode with its performance loaded to play back.
+    page.goto(page.url.split("/jobs/")[0] + view["page_url"])
+    page.wait_for_selector("#live:not([hidden])", timeout=TIMEOUT_MS)
+    assert page.evaluate(f"{LIVE}.points()") == points and page.is_checked("#live-follow")
+    assert page.is_checked("#ladder")  # the form is refilled with the ladder, not a titration
+    titles = page.locator("#players .player-title").all_inner_texts()
+    assert "Performance" in titles and "Continuous envelope" in titles

@@ -102,6 +102,12 @@ export function showResults(view) {
     addPlayer("Performance", "The knob's path rendered on the server: the crossfade of the rungs.", out.performance,
       { recipe: out.performance.recipe_url });
     versions.push({ label: "performance", url: out.performance.url, peaksUrl: out.performance.peaks });
+    const cont = out.performance.continuous;
+    if (cont) {
+      addPlayer("Continuous envelope", `The same path as true per-frame magnitudes (the envelope renderer): ` +
+        `${number(cont.metrics && cont.metrics.snr_db, 1, " dB")} SNR against the crossfade.`, cont, {});
+      versions.push({ label: "continuous", url: cont.url });
+    }
   }
   const loading = transport.load(versions);
   showLive(view, firstFlossed, loading);
