@@ -193,3 +193,20 @@ def test_a_ladders_rungs_are_heard_not_pictured(registry, wav_file, tmp_path):
     manifest = floss_file(spec, wav_file, registry=registry, output_dir=tmp_path)
     assert manifest["normal"]["spectrogram"] and (tmp_path / manifest["normal"]["spectrogram"]).is_file()
     assert all("spectrogram" not in f and f["peaks"] for f in manifest["flossed"])
+
+
+def test_the_crossfade_streams_a_chunk_of_each_rung_at_a_time(registry, wav_file, tmp_path, monkeypatch):
+    manifest = _ladder_job(registry, wav_file, tmp_path / "job")
+    rungs = [tmp_path / "job" / f["file"] for f in manifest["flossed"]]
+    reads = []
+    real = sf.SoundFile.read
+
+    def counting(self, frames=-1, *args, **kwargs):
+        reads.append(frames)
+        return real(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "read", counting)
+    path, _ = render_performance(rungs, ladder.parse_performance(PATH, rungs=8), tmp_path / "p.wav", chunk_samples=4096)
+    frames = sf.info(str(rungs[0])).frames
+    assert reads and all(0 < n <= 4096 for n in reads) and sum(reads) == 8 * frames
+    assert path.read_bytes() == (tmp_path / "job" / manifest["performance"]["file"]).read_bytes()
