@@ -692,6 +692,14 @@ def test_live_knob_crossfades_the_rungs_at_once_and_the_recorded_path_renders(pa
     page.focus("#form-toggle")
     page.keyboard.press("Enter")
     assert page.is_visible("#floss-form") and page.get_attribute("#form-toggle", "aria-expanded") == "true"
+    # Edited as an envelope (magnitudes over time, in the form's editor) and taken back as the performance.
+    page.click("#live-edit")
+    pairs = [tuple(map(float, p.split(":"))) for p in page.input_value("#envelope").split(",")]
+    mags = view["outputs"]["ladder"]["magnitudes"]
+    assert page.is_visible("#envelope-editor") and min(m for _, m in pairs) >= mags[0] and max(m for _, m in pairs) == pytest.approx(mags[7], rel=1e-2)
+    page.fill("#envelope", "0:%r,2:%r" % (mags[0], mags[4]))
+    page.click("#live-use-edit")
+    assert page.evaluate(f"{LIVE}.points()") == [[0, 0], [2, 4]]
     # The rendered job's own page opens in live mode with its performance loaded to play back.
     page.goto(page.url.split("/jobs/")[0] + view["page_url"])
     page.wait_for_selector("#live:not([hidden])", timeout=TIMEOUT_MS)
