@@ -22,7 +22,9 @@ import soundfile as sf
 from . import audio as audio_io
 from . import metrics
 from .errors import AudioError
+from .jsonfile import write_json
 from .ladder import RULE, Performance
+from .peaks import DEFAULT_BINS
 from .pipeline import floss
 from .recipe import Recipe
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 CHUNK_SAMPLES = 1 << 16
 """Samples of each rung read per step (about 3 s at 22050 Hz)."""
 
-__all__ = ["CHUNK_SAMPLES", "crossfade", "render_continuous", "render_performance"]
+__all__ = ["CHUNK_SAMPLES", "crossfade", "perform_to_dir", "render_continuous", "render_performance"]
 
 
 def crossfade(block: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -215,9 +217,6 @@ def perform_to_dir(
         The manifest's ``performance`` entry: ``file``, ``recipe_file``,
         ``points``, ``rule``, ``peaks`` (if written), ``continuous`` (if asked).
     """
-    from .jsonfile import write_json
-    from .peaks import DEFAULT_BINS
-
     path, overview = render_performance(rung_files, performance, out_dir / f"{stem}_performance.wav",
                                         bins=DEFAULT_BINS if peaks else None)
     entry: dict[str, Any] = {"file": path.name, "points": [list(p) for p in performance.points], "rule": RULE}
