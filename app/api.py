@@ -126,6 +126,8 @@ def _create(kind: str):
         spec = {**job.to_dict(), "input": dest.name, "bytes": size, **info, **model_spec}
         spec["spec"] = job.spec.fixed(info["segment_duration"]).to_dict()  # envelope points now the audio is known
         passes = len(job.magnitudes) + 1
+        if job.spec.performance is not None and job.spec.performance.continuous:
+            passes += 5  # the envelope renderer's passes and its own normal
         if kind == "map":
             spec.update(kind="map", seeds=_map_seeds(form))
             passes = len(job.magnitudes) * spec["seeds"] * max(1, len(channels or {})) + 1
@@ -212,7 +214,8 @@ def _job_form(form, filename: str | None, *, uploaded: tuple[str, dict[str, int]
     if uploaded is None:
         return parse_job_form(form, form.getlist, filename=filename, model_names=svc.engine.model_names(),
                               conv_layers=svc.engine.conv_layers, clusters=svc.engine.clusters,
-                              concepts=svc.engine.concepts, max_duration=limit,
+                              concepts=svc.engine.concepts, calibration=svc.engine.calibration,
+                              max_duration=limit,
                               outputs=svc.engine.outputs())
     name, channels, sha = uploaded
     return parse_job_form(form, form.getlist, filename=filename, model_names=[name], conv_layers=lambda _: channels,
@@ -308,14 +311,19 @@ def map_view(state: dict) -> dict[str, Any]:
     return view
 
 
+def _entries(manifest: dict) -> list[Any]:
+    """Every output entry of a job's manifest (each may name a WAV, its spectrogram, peaks, recipe, model)."""
+    perf = manifest.get("performance")
+    return [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or []),
+            *(manifest.get("explanations") or []), perf, perf.get("continuous") if isinstance(perf, dict) else None]
+
+
 def _manifest_files(manifest: dict | None) -> set[str]:
     """Every file name a finished job's manifest lists (the only names the file route serves)."""
     names: set[str] = set()
     if not manifest:
         return names
-    entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or []),
-               *(manifest.get("explanations") or [])]
-    for entry in entries:
+    for entry in _entries(manifest):
         if isinstance(entry, dict):
             for key in ("file", "spectrogram", "peaks", "recipe_file", "model"):
                 if isinstance(entry.get(key), str):
@@ -330,8 +338,7 @@ def _manifest_files(manifest: dict | None) -> set[str]:
 
 def _drawn_later(manifest: dict | None, name: str) -> str | None:
     """The WAV whose spectrogram ``name`` is, if the job listed it to be drawn when first asked for."""
-    for entry in [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or []),
-                  *(manifest.get("explanations") or [])]:
+    for entry in _entries(manifest):
         if isinstance(entry, dict) and entry.get("spectrogram") == name and entry.get("spectrogram_later"):
             return entry.get("file")
     return None
@@ -408,6 +415,11 @@ def cli_command(request_spec: dict, manifest: dict | None) -> str:
     parts = ["senseflosser", "floss", "-i", request_spec["filename"], "-m", model, "-a", base.action]
     if base.envelope is not None:
         parts += ["--envelope", envelope.to_text(base.envelope)]
+    elif job.ladder:
+        parts += ["--ladder", str(len(job.recipes))]
+        if job.performance is not None:
+            parts += ["--performance", job.performance.to_text()]
+            parts += ["--performance-envelope"] if job.performance.continuous else []
     elif len(job.recipes) == 1:
         parts += ["-g", repr(base.magnitude)]
     else:
@@ -441,7 +453,20 @@ def request_summary(request_spec: dict) -> dict[str, Any]:
             "layers": list(base.layers) if base.layers is not None else None, "offset": base.offset,
             "duration": base.duration, "params": dict(base.params),
             "envelope": [list(p) for p in base.envelope] if base.envelope is not None else None,
-            "save_model": job.outputs.save_model, "explain": list(job.outputs.explain)}
+            "save_model": job.outputs.save_model, "explain": list(job.outputs.explain),
+            "ladder": len(job.recipes) if job.ladder else None,
+            "performance": [list(p) for p in job.performance.points] if job.performance is not None else None,
+            "performance_envelope": bool(job.performance is not None and job.performance.continuous)}
+
+
+def performance_view(job_id: str, entry: dict) -> dict[str, Any]:
+    """A ladder job's performance output: the crossfade's files, its path, and its continuous render's SNR."""
+    view = {**_output(job_id, entry), "points": entry.get("points"), "rule": entry.get("rule"),
+            "recipe_url": (_file_urls(job_id, entry.get("recipe_file")) or {}).get("download_url")}
+    cont = entry.get("continuous")
+    if cont:
+        view["continuous"] = {**_output(job_id, cont), "envelope": cont.get("envelope")}
+    return view
 
 
 def job_view(state: dict) -> dict[str, Any]:
@@ -503,6 +528,10 @@ def job_view(state: dict) -> dict[str, Any]:
                               "recipe_url": (_file_urls(job_id, e.get("recipe_file")) or {}).get("download_url")}
                              for e in manifest.get("explanations") or []],
         }
+        if manifest.get("ladder"):
+            outputs["ladder"] = {**manifest["ladder"], "crossfade": "linear, equal gain"}
+        if manifest.get("performance"):
+            outputs["performance"] = performance_view(job_id, manifest["performance"])
         models = [item["model"] for item in flossed if item.get("model")]
         if models:
             outputs["model"] = models[0]

@@ -173,6 +173,12 @@ class Engine:
         """
         return card_concepts(self.registry.card(name))
 
+    def calibration(self, name: str) -> dict[str, Any] | None:
+        """A model card's calibration (``evaluation.calibration``: SNR levels and magnitudes), or ``None``."""
+        evaluation = self.registry.card(name).get("evaluation")
+        calib = evaluation.get("calibration") if isinstance(evaluation, dict) else None
+        return calib if isinstance(calib, dict) else None
+
     def outputs(self) -> Outputs:
         """What every web job writes besides its WAVs (the page plays, draws and downloads them)."""
         return Outputs(original=True, spectrograms=self.spectrograms, spectrograms_later=self.spectrograms,

@@ -17,12 +17,15 @@ from typing import Any
 from senseflosser.actions import get, names, params_from_fields
 from senseflosser.errors import InputError
 from senseflosser.jobspec import MAX_LAYERS, JobSpec, Outputs, build_job  # noqa: F401  (MAX_LAYERS: the form's limit)
+from senseflosser.ladder import MAX_POINTS
 from senseflosser.parsing import parse_float
 from senseflosser.render import safe_stem
 
 from .config import parse_bool
 
 MAX_FIELD_CHARS = 1000
+PERFORMANCE_MAX_CHARS = MAX_POINTS * 24
+"""A recorded knob path may be long: this many characters (its most points, each ``seconds:position``)."""
 _EXT_RE = re.compile(r"\.[a-z0-9]{1,8}", re.ASCII)
 
 FormError = InputError
@@ -83,12 +86,12 @@ def _show(value: str, limit: int = 40) -> str:
     return repr(text)
 
 
-def _text(form: Mapping[str, str], key: str) -> str:
+def _text(form: Mapping[str, str], key: str, *, limit: int = MAX_FIELD_CHARS) -> str:
     value = form.get(key, "")
     if value is None:
         return ""
-    if len(value) > MAX_FIELD_CHARS:
-        raise FormError(f"{key} is too long (at most {MAX_FIELD_CHARS} characters)")
+    if len(value) > limit:
+        raise FormError(f"{key} is too long (at most {limit} characters)")
     return value.strip()
 
 
@@ -137,6 +140,7 @@ def parse_job_form(
     conv_layers: Callable[[str], Mapping[str, int] | None],
     clusters: Callable[[str], Mapping[str, Sequence[Sequence[int]]] | None] | None = None,
     concepts: Callable[[str], Mapping[str, Any] | None] | None = None,
+    calibration: Callable[[str], Mapping[str, Any] | None] | None = None,
     max_duration: float | None = None,
     uploaded_model: str | None = None,
     model_sha256: str = "",
@@ -164,6 +168,9 @@ def parse_job_form(
         ``concepts(model)``: the card's ``concepts`` section or ``None``; a
         ``concept:NAME`` entry needs it (``concept_share`` / ``concept_count``
         fields choose how many of its channels).
+    calibration : callable or None
+        ``calibration(model)``: the card's ``evaluation.calibration`` section
+        or ``None``; a ``ladder`` spaces its rungs on it.
     max_duration : float or None
         Longest segment (seconds) the server processes; a longer ``duration`` is refused.
     uploaded_model : str or None
@@ -216,6 +223,10 @@ def parse_job_form(
         envelope=envelope_text, params=params_from_fields(action, lambda key: _text(form, key) or None),
         outputs=replace(outputs or Outputs(), save_model=_flag(form, "save_model")),
         explain=",".join(v for v in getlist("explain") if v is not None)[:MAX_FIELD_CHARS] or None,
+        ladder=_text(form, "ladder") or None,
+        performance=_text(form, "performance", limit=PERFORMANCE_MAX_CHARS) or None,
+        continuous=_flag(form, "performance_envelope"),
+        calibration=None if calibration is None or not _text(form, "ladder") else calibration(model),
     )
     display, stem, ext = split_filename(filename)
     return JobRequest(spec=spec, filename=display, stem=stem, extension=ext, envelope_text=envelope_text)

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template
 
-from senseflosser import audio, envelope, sensitivity
+from senseflosser import audio, envelope, ladder, sensitivity
 from senseflosser.actions import ACTIONS, KINDS, MAX_SEED
 from senseflosser.explanations import NOTES as EXPLANATION_NOTES
 
@@ -60,6 +60,9 @@ def page_settings() -> dict[str, Any]:
         "map_default_s": sensitivity.DEFAULT_DURATION,
         "max_seed": MAX_SEED,
         "envelope_max_points": envelope.MAX_POINTS,
+        "ladder_rungs": ladder.MIN_RUNGS,
+        "performance_max_points": ladder.MAX_POINTS,
+        "crossfade_rule": ladder.RULE,
     }
 
 

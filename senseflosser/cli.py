@@ -128,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument(*param.flags, dest=f"param_{param.name}", metavar=param.type.upper(),
                            help=f"{owners}: {param.help} (default {param.default})")
+    from .ladder import MAX_RUNGS, MIN_RUNGS, RULE
+
+    p.add_argument("--ladder", metavar="K",
+                   help=f"render a ladder: K rungs ({MIN_RUNGS} to {MAX_RUNGS}) of one action that nests at one seed, "
+                        "spaced evenly on the model card's calibrated scale, instead of --magnitude")
+    p.add_argument("--performance", metavar="T:P,...",
+                   help="with --ladder: a knob path, seconds:fractional rung position (0..K-1), linear between "
+                        f"points, held outside; written as the rungs' crossfade, per sample {RULE}")
+    p.add_argument("--performance-envelope", action="store_true",
+                   help="with --performance: also render the path as a continuous envelope and report its SNR "
+                        "against the crossfade")
     p.add_argument("--offset", type=_seconds, default=0.0, help="start of the segment in seconds")
     p.add_argument("--duration", "-d", type=_seconds, default=None, help="length of the segment in seconds")
     p.add_argument("--output-dir", "-o", default="output", help="where outputs go (default ./output)")
@@ -275,6 +286,14 @@ def _model_concepts(args, model: str) -> dict | None:
     return card_concepts(reg.read_card(model))
 
 
+def _model_calibration(args, model: str) -> dict | None:
+    """The calibration section of a registry model's card (``None`` for a model given by path, or none)."""
+    reg = _registry(args)
+    if model not in reg.names():
+        return None
+    return (reg.read_card(model).get("evaluation") or {}).get("calibration")
+
+
 def floss_spec(args):
     """The job spec of a ``floss`` command line (or of its ``--recipe`` file): every value checked here, once.
 
@@ -282,18 +301,15 @@ def floss_spec(args):
     layers against it) once it is loaded.
     """
     from .actions import params_from_fields
-    from .jobspec import JobSpec, Outputs, build_job
-    from .recipe import recipes_from_json
+    from .jobspec import Outputs, build_job, job_from_recipe
 
     outputs = Outputs(spectrograms=args.spectrograms, save_model=args.save_model)
     if args.recipe:
         try:
-            recipes = recipes_from_json(Path(args.recipe).read_text())
+            text = Path(args.recipe).read_text()
         except OSError as exc:
             raise SenseflosserError(f"cannot read recipe {args.recipe!r}: {exc.strerror}") from None
-        if args.model:
-            recipes = [r.derive(model=args.model) for r in recipes]
-        return JobSpec(recipes=tuple(recipes), outputs=outputs)
+        return job_from_recipe(text, outputs=outputs, model=args.model)
     model = args.model or _registry(args).best()  # the best shipped model when none is named
     if not args.action:
         from .actions import names
@@ -301,7 +317,9 @@ def floss_spec(args):
         raise SenseflosserError(f"--action is required ({', '.join(names())})")
     envelope = (args.envelope or (f"ramp:{args.ramp}" if args.ramp else None)
                 or (f"lfo:{args.lfo}" if args.lfo else None))
-    if args.magnitudes:
+    if args.ladder:
+        mags = None
+    elif args.magnitudes:
         mags = args.magnitudes
     elif args.magnitude is not None:
         mags = [args.magnitude]
@@ -316,7 +334,9 @@ def floss_spec(args):
                      layers=args.layers, clusters=_model_clusters(args, model),
                      concepts=_model_concepts(args, model) if args.layers and "concept:" in args.layers else None,
                      concept_share=args.concept_share, concept_count=args.concept_count, offset=args.offset, duration=args.duration, envelope=envelope,
-                     params=params, outputs=outputs, explain=getattr(args, "explain", None))
+                     params=params, outputs=outputs, explain=getattr(args, "explain", None), ladder=args.ladder,
+                     performance=args.performance, continuous=args.performance_envelope,
+                     calibration=_model_calibration(args, model) if args.ladder else None)
 
 
 def _cmd_floss(args) -> int:
@@ -335,6 +355,12 @@ def _cmd_floss(args) -> int:
             print(f"  model: {out / f['model']}")
     for e in manifest.get("explanations") or []:
         print(f"{out / e['file']}  {e['explanation']} of the channel set, RMS {e['metrics']['rms_db']:.1f} dBFS")
+    perf = manifest.get("performance")
+    if perf:
+        print(f"performance: {out / perf['file']}  (recipe {out / perf['recipe_file']})")
+        if perf.get("continuous"):
+            c = perf["continuous"]
+            print(f"continuous envelope: {out / c['file']}  SNR vs the crossfade {c['metrics']['snr_db']:.1f} dB")
     return 0
 
 

@@ -20,11 +20,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import envelope as envelope_mod
+from . import ladder as ladder_mod
 from .actions import check, draw_seed, expand_clusters, get, parse_layers, split_entry
 from .concepts import expand_concepts
 from .errors import RecipeError
 from .explanations import parse_explain
-from .recipe import Recipe
+from .recipe import Recipe, recipe_document, recipes_from_dict
 
 MAX_MAGNITUDES = 20
 """Most magnitudes one job may render."""
@@ -32,7 +33,7 @@ MAX_MAGNITUDES = 20
 MAX_LAYERS = 64
 """Most layer entries one selection may name."""
 
-__all__ = ["MAX_LAYERS", "MAX_MAGNITUDES", "JobSpec", "Outputs", "build_job", "split_magnitudes"]
+__all__ = ["MAX_LAYERS", "MAX_MAGNITUDES", "JobSpec", "Outputs", "build_job", "job_from_recipe", "split_magnitudes"]
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,18 @@ class JobSpec:
         An envelope shortcut (``ramp:``/``lfo:``) whose points wait for the
         audio's length (see :meth:`fixed`); ``None`` once the recipes hold
         the points, or for a job without an envelope.
+    ladder : bool
+        The recipes are the rungs of a ladder (:mod:`senseflosser.ladder`),
+        lowest magnitude first.
+    performance : ladder.Performance or None
+        A knob path across the rungs, rendered as their crossfade (only with ``ladder``).
     """
 
     recipes: tuple[Recipe, ...]
     outputs: Outputs = field(default_factory=Outputs)
     envelope: envelope_mod.Shape | None = None
+    ladder: bool = False
+    performance: ladder_mod.Performance | None = None
 
     @property
     def base(self) -> Recipe:
@@ -132,6 +140,8 @@ class JobSpec:
             spec = self
         if spec.base.envelope is not None:
             envelope_mod.check_within(spec.base.envelope, seconds)
+        if spec.performance is not None:
+            spec.performance.check_within(seconds)
         return spec
 
     def for_model(self, name: str, sha256: str, conv_layers: Mapping[str, int | None]) -> JobSpec:
@@ -158,6 +168,8 @@ class JobSpec:
             "recipes": [r.to_dict() for r in self.recipes],
             "outputs": asdict(self.outputs),
             "envelope": None if self.envelope is None else self.envelope.to_text(),
+            **({"ladder": True} if self.ladder else {}),
+            **({"performance": self.performance.to_dict(self.magnitudes)} if self.performance is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -167,11 +179,45 @@ class JobSpec:
     def from_checked(cls, data: Mapping[str, Any]) -> JobSpec:
         """The spec :meth:`to_dict` wrote (off the queue, or a job's stored request): trusted, not checked again."""
         shape = data.get("envelope")
+        perf = data.get("performance")
         return cls(
             recipes=tuple(Recipe.from_checked(r) for r in data["recipes"]),
             outputs=Outputs(**data.get("outputs") or {}),
             envelope=envelope_mod.parse(shape) if shape else None,
+            ladder=bool(data.get("ladder")),
+            performance=None if perf is None else ladder_mod.Performance(
+                points=tuple((float(t), float(p)) for t, p in perf["points"]), continuous=bool(perf["continuous"])),
         )
+
+
+def job_from_recipe(text: str, *, outputs: Outputs | None = None, model: str | None = None) -> JobSpec:
+    """The spec of a recipe file (``--recipe``): its recipes, and its ladder and performance when it has them.
+
+    Parameters
+    ----------
+    text : str
+        A job-wide ``<stem>_recipe.json``, a per-output recipe file, or a
+        performance's ``<stem>_performance.json``.
+    outputs : Outputs or None, keyword-only
+    model : str or None, keyword-only
+        Another model id (a file) to run the recipes on.
+
+    Raises
+    ------
+    RecipeError
+    """
+    data = recipe_document(text)
+    recipes = recipes_from_dict(data)
+    if model:
+        recipes = [r.derive(model=model) for r in recipes]
+    mags = [r.magnitude for r in recipes]
+    perf = data.get("performance") if isinstance(data, Mapping) else None
+    ladder = bool(isinstance(data, Mapping) and (data.get("ladder") or perf is not None))
+    if ladder:
+        ladder_mod.parse_rungs(len(mags))
+        ladder_mod.check_nests(recipes[0].action)
+    return JobSpec(recipes=tuple(recipes), outputs=outputs or Outputs(), ladder=ladder,
+                   performance=None if perf is None else ladder_mod.performance_from_dict(perf, magnitudes=mags))
 
 
 def split_magnitudes(text: Any) -> list[Any]:
@@ -209,6 +255,10 @@ def build_job(
     seconds: float | None = None,
     outputs: Outputs | None = None,
     explain: Any = None,
+    ladder: Any = None,
+    performance: Any = None,
+    continuous: bool = False,
+    calibration: Mapping[str, Any] | None = None,
 ) -> JobSpec:
     """Check everything a job was given, once, and return its spec.
 
@@ -260,6 +310,17 @@ def build_job(
         ``"solo,mute,difference"`` (any of them): listenable explanations of
         the selection's channels, written beside the flossed outputs. The
         selection must name channels (``down:3,7``, a cluster or a concept).
+    ladder : int or str or None, keyword-only
+        Render a ladder of this many rungs (:mod:`senseflosser.ladder`)
+        instead of ``magnitudes``: an action that nests, at one seed, the
+        magnitudes spaced on ``calibration``'s scale.
+    performance : str or sequence or None, keyword-only
+        With ``ladder``: a knob path ``"t:p,..."`` (seconds : fractional rung
+        position), rendered as the rungs' crossfade.
+    continuous : bool, keyword-only
+        With ``performance``: also render it as a continuous envelope.
+    calibration : mapping or None, keyword-only
+        The model card's ``evaluation.calibration`` section (``None``: none).
 
     Returns
     -------
@@ -272,6 +333,17 @@ def build_job(
     """
     spec = get(action)
     shape = None
+    rungs = None
+    if not _blank(performance) and _blank(ladder):
+        raise RecipeError("a performance moves across a ladder's rungs: give ladder=K (the number of rungs) with it")
+    if continuous and _blank(performance):
+        raise RecipeError("the continuous render is of a performance: give a performance with it")
+    if not _blank(ladder):
+        if titrate or not _blank(magnitudes) or not _blank(envelope):
+            raise RecipeError("a ladder chooses its own magnitudes: give either ladder=K or magnitudes, titrate "
+                              "or an envelope, not both")
+        rungs = ladder_mod.parse_rungs(ladder)
+        magnitudes = list(ladder_mod.ladder_magnitudes(spec.name, rungs, calibration=calibration))
     if not _blank(envelope):
         if titrate or not _blank(magnitudes):
             raise RecipeError("an envelope sets the magnitude over time: give either an envelope or magnitudes "
@@ -317,7 +389,10 @@ def build_job(
         if not entries or any(split_entry(e)[1] is None for e in entries):
             raise RecipeError("an explanation (solo, mute, difference) needs channels in the layer selection: "
                               f"e.g. 'down:3,7', 'down:cluster2' or 'concept:bass', got {', '.join(entries or ()) or 'none'}")
-    job = JobSpec(recipes=tuple(recipes), outputs=outputs, envelope=None)
+    perf = (None if _blank(performance)
+            else ladder_mod.parse_performance(performance, rungs=rungs, continuous=continuous))
+    job = JobSpec(recipes=tuple(recipes), outputs=outputs, envelope=None, ladder=rungs is not None,
+                  performance=perf)
     if shape is not None and shape.kind != "points":
         job = replace(job, recipes=tuple(r.derive(envelope=None) for r in job.recipes), envelope=shape)
     if seconds is not None:

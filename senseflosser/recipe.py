@@ -29,7 +29,8 @@ across its audible range: ``actions.get(name).magnitude.titration``.
 """
 
 __all__ = [
-    "ACTIONS", "DEFAULT_TITRATION", "MAX_SEED", "Recipe", "draw_seed", "recipes_from_json",
+    "ACTIONS", "DEFAULT_TITRATION", "MAX_SEED", "Recipe", "draw_seed", "recipe_document", "recipes_from_dict",
+    "recipes_from_json",
     "validate_action", "validate_layers", "validate_magnitude", "validate_seed",
 ]
 
@@ -193,7 +194,16 @@ def recipes_from_json(text: str) -> list[Recipe]:
     Accepts the per-output recipe files and the job-wide ``<stem>_recipe.json``
     that :func:`senseflosser.render.floss_to_dir` writes.
     """
-    data = _recipe_object(text)
+    return recipes_from_dict(recipe_document(text))
+
+
+def recipe_document(text: str) -> Any:
+    """The recipe object of a recipe file's text (a per-output file's ``recipe`` member), parsed once."""
+    return _recipe_object(text)
+
+
+def recipes_from_dict(data: Any) -> list[Recipe]:
+    """The recipes of a recipe object (see :func:`recipes_from_json`)."""
     if not isinstance(data, Mapping):
         raise RecipeError("a recipe must be a JSON object")
     mags = data.get("magnitudes")

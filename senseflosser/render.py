@@ -20,9 +20,11 @@ from . import audio as audio_io
 from . import device, explanations
 from .jobspec import JobSpec
 from .jsonfile import write_json
+from .ladder import RULE
 from .models import ModelRegistry, conv_channels
 from .normal_cache import NormalCache, cache_key, link_or_copy
 from .peaks import write_peaks
+from .performance import perform_to_dir
 from .pipeline import Progress, fit_to_scale, floss
 from .spectrogram import save_spectrogram
 
@@ -147,7 +149,7 @@ def floss_to_dir(
 
     draw_now = opts.spectrograms and not opts.spectrograms_later
 
-    def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
+    def wav(label: str, samples: np.ndarray, picture: bool = True) -> dict[str, Any]:
         try:
             files = (_reuse(cached, label, out_dir, stem, draw_now, opts.peaks)
                      if label in ("original", "normal") else None)
@@ -155,13 +157,13 @@ def floss_to_dir(
             files = None
         if files is None:
             files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
-            if draw_now:
+            if draw_now and picture:
                 files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
             if opts.peaks:
                 files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
         written[label] = files
         entry = _entry(files)
-        if opts.spectrograms_later and opts.spectrograms:
+        if opts.spectrograms_later and opts.spectrograms and picture:
             entry["spectrogram"] = f"{stem}_{label}.png"  # drawn from the WAV when first asked for
             entry["spectrogram_later"] = True
         return entry
@@ -170,7 +172,9 @@ def floss_to_dir(
         "input": Path(input_path).name,
         "stem": stem,
         "seed": seed,
-        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {})},
+        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {}),
+                   **({"ladder": True} if spec.ladder else {}),
+                   **({"performance": spec.performance.to_dict(mags)} if spec.performance is not None else {})},
         **(result.provenance[0] if result.provenance else {}),
         "device": device.describe(),
         "seconds": None,
@@ -183,7 +187,9 @@ def floss_to_dir(
     manifest["normal"] = {**wav("normal", result.normal), "metrics": result.normal_metrics}
     manifest["flossed"] = []
     for i, out in enumerate(result.flossed):
-        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio), "metrics": out.metrics,
+        # A ladder's rungs lie a few dB apart: they are heard (live), not pictured, which keeps a ladder under 3 jobs' cost.
+        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio, picture=not spec.ladder),
+                 "metrics": out.metrics,
                  "recipe": out.recipe.to_dict(), "model": None}
         recipe_file = out_dir / f"{stem}_{out.recipe.slug}.json"
         write_json(recipe_file, {"recipe": out.recipe.to_dict(), "metrics": out.metrics,
@@ -209,6 +215,13 @@ def floss_to_dir(
                     "explanation": name, "recipe": recipe, "output": entry["file"],
                     "note": explanations.NOTES[name], "device": manifest["device"]}).name
             manifest["explanations"].append(entry)
+    if spec.ladder:
+        manifest["ladder"] = {"rungs": len(mags), "magnitudes": mags, "rule": RULE}
+    if spec.performance is not None:
+        manifest["performance"] = perform_to_dir(
+            spec.performance, audio=y, net=net, base=base, magnitudes=mags, out_dir=out_dir, stem=stem,
+            rung_files=[out_dir / f["file"] for f in manifest["flossed"]], recipe=manifest["recipe"],
+            peaks=opts.peaks, source=source)
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
     manifest["normal_cached"] = cached is not None

@@ -216,6 +216,7 @@ def test_own_model_through_the_page(page, tmp_path):
     # a refused model is explained in the page
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"PK\x03\x04 truncated")
+    page.click("#form-toggle")  # the finished job folded the form under its summary
     page.set_input_files("#model-file", str(bad))
     page.click("#submit")
     error = page.locator("#error")
@@ -329,6 +330,7 @@ def test_rerun_without_the_file_then_map_and_hear_a_cell(page, tmp_path):
     _titrated_job(page, tmp_path, seconds=3.0)
     first = page.url
     # on the job's page: change the damage only; no file is sent again
+    page.click("#form-toggle")  # the finished job folded the form under its summary
     page.uncheck("#titrate")
     page.fill("#magnitude", "0.07")
     requests = []
@@ -625,3 +627,138 @@ def test_explanations_of_chosen_channels_are_heard_beside_the_damage(page, web_a
     (job_id,) = web_app.extensions["senseflosser"].store.ids()
     view = web_app.test_client().get(f"/api/jobs/{job_id}").get_json()
     assert view["request"]["explain"] == ["mute", "difference"] and view["recipe"]["layers"] == ["conv_a:1,3"]
+LIVE = "window.senseflosserLive"
+
+
+def _ladder_job(page, tmp_path, seconds=6.0):
+    song = tmp_path / "live.wav"
+    song.write_bytes(web_wav_bytes(seconds))
+    page.set_input_files("#audio", str(song))
+    page.check("#ladder")
+    page.click("#submit")
+    page.wait_for_selector("#live:not([hidden])", timeout=TIMEOUT_MS)
+    _transport_ready(page)
+
+
+def _settled_gains(page, position: float, rungs: int):
+    """The gains the crossfade rule gives at ``position``, against the rungs' AudioParams as they sound now."""
+    import math
+
+    i = min(math.floor(position), rungs - 2)
+    f = position - i
+    want = [0.0] * rungs
+    want[i], want[i + 1] = 1 - f, f
+    got = page.evaluate(f"{LIVE}.gains()")
+    return got, want
+
+
+def test_live_knob_crossfades_the_rungs_at_once_and_the_recorded_path_renders(page, web_app, tmp_path):
+    _ladder_job(page, tmp_path)
+    # The page is an instrument now: the form folded into a summary, the listening area on screen, phone width.
+    assert page.is_hidden("#floss-form") and page.is_visible("#form-summary")
+    assert page.get_attribute("#form-toggle", "aria-expanded") == "false"
+    assert page.locator("#knob").bounding_box()["y"] < 844 * 1.5
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    assert page.get_attribute("#knob", "type") == "range" and page.inner_text("label[for=knob]")
+    rungs = page.locator("#versions button").count() - 2  # original, normal, then the rungs
+    assert rungs == 8 and page.get_attribute("#knob", "max") == "7"
+    quantum = 128 / page.evaluate(f"{TRANSPORT}.sampleRate()")
+
+    heard = []
+    page.evaluate("() => document.addEventListener('senseflosser:live', (e) => "
+                  "(window.__heard = window.__heard || []).push(e.detail.position))")
+    page.click("#live-record")
+    assert page.get_attribute("#live-record", "aria-pressed") == "true"
+    page.click("#play")
+    page.wait_for_timeout(400)
+    page.focus("#knob")
+    for key in ("End", "Home", "ArrowRight", "ArrowRight"):  # the keyboard
+        page.keyboard.press(key)
+        page.wait_for_timeout(250)
+        heard.append(float(page.input_value("#knob")))
+        got, want = _settled_gains(page, heard[-1], rungs)
+        assert got == pytest.approx(want, abs=1e-3), (key, got, want)
+    box = page.locator("#knob").bounding_box()  # the mouse (a touch lands the same way): the middle of the track
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_timeout(250)
+    heard.append(float(page.input_value("#knob")))
+    assert 2.5 < heard[-1] < 4.5
+    got, want = _settled_gains(page, heard[-1], rungs)
+    assert got == pytest.approx(want, abs=1e-3)
+    # Observed, not only scheduled: the top rung's gain moves as soon as the audio thread renders again.
+    seen = page.evaluate("""() => new Promise((resolve) => {
+      const t = window.senseflosserTransport, knob = document.getElementById("knob"), ctx = t.context();
+      const before = window.senseflosserLive.gains()[7];
+      knob.value = "7"; const t0 = ctx.currentTime; knob.dispatchEvent(new Event("input"));
+      const poll = () => {
+        const g = window.senseflosserLive.gains()[7];
+        if (g !== before) resolve({ before, g, dt: ctx.currentTime - t0, base: ctx.baseLatency });
+        else if (ctx.currentTime - t0 > 1) resolve({ before, g, dt: null });
+        else setTimeout(poll, 0);
+      };
+      poll();
+    })""")
+    # The value getter is refreshed once per device callback (baseLatency; 10 ms in headless Chromium) and the
+    # poll may run late on a busy machine, so the change is seen later than it happens: within the 30 ms budget.
+    assert seen["dt"] is not None and seen["g"] > seen["before"], seen
+    assert seen["dt"] <= max(0.030, seen["base"] + 2 * quantum), seen
+    heard.append(7.0)
+    page.click("#live-record")
+    page.click("#play")  # pause
+
+    log = page.evaluate(f"{LIVE}.log()")
+    assert [entry["position"] for entry in log] == pytest.approx(heard)
+    for entry in log:  # each move's automation starts within one render quantum of the input
+        assert 0 <= entry["at"] - entry["input"] <= quantum, entry
+    points = page.evaluate(f"{LIVE}.points()")
+    times = [t for t, _ in points]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    for entry in log:  # the recorded path: held until the move, then a 5 ms ramp to where the knob went
+        t = entry["time"]
+        assert any(abs(pt - (t + 0.005)) < 1e-9 and abs(pp - entry["position"]) < 1e-9 for pt, pp in points), entry
+        assert any(abs(pt - t) < 1e-9 for pt, _ in points)
+    assert page.evaluate("() => window.__heard.length") >= len(heard)
+
+    # Save it as recipe JSON, load it back, and render it on the server.
+    with page.expect_download() as download:
+        page.click("#live-save")
+    saved = tmp_path / "performance.json"
+    download.value.save_as(saved)
+    import json
+
+    recipe = json.loads(saved.read_text())
+    assert recipe["performance"]["kind"] == "ladder-crossfade" and recipe["performance"]["points"] == points
+    page.click("#live-clear")
+    page.set_input_files("#live-load", str(saved))
+    wait_until(page, "() => /Loaded/.test(document.getElementById('live-status').textContent)")
+    assert page.evaluate(f"{LIVE}.points()") == points
+    page.check("#live-continuous")
+    page.click("#live-render")
+    wait_until(page, "() => document.getElementById('live').dataset.rendered")
+    rendered = page.get_attribute("#live", "data-rendered")
+    view = web_app.test_client().get(f"/api/jobs/{rendered}").get_json()
+    assert view["outputs"]["performance"]["points"] == points
+    assert view["request"]["seed"] == recipe["seed"] and view["request"]["ladder"] == 8
+    assert view["outputs"]["performance"]["continuous"]["metrics"]["snr_db"] is not None
+    assert "dB SNR from it" in page.inner_text("#live-status")
+    # the server's render (and its continuous twin) join the versions
+    wait_until(page, f"() => document.querySelectorAll('#versions button').length === {2 + rungs + 2}")
+    # The form reopens from its summary with the keyboard.
+    page.focus("#form-toggle")
+    page.keyboard.press("Enter")
+    assert page.is_visible("#floss-form") and page.get_attribute("#form-toggle", "aria-expanded") == "true"
+    # Edited as an envelope (magnitudes over time, in the form's editor) and taken back as the performance.
+    page.click("#live-edit")
+    pairs = [tuple(map(float, p.split(":"))) for p in page.input_value("#envelope").split(",")]
+    mags = view["outputs"]["ladder"]["magnitudes"]
+    assert page.is_visible("#envelope-editor") and min(m for _, m in pairs) >= mags[0] and max(m for _, m in pairs) == pytest.approx(mags[7], rel=1e-2)
+    page.fill("#envelope", "0:%r,2:%r" % (mags[0], mags[4]))
+    page.click("#live-use-edit")
+    assert page.evaluate(f"{LIVE}.points()") == [[0, 0], [2, 4]]
+    # The rendered job's own page opens in live mode with its performance loaded to play back.
+    page.goto(page.url.split("/jobs/")[0] + view["page_url"])
+    page.wait_for_selector("#live:not([hidden])", timeout=TIMEOUT_MS)
+    assert page.evaluate(f"{LIVE}.points()") == points and page.is_checked("#live-follow")
+    assert page.is_checked("#ladder")  # the form is refilled with the ladder, not a titration
+    titles = [t.lower() for t in page.locator("#players .player-title").all_inner_texts()]  # CSS capitalises
+    assert "performance" in titles and "continuous envelope" in titles

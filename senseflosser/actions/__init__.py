@@ -60,7 +60,7 @@ _BUILT_IN: tuple[ActionSpec, ...] = (
         description="Gaussian noise on a random half of the weights of each conv layer: a haze of artefacts",
         magnitude=MagnitudeSpec("noise standard deviation, in weight units", 0.0, 10.0, 0.05,
                                 (0.003, 0.01, 0.02, 0.05, 0.1)),
-        changes="weights", default_layers="all", weights=_fog_weights,
+        changes="weights", default_layers="all", weights=_fog_weights, nests=True,
     ),
     ActionSpec(
         name="lapse",
@@ -68,14 +68,14 @@ _BUILT_IN: tuple[ActionSpec, ...] = (
         magnitude=MagnitudeSpec("share of activations dropped (dropout rate)", 0.0, 1.0, 0.1,
                                 (0.01, 0.05, 0.1, 0.2, 0.5)),
         changes="architecture", default_layers="all but output",
-        architecture=lapse_architecture, state=lapse_state, build=lapse_model,
+        architecture=lapse_architecture, state=lapse_state, build=lapse_model, nests=True,
     ),
     ActionSpec(
         name="ablate",
         description="silences a share of each conv layer's channels (neurons): whole features go missing",
         magnitude=MagnitudeSpec("share of output channels silenced", 0.0, 1.0, 0.05,
                                 (0.01, 0.02, 0.05, 0.1, 0.2)),
-        changes="weights", default_layers="all but output", weights=ablate_weights,
+        changes="weights", default_layers="all but output", weights=ablate_weights, nests=True,
     ),
     ActionSpec(
         name="adversarial",
@@ -86,14 +86,14 @@ _BUILT_IN: tuple[ActionSpec, ...] = (
         params=(Param("on_input", "bool", False,
                       "find the worst-case direction on this audio (a few seconds of search) instead of "
                       "the model's stored universal one", aliases=("adversarial_on_input",), slug="input"),),
-        prepare=worst_case.prepare, provenance=worst_case.provenance, compare_with="fog",
+        prepare=worst_case.prepare, provenance=worst_case.provenance, compare_with="fog", nests=True,
     ),
     ActionSpec(
         name="bitflip",
         description="flips one random bit in a share of the float32 weights: a hardware fault",
         magnitude=MagnitudeSpec("share of weights with one random bit flipped", 0.0, 1.0, 0.01,
                                 (0.0003, 0.001, 0.01, 0.03, 0.1)),
-        changes="weights", default_layers="all", weights=bitflip_weights,
+        changes="weights", default_layers="all", weights=bitflip_weights, nests=True,
     ),
     _DREAM,  # an input action: it changes the audio, not the model (see senseflosser.actions.dream)
 )
@@ -104,7 +104,7 @@ def _bend(name: str, description: str, magnitude: MagnitudeSpec, params: tuple[P
     build, arch, state = bend.functions(name)
     return ActionSpec(name=name, description=description, magnitude=magnitude, changes="architecture",
                       default_layers="all but output", params=params, build=build, architecture=arch, state=state,
-                      seeded=name in bend.SEEDED)
+                      seeded=name in bend.SEEDED, nests=True)
 
 
 _RADIUS = Param("radius", "float", 2.0, "radius of dilate's and erode's filter along the feature map's frequency "

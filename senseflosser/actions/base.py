@@ -221,6 +221,12 @@ class ActionSpec:
     check_params : callable or None
         ``check_params(params) -> None``: checks between parameters (raising
         :class:`RecipeError`) after each was parsed on its own.
+    nests : bool
+        At one seed a larger magnitude damages a superset of what a smaller
+        one does (same noise scaled, more channels, more bits, a wider
+        blend), so rungs of one seed can be crossfaded (a ladder, see
+        :mod:`senseflosser.ladder`). ``False`` (the default, for an action
+        that does not declare it) refuses a ladder.
     """
 
     name: str
@@ -239,6 +245,7 @@ class ActionSpec:
     seeded: bool = True
     render: Callable[..., np.ndarray] | None = field(default=None, repr=False)
     check_params: Callable[[Params], None] | None = field(default=None, repr=False)
+    nests: bool = False
 
     @property
     def kind(self) -> Literal["weights", "activation", "input"]:
@@ -284,6 +291,7 @@ class ActionSpec:
                           "titration": list(m.titration)},
             "kind": self.kind,
             "seeded": self.seeded,
+            "nests": self.nests,
             "changes": self.changes,
             "default_layers": self.default_layers,
             "params": [p.to_dict() for p in self.params],

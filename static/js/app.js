@@ -9,6 +9,8 @@ import { drawEnvelope, setupEnvelope } from "./envelope.js";
 import {
   checkForm, chosenFile, fileKey, fillForm, jobData, loadModels, noteSource, setupForm, usableSource,
 } from "./form.js";
+import { foldForm, setupLayout } from "./layout.js";
+import { setupLive, withLadder } from "./live.js";
 import { hideResults, redrawMap, setupResults, showResults } from "./results.js";
 import { state } from "./state.js";
 import { createTransport } from "./transport.js";
@@ -65,6 +67,7 @@ async function follow(url, key) {
   state.source = { id: view.id, filename: view.filename, fileKey: key || null };
   noteSource(view.filename);
   showResults(view);
+  foldForm(view);
 }
 
 async function submit(event) {
@@ -78,7 +81,7 @@ async function submit(event) {
   }
   const reuse = usableSource();
   const file = chosenFile();
-  const data = jobData(reuse);
+  const data = withLadder(jobData(reuse));
   setBusy(true);
   hideResults();
   showStatus(reuse ? "Sending the settings (the server has your audio already)…" : "Uploading…", null);
@@ -121,6 +124,8 @@ async function start() {
   setupDamage();
   setupEnvelope({ onToggle: syncDisabled });
   setupResults(transport);
+  setupLive(transport);
+  setupLayout();
   form.addEventListener("submit", submit);
   window.addEventListener("popstate", () => location.reload());
   window.addEventListener("resize", () => {

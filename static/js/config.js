@@ -36,6 +36,9 @@ export function readConfig(el) {
     mapMaxSeconds: number(el, "mapMaxSeconds"),    // longest excerpt a map measures
     maxSeed: number(el, "maxSeed"),
     envelopeMaxPoints: number(el, "envelopeMaxPoints"),
+    ladderRungs: number(el, "ladderRungs"),                  // the rungs of the page's ladder jobs
+    performanceMaxPoints: number(el, "performanceMaxPoints"),  // most points of a recorded knob path
+    crossfadeRule: text(el, "crossfadeRule"),
   });
 }
 

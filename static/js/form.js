@@ -311,6 +311,8 @@ export function fillForm(view) {
   const mags = Array.isArray(req.magnitudes) ? req.magnitudes : [];
   if (req.envelope && req.envelope.length) {
     loadEnvelope(req.envelope);
+  } else if (req.ladder) {
+    $("ladder").checked = true;  // a ladder job: its rungs, not a titration
   } else if (mags.length > 1) {
     titrate.checked = true;
   } else if (mags.length === 1) {

@@ -6,6 +6,7 @@ import { describeState, refusal, upload, watch } from "./api.js";
 import { drawDose, drawMap } from "./charts.js";
 import { config } from "./config.js";
 import { drawEnvelope } from "./envelope.js";
+import { showLive } from "./live.js";
 import { state } from "./state.js";
 import { $, number, sentence } from "./util.js";
 
@@ -101,12 +102,24 @@ export function showResults(view) {
       { flossed: true, model: f.model, recipe: f.recipe_url });
     versions.push({ label: title, url: f.url, peaksUrl: f.peaks });
   }
+  if (out.performance) {  // a ladder job's performance: after the rungs, so their places stay
+    addPlayer("Performance", "The knob's path rendered on the server: the crossfade of the rungs.", out.performance,
+      { recipe: out.performance.recipe_url });
+    versions.push({ label: "performance", url: out.performance.url, peaksUrl: out.performance.peaks });
+    const cont = out.performance.continuous;
+    if (cont) {
+      addPlayer("Continuous envelope", `The same path as true per-frame magnitudes (the envelope renderer): ` +
+        `${number(cont.metrics && cont.metrics.snr_db, 1, " dB")} SNR against the crossfade.`, cont, {});
+      versions.push({ label: "continuous", url: cont.url });
+    }
+  }
   for (const e of out.explanations || []) {
     const title = `${e.explanation} of the chosen channels`;
     addPlayer(title, EXPLAINED[e.explanation] || "", e, { recipe: e.recipe_url });
     versions.push({ label: e.explanation, url: e.url, peaksUrl: e.peaks });
   }
-  transport.load(versions);
+  const loading = transport.load(versions);
+  showLive(view, firstFlossed, loading);
   drawDose(view, (i) => transport.select(firstFlossed + i));
   resetMap(view);
   if (out.recipe) {

@@ -29,6 +29,8 @@ export function createTransport({ sampleRate }) {
   let ready = false;
   let generation = 0;
   let frame = null;
+  const startListeners = [];  // told (ctx time, audio offset) whenever the sources start (live mode schedules on it)
+  const selectListeners = [];
 
   function audioContext() {
     if (ctx) return ctx;
@@ -74,6 +76,7 @@ export function createTransport({ sampleRate }) {
     });
     startAt = when;
     startOffset = offset;
+    startListeners.forEach((fn) => fn(when, offset));
   }
 
   async function play() {
@@ -122,6 +125,7 @@ export function createTransport({ sampleRate }) {
     }
     const before = current;
     current = i;
+    selectListeners.forEach((fn) => fn(i));
     if (fallback) {
       const old = versions[before].el;
       const el = versions[i].el;
@@ -319,5 +323,9 @@ export function createTransport({ sampleRate }) {
     engine: () => (fallback ? "elements" : "webaudio"),
     label: (i) => (versions[i] ? versions[i].label : null),
     sampleRate: () => (ctx ? ctx.sampleRate : sampleRate),
+    context: () => (fallback ? null : ctx),
+    gainNode: (i) => (versions[i] && versions[i].gain) || null,
+    onStart: (fn) => startListeners.push(fn),
+    onSelect: (fn) => selectListeners.push(fn),
   };
 }
