@@ -16,8 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from . import activations, device, framesfile
 from . import audio as audio_io
-from . import device
 from .jobspec import JobSpec
 from .jsonfile import write_json
 from .models import ModelRegistry, conv_channels
@@ -73,6 +73,7 @@ def floss_to_dir(
     model_note: str | None = None,
     progress: Progress | None = None,
     normal_cache: NormalCache | None = None,
+    card: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Floss one audio file as ``spec`` says and write the results into a folder.
 
@@ -102,6 +103,9 @@ def floss_to_dir(
         Reuse the normal output (and the files of the normal and original)
         of an earlier run on the same segment and model, and store this
         run's for the next (see :mod:`senseflosser.normal_cache`).
+    card : dict or None, keyword-only
+        The model's card: its sensitivity map names the layer activation
+        frames come from when the spec names none.
 
     Returns
     -------
@@ -126,19 +130,32 @@ def floss_to_dir(
             return None
         return lambda f, msg: progress(lo + (hi - lo) * f, msg)
 
+    layer = None
+    if opts.activations or opts.video:
+        layer = opts.activation_layer or activations.default_layer(net, card)
     key = cached = None
     if normal_cache is not None:
-        key = cache_key(y, sha, chunking="envelope" if base.envelope is not None else "plain")
+        chunking = "envelope" if base.envelope is not None else "plain"
+        key = cache_key(y, sha, chunking=chunking if layer is None else f"{chunking}|frames:{layer}")
         cached = normal_cache.get(key)
+        if cached is not None and layer is not None and framesfile.SUFFIX not in cached.files.get("normal", {}):
+            cached = None  # the normal pass must run to record the normal's frames
     result = floss(y, net, recipes, progress=sub(0.0, 0.85), keep_models=opts.save_model,
-                   normal=(cached.raw, cached.metrics) if cached else None, source=source)
+                   normal=(cached.raw, cached.metrics) if cached else None, source=source,
+                   activation_layer=layer)
     if progress:
         progress(0.85, "writing files")
     written: dict[str, dict[str, Path]] = {}
 
-    def wav(label: str, samples: np.ndarray) -> dict[str, Any]:
+    basis = None
+    if layer is not None:  # the principal axes of the normal's frames, shared by every output's file
+        basis = (framesfile.read(cached.files["normal"][framesfile.SUFFIX]).basis if cached
+                 else framesfile.pca_basis(result.activations[0]))
+
+    def wav(label: str, samples: np.ndarray, frames: activations.Frames | None = None) -> dict[str, Any]:
+        extra = (framesfile.SUFFIX,) if label == "normal" and layer is not None else ()
         try:
-            files = (_reuse(cached, label, out_dir, stem, opts.spectrograms, opts.peaks)
+            files = (_reuse(cached, label, out_dir, stem, opts.spectrograms, opts.peaks, extra)
                      if label in ("original", "normal") else None)
         except OSError:  # the cached files were deleted meanwhile: write them afresh
             files = None
@@ -150,6 +167,9 @@ def floss_to_dir(
             files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
         if opts.peaks:
             files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
+        if frames is not None:
+            files[framesfile.SUFFIX] = framesfile.write(frames, out_dir / f"{stem}_{label}{framesfile.SUFFIX}",
+                                                        basis=basis)
         written[label] = files
         return _entry(files)
 
@@ -167,10 +187,15 @@ def floss_to_dir(
     if opts.original:
         peak = float(np.max(np.abs(y)))
         manifest["original"] = wav("original", y if peak <= 1.0 else y / peak)
-    manifest["normal"] = {**wav("normal", result.normal), "metrics": result.normal_metrics}
+    frames = result.activations or [None] * (1 + len(result.flossed))
+    if layer is not None:
+        manifest["activations"] = {"layer": layer, "format": f"SFAF {framesfile.VERSION}",
+                                   "frame_rate": audio_io.SAMPLE_RATE / framesfile.HOP}
+    manifest["normal"] = {**wav("normal", result.normal, frames[0]), "metrics": result.normal_metrics}
     manifest["flossed"] = []
     for i, out in enumerate(result.flossed):
-        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio), "metrics": out.metrics,
+        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio, frames[i + 1]),
+                 "metrics": out.metrics,
                  "recipe": out.recipe.to_dict(), "model": None}
         recipe_file = out_dir / f"{stem}_{out.recipe.slug}.json"
         write_json(recipe_file, {"recipe": out.recipe.to_dict(), "metrics": out.metrics,
@@ -184,6 +209,12 @@ def floss_to_dir(
         manifest["flossed"].append(entry)
         if progress:
             progress(0.85 + 0.15 * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
+    if opts.video:
+        from .video import render_job_video
+
+        if progress:
+            progress(0.97, "rendering the video")
+        manifest["video"] = render_job_video(manifest, out_dir).name
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
     manifest["normal_cached"] = cached is not None
@@ -234,23 +265,27 @@ def floss_file(
                                                  allow_paths=allow_model_paths)
     spec = spec.for_model(name, sha, conv_channels(net))
     y = audio_io.load(input_path, offset=spec.offset, duration=spec.duration, max_duration=max_duration)
+    card = None
+    if (spec.outputs.activations or spec.outputs.video) and name in registry.names() and source == registry.path(name):
+        card = registry.card(name)  # its sensitivity map names the default layer of the frames
     return floss_to_dir(spec, input_path, net=net, output_dir=output_dir, source=source, audio=y,
-                        model_note=note, progress=progress, normal_cache=normal_cache)
+                        model_note=note, progress=progress, normal_cache=normal_cache, card=card)
 
 
 NORMAL_HOME = ".normal"
 """Folder in ``output_dir`` where the normal-output cache keeps this run's raw normal output."""
 
-_ENTRY_KEYS = {".wav": "file", ".png": "spectrogram", ".peaks.json": "peaks"}
+_ENTRY_KEYS = {".wav": "file", ".png": "spectrogram", ".peaks.json": "peaks", framesfile.SUFFIX: "activations"}
 
 
 def _entry(files: dict[str, Path]) -> dict[str, Any]:
     return {_ENTRY_KEYS[suffix]: path.name for suffix, path in files.items()}
 
 
-def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, peaks: bool) -> dict[str, Path] | None:
+def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, peaks: bool,
+           extra: tuple[str, ...] = ()) -> dict[str, Path] | None:
     """The files of ``label`` from a normal-cache entry, linked into ``out_dir`` (``None`` if it lacks some)."""
-    wanted = [".wav"] + ([".png"] if spectrograms else []) + ([".peaks.json"] if peaks else [])
+    wanted = [".wav"] + ([".png"] if spectrograms else []) + ([".peaks.json"] if peaks else []) + list(extra)
     if cached is None or not all(s in cached.files.get(label, {}) for s in wanted):
         return None
     files = {}
