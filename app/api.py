@@ -34,6 +34,7 @@ MIMETYPES = {
     ".png": "image/png",
     ".json": "application/json",
     ".keras": "application/octet-stream",
+    ".mp4": "video/mp4",
 }
 
 
@@ -285,11 +286,12 @@ def _manifest_files(manifest: dict | None) -> set[str]:
     entries = [manifest.get("original"), manifest.get("normal"), *(manifest.get("flossed") or [])]
     for entry in entries:
         if isinstance(entry, dict):
-            for key in ("file", "spectrogram", "peaks", "recipe_file", "model"):
+            for key in ("file", "spectrogram", "peaks", "activations", "recipe_file", "model"):
                 if isinstance(entry.get(key), str):
                     names.add(entry[key])
-    if isinstance(manifest.get("recipe_file"), str):
-        names.add(manifest["recipe_file"])
+    for key in ("recipe_file", "video"):
+        if isinstance(manifest.get(key), str):
+            names.add(manifest[key])
     report = manifest.get("map")
     if isinstance(report, dict) and isinstance(report.get("files"), dict):
         names.update(n for n in report["files"].values() if isinstance(n, str))
@@ -352,6 +354,8 @@ def _output(job_id: str, entry: dict) -> dict[str, Any]:
         **urls,
         "spectrogram": url_for("api.job_file", job_id=job_id, name=spectrogram) if spectrogram else None,
         "peaks": url_for("api.job_file", job_id=job_id, name=entry["peaks"]) if entry.get("peaks") else None,
+        "activations": (url_for("api.job_file", job_id=job_id, name=entry["activations"])
+                        if entry.get("activations") else None),
         "metrics": entry.get("metrics"),
     }
 
@@ -451,6 +455,8 @@ def job_view(state: dict) -> dict[str, Any]:
             "seconds": manifest.get("seconds"),
             "duration": manifest.get("duration"),
             "normal_cached": bool(manifest.get("normal_cached")),
+            "activations": manifest.get("activations"),
+            "video": (_file_urls(job_id, manifest.get("video")) or {}).get("url"),
         }
         models = [item["model"] for item in flossed if item.get("model")]
         if models:

@@ -169,7 +169,7 @@ class Engine:
 
     def outputs(self) -> Outputs:
         """What every web job writes besides its WAVs (the page plays, draws and downloads them)."""
-        return Outputs(original=True, spectrograms=self.spectrograms, peaks=True, stem=OUTPUT_STEM)
+        return Outputs(original=True, spectrograms=self.spectrograms, peaks=True, stem=OUTPUT_STEM, activations=True)
 
     def device(self) -> str:
         """The compute device the models run on (asked once)."""

@@ -214,7 +214,8 @@ def parse_job_form(
         concept_share=_text(form, "concept_share") or None, concept_count=_text(form, "concept_count") or None,
         offset=offset, duration=duration,
         envelope=envelope_text, params=params_from_fields(action, lambda key: _text(form, key) or None),
-        outputs=replace(outputs or Outputs(), save_model=_flag(form, "save_model")),
+        outputs=replace(outputs or Outputs(), save_model=_flag(form, "save_model"), video=_flag(form, "video"),
+                        activation_layer=_text(form, "activation_layer") or None),
     )
     display, stem, ext = split_filename(filename)
     return JobRequest(spec=spec, filename=display, stem=stem, extension=ext, envelope_text=envelope_text)
