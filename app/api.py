@@ -388,6 +388,10 @@ def cli_command(request_spec: dict, manifest: dict | None) -> str:
     if job.outputs.save_model:
         parts.append("--save-model")
     parts.append("--spectrograms")
+    if job.outputs.activation_layer:
+        parts += ["--activation-layer", job.outputs.activation_layer]
+    if job.outputs.video:
+        parts.append("--video")
     return shlex.join(parts)
 
 

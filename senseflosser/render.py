@@ -208,12 +208,13 @@ def floss_to_dir(
             entry["model"] = model_file.name
         manifest["flossed"].append(entry)
         if progress:
-            progress(0.85 + 0.15 * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
+            share = 0.05 if opts.video else 0.15  # the video takes the rest
+            progress(0.85 + share * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
     if opts.video:
         from .video import render_job_video
 
         if progress:
-            progress(0.97, "rendering the video")
+            progress(0.9, "rendering the video")
         manifest["video"] = render_job_video(manifest, out_dir).name
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
