@@ -1,6 +1,6 @@
 /* senseflosser page, the wiring: each concern is a module (config, api, transport, charts, envelope,
-   damage, form, results); this one connects them, sends the form and follows the job. Plain ES modules,
-   no dependencies, no build step. */
+   damage, form, results, frames, visualiser); this one connects them, sends the form and follows the
+   job. Plain ES modules, no dependencies, no build step. */
 
 import { describeState, getJson, jobPage, jobUrl, refusal, upload, watch } from "./api.js";
 import { config } from "./config.js";
@@ -12,6 +12,7 @@ import {
 import { hideResults, redrawMap, setupResults, showResults } from "./results.js";
 import { state } from "./state.js";
 import { createTransport } from "./transport.js";
+import { createVisualiser } from "./visualiser.js";
 import { $, clearError, sentence, showError } from "./util.js";
 
 const form = $("floss-form");
@@ -22,6 +23,7 @@ const progressBar = $("progress");
 
 const transport = createTransport({ sampleRate: config.sampleRate });
 window.senseflosserTransport = transport;
+const visualiser = createVisualiser({ transport });
 
 let following = 0;  // the job the page follows; an older one's answers are dropped
 
@@ -119,7 +121,7 @@ async function start() {
   setupForm();
   setupDamage();
   setupEnvelope({ onToggle: syncDisabled });
-  setupResults(transport);
+  setupResults(transport, visualiser);
   form.addEventListener("submit", submit);
   window.addEventListener("popstate", () => location.reload());
   window.addEventListener("resize", () => {
