@@ -1,6 +1,7 @@
 """What the visualiser costs: a web job's time and bytes with and without activation frames, and the video.
 
     python -m benchmarks.visualiser_cost [--model NAME (default: the best)] [--seconds 30] [--rounds 3]
+        [--json FILE] [--figure PNG]
 
 Runs the web app's job (floss_to_dir through floss_file: the original, the
 normal and a titration of fog, peaks written) on one synthesized clip, in
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--figure", help="also write one frame of the video (the clip's middle) as this PNG")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -88,6 +90,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     render_job_video(manifest, work / "video")
     video_s = time.perf_counter() - t0
+    if args.figure:
+        from matplotlib.image import imsave
+
+        from senseflosser import framesfile
+        from senseflosser.visualiser import Scene
+
+        folder = work / "video"
+        scene = Scene(framesfile.read(folder / manifest["normal"]["activations"]),
+                      framesfile.read(folder / manifest["flossed"][-1]["activations"]), ("normal", "fog 0.2"))
+        imsave(args.figure, scene.draw(args.seconds / 2))
     load_after = os.getloadavg()
     log.info("video of %.0f s: rendered in %.1f s (%.2fx real time); the whole job with it %.1f s; "
              "%d bytes", args.seconds, video_s, video_s / args.seconds, job_with_video,

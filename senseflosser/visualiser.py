@@ -40,6 +40,20 @@ def _unit(values: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return (values - lo) / span
 
 
+def soft(u: np.ndarray) -> np.ndarray:
+    """A value on the normal's scale (its range is [0, 1]) kept drawable beyond it: 1 + (1 - 1/u) above, bounded by 2;
+    below 0, down to -0.5 at most. Damage that leaves the normal's range shows, without clipping everything."""
+    u = np.asarray(u, np.float32)
+    above = 2.0 - 1.0 / np.maximum(u, 1.0)
+    below = -0.5 * (1.0 - 1.0 / (1.0 - np.minimum(u, 0.0)))
+    return np.where(u > 1.0, above, np.where(u < 0.0, below, u)).astype(np.float32)
+
+
+def strip_level(u: np.ndarray) -> np.ndarray:
+    """Where a channel's value falls on the palette: the normal's range on its lower three quarters, beyond on the rest."""
+    return np.clip(np.where(u > 1.0, 0.75 + 0.25 * (soft(u) - 1.0), 0.75 * u), 0.0, 1.0)
+
+
 def _magma() -> np.ndarray:
     from matplotlib import colormaps
 
@@ -89,7 +103,7 @@ class Scene:
         lut = _magma()
 
         def side(f: FramesFile, text: str) -> _Side:
-            ch = np.clip(_unit(f.blocks["channels"], *ranges["channels"]), 0.0, 1.0)
+            ch = strip_level(_unit(f.blocks["channels"], *ranges["channels"]))
             return _Side(f, lut[np.rint(ch * 255).astype(np.int64)],
                          _unit(f.blocks["profile"], *ranges["profile"]),
                          _unit(f.blocks["components"], *ranges["components"]), _label(text, self.half))
@@ -116,13 +130,13 @@ class Scene:
         lo = np.floor(self.band_pos).astype(np.int64)
         hi = np.minimum(lo + 1, prof.size - 1)
         frac = self.band_pos - lo
-        shape = prof[lo] * (1 - frac) + prof[hi] * frac
-        size = 0.35 + 0.3 * np.clip(pcs[0], -0.5, 1.5)
-        edge = self.scale * np.clip(size + 0.35 * np.clip(shape, -0.5, 1.5), 0.05, 1.0)
+        shape = soft(prof)[lo] * (1 - frac) + soft(prof)[hi] * frac
+        size = 0.3 + 0.2 * float(soft(pcs[0]))
+        edge = self.scale * np.clip(size + 0.15 * shape, 0.05, 1.0)
         inside = np.clip((edge - self.radius) / 3.0 + 1.0, 0.0, 1.0)
         glow = np.clip(1.0 - (self.radius - edge) / 18.0, 0.0, 1.0) * (self.radius > edge) * 0.45
-        hue = 0.55 + 0.4 * float(np.clip(pcs[1], 0.0, 1.0))
-        value = 0.55 + 0.45 * float(np.clip(pcs[2], 0.0, 1.0))
+        hue = 0.55 + 0.3 * float(soft(pcs[1]))  # the normal's range: blue to magenta; beyond it, on to orange
+        value = 0.6 + 0.2 * float(soft(pcs[2]))
         colour = np.array(colorsys.hsv_to_rgb(hue % 1.0, 0.75, value), np.float32) * 255
         mix = np.maximum(inside, glow)[..., None]
         return _BACKGROUND * (1 - mix) + colour * mix

@@ -23,6 +23,17 @@ function colour(v) {
 
 function unit(v, lo, hi) { return hi > lo ? (v - lo) / (hi - lo) : 0; }
 
+/* On the normal's scale ([0, 1] is its range), kept drawable beyond it (as visualiser.py's soft). */
+function soft(u) {
+  if (u > 1) return 2 - 1 / u;
+  if (u < 0) return -0.5 * (1 - 1 / (1 - u));
+  return u;
+}
+
+function stripLevel(u) {
+  return Math.min(1, Math.max(0, u > 1 ? 0.75 + 0.25 * (soft(u) - 1) : 0.75 * u));
+}
+
 /** The visualiser of the page's #visualiser section, following ``transport``. */
 export function createVisualiser({ transport }) {
   const box = $("visualiser");
@@ -74,14 +85,14 @@ export function createVisualiser({ transport }) {
     const prof = blended(blend, "profile", i);
     const pcs = blended(blend, "components", i);
     const bands = Math.max(1, prof.length);
-    const p = (k) => (prof.length ? unit(prof[k], ref.profile.lo[k], ref.profile.hi[k]) : 0);
-    const pc = (k) => (k < pcs.length ? unit(pcs[k], ref.components.lo[k], ref.components.hi[k]) : 0);
+    const p = (k) => (prof.length ? soft(unit(prof[k], ref.profile.lo[k], ref.profile.hi[k])) : 0);
+    const pc = (k) => (k < pcs.length ? soft(unit(pcs[k], ref.components.lo[k], ref.components.hi[k])) : 0);
     const cx = x0 + w / 2;
     const cy = h / 2 + h * 0.03;
     const scale = Math.min(w, h) / 2 - 8;
-    const size = 0.35 + 0.3 * Math.min(1.5, Math.max(-0.5, pc(0)));
-    const hue = 360 * ((0.55 + 0.4 * Math.min(1, Math.max(0, pc(1)))) % 1);
-    const light = 35 + 30 * Math.min(1, Math.max(0, pc(2)));
+    const size = 0.3 + 0.2 * pc(0);
+    const hue = 360 * ((0.55 + 0.3 * pc(1) + 1) % 1);
+    const light = 45 + 15 * pc(2);
     g.beginPath();
     const steps = 96;
     for (let s = 0; s <= steps; s++) {
@@ -89,7 +100,7 @@ export function createVisualiser({ transport }) {
       const along = (Math.abs(Math.atan2(Math.sin(a), Math.cos(a))) / Math.PI) * (bands - 1);
       const k = Math.floor(along);
       const v = p(k) + (along - k) * (p(Math.min(bands - 1, k + 1)) - p(k));
-      const r = scale * Math.min(1, Math.max(0.05, size + 0.35 * Math.min(1.5, Math.max(-0.5, v))));
+      const r = scale * Math.min(1, Math.max(0.05, size + 0.15 * v));
       const x = cx + r * Math.cos(a);
       const y = cy - r * Math.sin(a);
       if (s === 0) g.moveTo(x, y); else g.lineTo(x, y);
@@ -112,7 +123,7 @@ export function createVisualiser({ transport }) {
       if (j < 0) continue;
       const values = blended(blend, "channels", j);
       for (let ch = 0; ch < c; ch++) {
-        const [r, gg, b] = colour(unit(values[ch], ref.lo[ch], ref.hi[ch]));
+        const [r, gg, b] = colour(stripLevel(unit(values[ch], ref.lo[ch], ref.hi[ch])));
         const o = 4 * (ch * STRIP_FRAMES + col);
         img.data[o] = r; img.data[o + 1] = gg; img.data[o + 2] = b; img.data[o + 3] = 255;
       }
