@@ -315,14 +315,16 @@ class EnvelopeRunner:
         """Nothing to leave behind: every render ran on borrowed weights or state."""
 
 
-def warm_up(model: keras.Model) -> None:
+def warm_up(model: keras.Model, *, tap: str | None = None) -> None:
     """Run ``model`` once on a short silence through the path :func:`floss` takes.
 
     This builds the compiled function that every later run of that
     architecture shares (fogged copies included), so the first real job
-    compiles nothing.
+    compiles nothing; with ``tap``, also the one that records that layer's
+    activation frames (see :class:`Runner`).
     """
     frames = input_frames(model) or 8
-    runner = Runner(model)
-    runner(np.zeros((frames, N_BINS, 2), np.float32), 0)
-    runner.finish()
+    for layer in (None, tap) if tap else (None,):
+        runner = Runner(model, tap=layer)
+        runner(np.zeros((frames, N_BINS, 2), np.float32), 0)
+        runner.finish()

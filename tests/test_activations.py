@@ -137,3 +137,13 @@ def test_job_files_are_listed_deterministic_and_the_same_from_a_cached_normal(tm
     plain = floss_to_dir(spec.with_outputs(activations=False, activation_layer=None), src, net=tiny_model,
                          output_dir=tmp_path / "o3")
     assert "activations" not in plain["normal"] and not list((tmp_path / "o3").glob("*.frames"))
+
+
+def test_a_warm_tapped_job_compiles_and_builds_nothing(tiny_model):
+    from senseflosser import runners
+
+    runners.warm_up(tiny_model, tap="conv_out")
+    before = runners.compiled_stats()
+    for k, action in enumerate(("fog", "fog", "ablate")):
+        floss(tone(0.7 + 0.3 * k), tiny_model, [tiny_recipe(action, 0.1 + 0.1 * k, seed=k)], activation_layer="conv_out")
+    assert runners.compiled_stats() == before
