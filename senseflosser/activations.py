@@ -17,8 +17,6 @@ How the frames are stored is :mod:`senseflosser.framesfile`'s concern.
 from __future__ import annotations
 
 import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +33,9 @@ from .spectral import Chunk
 BANDS = 16
 """Bands of the coarse frequency profile (log-spaced over the layer's frequency axis)."""
 
-_TAPPED_MAX = 16
-_tapped: OrderedDict[tuple[int, str], tuple[weakref.ref, keras.Model]] = OrderedDict()
+_TAPS = "__senseflosser_taps"
+"""The attribute of a model holding its tapped views by layer: they live exactly as long as the model
+(two underscores: Keras saving skips it, so a saved model holds no view)."""
 _tapped_lock = threading.Lock()
 
 
@@ -167,7 +166,8 @@ def _tap_tensor(model: keras.Model, layer: str):
 def tapped(model: keras.Model, layer: str) -> keras.Model:
     """``model`` with a second and third output: ``layer``'s activation pooled by a :class:`Tap`.
 
-    Shares ``model``'s layers and variables (built once per model and layer, then cached).
+    Shares ``model``'s layers and variables (built once per model and layer, and kept with the
+    model: a kept damaged copy's views go when it goes).
 
     Raises
     ------
@@ -175,20 +175,15 @@ def tapped(model: keras.Model, layer: str) -> keras.Model:
         If the model has no such conv layer.
     """
     check_layer(layer, conv_layer_names(model), model_name=model.name)
-    key = (id(model), layer)
     with _tapped_lock:
-        hit = _tapped.get(key)
-        if hit is not None and hit[0]() is model:
-            _tapped.move_to_end(key)
-            return hit[1]
-    tensor = _tap_tensor(model, layer)
-    bins = tensor.shape[2] if len(tensor.shape) == 4 else None
-    channels, profile = Tap(bins, name=f"{layer}_tap")(tensor)
-    view = keras.Model(model.inputs, [model.outputs[0], channels, profile], name=f"{model.name}_tap_{layer}")
-    with _tapped_lock:
-        _tapped[key] = (weakref.ref(model), view)
-        while len(_tapped) > _TAPPED_MAX:
-            _tapped.popitem(last=False)
+        views = model.__dict__.setdefault(_TAPS, {})
+        view = views.get(layer)
+        if view is None:
+            tensor = _tap_tensor(model, layer)
+            bins = tensor.shape[2] if len(tensor.shape) == 4 else None
+            channels, profile = Tap(bins, name=f"{layer}_tap")(tensor)
+            view = keras.Model(model.inputs, [model.outputs[0], channels, profile], name=f"{model.name}_tap_{layer}")
+            views[layer] = view
     return view
 
 

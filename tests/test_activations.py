@@ -147,3 +147,16 @@ def test_a_warm_tapped_job_compiles_and_builds_nothing(tiny_model):
     for k, action in enumerate(("fog", "fog", "ablate")):
         floss(tone(0.7 + 0.3 * k), tiny_model, [tiny_recipe(action, 0.1 + 0.1 * k, seed=k)], activation_layer="conv_out")
     assert runners.compiled_stats() == before
+
+
+def test_a_kept_model_is_saved_without_its_tapped_views(tmp_path, tiny_model):
+    src = tmp_path / "in.wav"
+    sf.write(src, tone(1.0), SR)
+    for frames in (False, True):
+        spec = build_job(model="tiny", action="lapse", magnitudes="0.2", seed=1,
+                         outputs=Outputs(save_model=True, activations=frames, activation_layer="conv_a"))
+        man = floss_to_dir(spec, src, net=tiny_model, output_dir=tmp_path / str(frames))
+        saved = keras.models.load_model(tmp_path / str(frames) / man["flossed"][0]["model"])
+        assert [layer.name for layer in saved.layers] == [layer.name for layer in apply(tiny_model, spec.base).layers]
+    plain, tapped_ = ((tmp_path / str(f) / man["flossed"][0]["model"]).stat().st_size for f in (False, True))
+    assert abs(plain - tapped_) < 200  # the same archive but for its timestamps
