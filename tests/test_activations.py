@@ -18,7 +18,7 @@ from senseflosser.models import time_receptive_field
 from senseflosser.normal_cache import NormalCache
 from senseflosser.pipeline import floss
 from senseflosser.render import floss_to_dir
-from senseflosser.spectral import stft
+from senseflosser.spectral import DEFAULT_CHUNK_FRAMES, stft
 
 
 def _probe(model: keras.Model, layer: str, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,3 +160,20 @@ def test_a_kept_model_is_saved_without_its_tapped_views(tmp_path, tiny_model):
         assert [layer.name for layer in saved.layers] == [layer.name for layer in apply(tiny_model, spec.base).layers]
     plain, tapped_ = ((tmp_path / str(f) / man["flossed"][0]["model"]).stat().st_size for f in (False, True))
     assert abs(plain - tapped_) < 200  # the same archive but for its timestamps
+
+
+def test_long_audio_keeps_only_pooled_frames(tiny_model):
+    """Recording adds the pooled frames' bytes, never a chunk's full activation (numpy's allocations traced)."""
+    import tracemalloc
+
+    y = tone(120.0)
+    peaks = {}
+    for layer in (None, "conv_b", None, "conv_b"):  # the first two warm up
+        tracemalloc.start()
+        res = floss(y, tiny_model, [tiny_recipe("fog", 0.1)], activation_layer=layer)
+        peaks[layer] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    n = res.activations[0].channels.shape[0]
+    pooled = 2 * n * (4 + 16) * 4  # two outputs, (channels + bands) float32
+    full_chunk = DEFAULT_CHUNK_FRAMES * 1025 * 4 * 4  # one chunk's whole activation of conv_b, float32
+    assert peaks["conv_b"] - peaks[None] < pooled + full_chunk / 4, (peaks, pooled)
