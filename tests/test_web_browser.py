@@ -610,9 +610,16 @@ def test_the_visualiser_moves_with_the_audio_switches_with_the_version_and_follo
     assert back["frame"] == held["frame"] and back["version"] == 1 and back["pixels"] != held["pixels"]
     seeked = _after_a_frame(page, f"{TRANSPORT}.seekTo(4.0)")
     assert seeked["frame"] == round(4.0 * SAMPLE_RATE / HOP)
+    # a live ladder knob (its document event) blends the two rungs it lies between, until a version is picked
+    rung0 = _after_a_frame(page, f"{TRANSPORT}.select(2)")["pixels"]
+    rung1 = _after_a_frame(page, f"{TRANSPORT}.select(3)")["pixels"]
+    live = _after_a_frame(page, "document.dispatchEvent(new CustomEvent('senseflosser:live', "
+                                "{detail: {position: 0.5}}))")["pixels"]
+    assert live not in (rung0, rung1)
+    assert _after_a_frame(page, f"{TRANSPORT}.select(2)")["pixels"] == rung0
     page.check("#vis-channels")  # the other view
     strip = _after_a_frame(page)
-    assert strip["frame"] == seeked["frame"] and strip["pixels"] != seeked["pixels"]
+    assert strip["frame"] == seeked["frame"] and strip["pixels"] != rung0
     # phone width: the canvas fits, nothing scrolls sideways
     assert page.evaluate(f"() => {VISUALISER}.getBoundingClientRect().right") <= 390
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390

@@ -192,6 +192,7 @@ export function createVisualiser({ transport }) {
   /* The versions the transport plays, in its order: ``framesUrl``, ``reference`` (the normal), ``rung``. */
   async function load(versions, { video } = {}) {
     const gen = ++generation;
+    canvas.dataset.ready = "0";
     reference = null;
     live = null;
     lastKey = "";
