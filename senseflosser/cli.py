@@ -1,4 +1,5 @@
-"""Command line: ``senseflosser floss | map | actions | models | train | adversarial | evaluate | clusters | concepts``."""
+"""Command line: ``senseflosser floss | video | map | actions | models | train | adversarial | evaluate | clusters |
+concepts``."""
 
 from __future__ import annotations
 
@@ -145,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--magnitude", "-g", help="strength, in the action's range (default: the action's default)")
     p.add_argument("--seed", "-s", help="seed of the damage (default: drawn and recorded)")
     p.add_argument("--layers", "-l", help="conv layers to damage (as for floss)")
-    p.add_argument("--activation-layer", help="the conv layer drawn (default: the most sensitive one of the card's map)")
+    p.add_argument("--activation-layer",
+                   help="the conv layer drawn (default: the most sensitive one of the card's map)")
     p.add_argument("--offset", type=_seconds, default=0.0, help="start of the segment in seconds")
     p.add_argument("--duration", "-d", type=_seconds, default=None, help="length of the segment in seconds")
     p.add_argument("--output", "-o", help="the MP4 (default: <input>_<action>_<magnitude>.mp4 here)")
@@ -303,7 +305,8 @@ def floss_spec(args):
     from .jobspec import JobSpec, Outputs, build_job
     from .recipe import recipes_from_json
 
-    outputs = Outputs(spectrograms=args.spectrograms, save_model=args.save_model, activations=args.activations or bool(args.activation_layer),
+    outputs = Outputs(spectrograms=args.spectrograms, save_model=args.save_model,
+                      activations=args.activations or bool(args.activation_layer),
                       activation_layer=args.activation_layer or None, video=args.video)
     if args.recipe:
         try:
