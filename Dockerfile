@@ -20,7 +20,7 @@ COPY requirements.txt ./
 RUN grep -viE '^tensorflow([=<>~ ]|$)' requirements.txt > /tmp/requirements-image.txt \
     && python3 -m pip install -r /tmp/requirements-image.txt \
     && rm /tmp/requirements-image.txt \
-    && python3 -c "import tensorflow, keras, flask, flask_limiter, gunicorn, rq, redis, soundfile, soxr, librosa; print('tensorflow', tensorflow.__version__, 'keras', keras.__version__)"
+    && python3 -c "import tensorflow, keras, flask, flask_limiter, gunicorn, rq, redis, soundfile, soxr, librosa, imageio_ffmpeg; imageio_ffmpeg.get_ffmpeg_exe(); print('tensorflow', tensorflow.__version__, 'keras', keras.__version__)"
 
 # The code, the page and the shipped models (baked in: the server loads only these).
 COPY pyproject.toml README.md wsgi.py gunicorn.conf.py ./

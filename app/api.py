@@ -36,6 +36,7 @@ MIMETYPES = {
     ".png": "image/png",
     ".json": "application/json",
     ".keras": "application/octet-stream",
+    ".mp4": "video/mp4",
 }
 
 
@@ -325,11 +326,12 @@ def _manifest_files(manifest: dict | None) -> set[str]:
         return names
     for entry in _entries(manifest):
         if isinstance(entry, dict):
-            for key in ("file", "spectrogram", "peaks", "recipe_file", "model"):
+            for key in ("file", "spectrogram", "peaks", "activations", "recipe_file", "model"):
                 if isinstance(entry.get(key), str):
                     names.add(entry[key])
-    if isinstance(manifest.get("recipe_file"), str):
-        names.add(manifest["recipe_file"])
+    for key in ("recipe_file", "video"):
+        if isinstance(manifest.get(key), str):
+            names.add(manifest[key])
     report = manifest.get("map")
     if isinstance(report, dict) and isinstance(report.get("files"), dict):
         names.update(n for n in report["files"].values() if isinstance(n, str))
@@ -403,6 +405,8 @@ def _output(job_id: str, entry: dict) -> dict[str, Any]:
         **urls,
         "spectrogram": url_for("api.job_file", job_id=job_id, name=spectrogram) if spectrogram else None,
         "peaks": url_for("api.job_file", job_id=job_id, name=entry["peaks"]) if entry.get("peaks") else None,
+        "activations": (url_for("api.job_file", job_id=job_id, name=entry["activations"])
+                        if entry.get("activations") else None),
         "metrics": entry.get("metrics"),
     }
 
@@ -442,6 +446,10 @@ def cli_command(request_spec: dict, manifest: dict | None) -> str:
     if job.outputs.explain:
         parts += ["--explain", ",".join(job.outputs.explain)]
     parts.append("--spectrograms")
+    if job.outputs.activation_layer:
+        parts += ["--activation-layer", job.outputs.activation_layer]
+    if job.outputs.video:
+        parts.append("--video")
     return shlex.join(parts)
 
 
@@ -527,6 +535,8 @@ def job_view(state: dict) -> dict[str, Any]:
             "explanations": [{"explanation": e["explanation"], **_output(job_id, e),
                               "recipe_url": (_file_urls(job_id, e.get("recipe_file")) or {}).get("download_url")}
                              for e in manifest.get("explanations") or []],
+            "activations": manifest.get("activations"),
+            "video": (_file_urls(job_id, manifest.get("video")) or {}).get("url"),
         }
         if manifest.get("ladder"):
             outputs["ladder"] = {**manifest["ladder"], "crossfade": "linear, equal gain"}

@@ -23,6 +23,7 @@ from senseflosser.errors import AudioError, SenseflosserError
 from senseflosser.jobspec import JobSpec, Outputs
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
 from senseflosser.normal_cache import NormalCache
+from senseflosser.activations import default_layer
 from senseflosser.runners import warm_up
 from senseflosser.render import floss_file, safe_stem
 from senseflosser.sensitivity import DEFAULT_SEEDS, map_to_dir
@@ -110,7 +111,9 @@ class Engine:
         """Load every model and run it once; a model that fails is left out and logged."""
         for name in self.registry.names():
             try:
-                warm_up(self.registry.load(name))
+                net = self.registry.load(name)
+                # web jobs record activation frames (of the card's most sensitive layer unless told)
+                warm_up(net, tap=default_layer(net, self.registry.card(name)))
             except SenseflosserError as exc:
                 self.broken[name] = str(exc)
                 log.error("model %s cannot be used: %s", name, exc)
@@ -182,7 +185,7 @@ class Engine:
     def outputs(self) -> Outputs:
         """What every web job writes besides its WAVs (the page plays, draws and downloads them)."""
         return Outputs(original=True, spectrograms=self.spectrograms, spectrograms_later=self.spectrograms,
-                       peaks=True, stem=OUTPUT_STEM)
+                       peaks=True, stem=OUTPUT_STEM, activations=True)
 
     def spectrogram(self, wav: Path, image: Path) -> Path:
         """Draw the spectrogram of an output WAV that a job listed but did not draw (see :meth:`outputs`).

@@ -1,4 +1,5 @@
-"""Command line: ``senseflosser floss | map | actions | models | train | adversarial | evaluate | clusters | concepts``."""
+"""Command line: ``senseflosser floss | video | map | actions | models | train | adversarial | evaluate | clusters |
+concepts``."""
 
 from __future__ import annotations
 
@@ -144,9 +145,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "-o", default="output", help="where outputs go (default ./output)")
     p.add_argument("--save-model", action="store_true", help="also save each flossed model (.keras)")
     p.add_argument("--spectrograms", action="store_true", help="also write PNG spectrograms")
+    p.add_argument("--activations", action="store_true",
+                   help="also write each output's activation frames (.frames, see the README)")
+    p.add_argument("--activation-layer", help="the conv layer the activation frames come from (implies "
+                                              "--activations; default: the most sensitive one of the card's map)")
+    p.add_argument("--video", action="store_true", help="also render the visualiser as an MP4 (normal beside the last "
+                                                        "flossed output)")
     p.add_argument("--recipe", help="reproduce a recipe JSON written by an earlier run")
     p.add_argument("--models-dir", help="model registry folder (default ./models)")
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("video", help="render the visualiser of normal beside damaged, with the damaged audio, as MP4")
+    p.add_argument("--input", "-i", required=True, help="audio file")
+    p.add_argument("--model", "-m", help="registry model name or a .keras file (default: the best model)")
+    p.add_argument("--action", "-a", choices=names(), metavar="{" + ",".join(names()) + "}", help=_action_help())
+    p.add_argument("--magnitude", "-g", help="strength, in the action's range (default: the action's default)")
+    p.add_argument("--seed", "-s", help="seed of the damage (default: drawn and recorded)")
+    p.add_argument("--layers", "-l", help="conv layers to damage (as for floss)")
+    p.add_argument("--activation-layer",
+                   help="the conv layer drawn (default: the most sensitive one of the card's map)")
+    p.add_argument("--offset", type=_seconds, default=0.0, help="start of the segment in seconds")
+    p.add_argument("--duration", "-d", type=_seconds, default=None, help="length of the segment in seconds")
+    p.add_argument("--output", "-o", help="the MP4 (default: <input>_<action>_<magnitude>.mp4 here)")
+    p.add_argument("--models-dir", help="model registry folder (default ./models)")
+    p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
+    p.set_defaults(spectrograms=False, save_model=False, recipe=None, envelope=None, ramp=None, lfo=None,
+                   magnitudes=None, titrate=False, concept_share=None, concept_count=None, activations=True,
+                   video=True)
 
     p = sub.add_parser("map", help="sensitivity map: each conv layer damaged alone at each magnitude")
     p.add_argument("--input", "-i", required=True, help="audio file")
@@ -303,7 +328,9 @@ def floss_spec(args):
     from .actions import params_from_fields
     from .jobspec import Outputs, build_job, job_from_recipe
 
-    outputs = Outputs(spectrograms=args.spectrograms, save_model=args.save_model)
+    outputs = Outputs(spectrograms=args.spectrograms, save_model=args.save_model,
+                      activations=args.activations or bool(args.activation_layer),
+                      activation_layer=args.activation_layer or None, video=args.video)
     if args.recipe:
         try:
             text = Path(args.recipe).read_text()
@@ -361,6 +388,23 @@ def _cmd_floss(args) -> int:
         if perf.get("continuous"):
             c = perf["continuous"]
             print(f"continuous envelope: {out / c['file']}  SNR vs the crossfade {c['metrics']['snr_db']:.1f} dB")
+    return 0
+
+
+def _cmd_video(args) -> int:
+    import shutil
+    import tempfile
+
+    from .render import floss_file, safe_stem
+
+    with tempfile.TemporaryDirectory(prefix="senseflosser-video-") as tmp:
+        manifest = floss_file(args.spec, args.input, registry=_registry(args), output_dir=tmp,
+                              allow_model_paths=True, progress=ProgressBar("rendering"))
+        slug = manifest["flossed"][-1]["recipe_file"].removesuffix(".json") if manifest["flossed"] else "video"
+        out = Path(args.output or f"{safe_stem(slug)}.mp4")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(Path(tmp) / manifest["video"], out)
+    print(f"seed {manifest['seed']}; video: {out}")
     return 0
 
 
@@ -520,7 +564,7 @@ def _cmd_concepts(args) -> int:
     return 0
 
 
-COMMANDS = {"floss": _cmd_floss, "map": _cmd_map, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
+COMMANDS = {"floss": _cmd_floss, "video": _cmd_video, "map": _cmd_map, "actions": _cmd_actions, "models": _cmd_models, "train": _cmd_train,
             "adversarial": _cmd_adversarial, "evaluate": _cmd_evaluate, "clusters": _cmd_clusters,
             "concepts": _cmd_concepts}
 
@@ -529,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "floss":
+    if args.command in ("floss", "video"):
         from .errors import MagnitudeError
 
         try:  # the spec is built (every value checked) before anything is loaded

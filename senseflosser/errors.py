@@ -34,3 +34,7 @@ class MagnitudeError(RecipeError):
 
 class InputError(SenseflosserError, ValueError):
     """A value a user typed (a form field, a command-line option) is missing, malformed or out of range."""
+
+
+class VideoError(SenseflosserError):
+    """A video cannot be rendered (no activation frames to draw, or the encoder failed)."""

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from . import activations
 from . import envelope as envelope_mod
 from . import ladder as ladder_mod
 from .actions import check, draw_seed, expand_clusters, get, parse_layers, split_entry
@@ -62,6 +63,13 @@ class Outputs:
         :data:`senseflosser.explanations.EXPLANATIONS` order (``solo``, ``mute``,
         ``difference``), written beside the flossed outputs (see
         :mod:`senseflosser.explanations`); empty for none.
+    activations : bool
+        Each output's activation frames as ``.frames`` (see :mod:`senseflosser.framesfile`).
+    activation_layer : str or None
+        The conv layer they come from (``None``: the most sensitive one, see
+        :func:`senseflosser.activations.default_layer`).
+    video : bool
+        An MP4 of the visualiser, normal beside the last flossed output (implies ``activations``).
     """
 
     original: bool = False
@@ -70,6 +78,9 @@ class Outputs:
     peaks: bool = False
     save_model: bool = False
     stem: str | None = None
+    activations: bool = False
+    activation_layer: str | None = None
+    video: bool = False
     explain: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -156,6 +167,8 @@ class JobSpec:
         """
         if self.base.layers is not None:
             check(self.base.layers, conv_layers, default=(), model_name=name)
+        if self.outputs.activation_layer is not None:
+            activations.check_layer(self.outputs.activation_layer, conv_layers, model_name=name)
         return replace(self, recipes=tuple(r.derive(model=name, model_sha256=sha256) for r in self.recipes))
 
     def with_outputs(self, **changes: Any) -> JobSpec:
@@ -368,6 +381,8 @@ def build_job(
         raise RecipeError(f"at most {MAX_LAYERS} layers may be chosen, got {len(entries)}")
     if entries is not None and conv_layers is not None:
         check(entries, conv_layers, default=(), model_name=model)
+    if outputs is not None and outputs.activation_layer is not None and conv_layers is not None:
+        activations.check_layer(outputs.activation_layer, conv_layers, model_name=model)
     seed = draw_seed() if _blank(seed) else seed
     points = None
     if shape is not None:

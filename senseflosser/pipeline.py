@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from . import actions, metrics
+from . import actions, activations, metrics
 from .errors import AudioError
 from .models import check_model, input_frames, time_receptive_field
 from .recipe import Recipe
 from .runners import EnvelopeRunner, Runner, damaged_runner, envelope_plan
-from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, n_frames, process
+from .spectral import DEFAULT_CHUNK_FRAMES, DEFAULT_CONTEXT_FRAMES, n_frames, plan_chunks, process
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ class FlossResult:
     """The normal output before any clipping gain: what ``floss(..., normal=)`` takes back."""
     provenance: list[dict] = field(default_factory=list)
     """Per recipe, what its action's prepared data records (adversarial: the direction's SHA-256)."""
+    activations: list[activations.Frames | None] = field(default_factory=list)
+    """With ``floss(..., activation_layer=)``: the normal output's activation frames, then each recipe's
+    (``None`` where no model ran: a precomputed normal, an input action's output)."""
 
 
 def fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -108,6 +111,7 @@ def floss(
     context: int | None = None,
     normal: tuple[np.ndarray, dict] | None = None,
     source: str | os.PathLike | None = None,
+    activation_layer: str | None = None,
 ) -> FlossResult:
     """Run the undamaged model and one damaged copy per recipe over a waveform.
 
@@ -144,6 +148,9 @@ def floss(
     source : path or None, keyword-only
         The model's file, beside which per-model data of an action lies
         (adversarial's stored direction).
+    activation_layer : str or None, keyword-only
+        A conv layer whose activation frames every model pass also records
+        (see :mod:`senseflosser.activations`), in ``result.activations``.
 
     Returns
     -------
@@ -155,6 +162,8 @@ def floss(
         If the waveform is empty, not mono or not finite.
     ModelError
         If the model does not have the expected shape.
+    RecipeError
+        If ``activation_layer`` is not one of the model's conv layers.
     """
     t0 = time.perf_counter()
     y = np.asarray(audio, dtype=np.float32)
@@ -163,6 +172,11 @@ def floss(
     if not np.isfinite(y).all():
         raise AudioError("the waveform contains NaN or infinite samples")
     check_model(model, getattr(model, "name", "model"))
+    tap = None
+    if activation_layer is not None:
+        from .models import conv_layer_names
+
+        tap = activations.check_layer(activation_layer, conv_layer_names(model), model_name=model.name)
     if context is None:
         reach = time_receptive_field(model)
         context = DEFAULT_CONTEXT_FRAMES if reach is None else min(DEFAULT_CONTEXT_FRAMES, reach)
@@ -193,7 +207,7 @@ def floss(
         if normal_given.shape != y.shape:
             raise AudioError(f"the precomputed normal output has shape {normal_given.shape}, "
                              f"the waveform {y.shape}")
-    runners: list = [] if normal is not None else [Runner(model)]
+    runners: list = [] if normal is not None else [Runner(model, tap=tap)]
     enveloped = any(r.envelope is not None for r in recipes)
     plan = None
     if enveloped:
@@ -205,9 +219,9 @@ def floss(
             continue
         if recipe.envelope is not None:
             damaged.append(damaged_runner(model, recipe, ready, keep=True)[1] if keep_models else None)
-            runners.append(EnvelopeRunner(model, recipe, ready, plan, knot))
+            runners.append(EnvelopeRunner(model, recipe, ready, plan, knot, tap=tap))
         else:
-            runner, dmg = damaged_runner(model, recipe, ready, keep=keep_models)
+            runner, dmg = damaged_runner(model, recipe, ready, keep=keep_models, tap=tap)
             runners.append(runner)
             damaged.append(dmg)
         report(start + 0.05 * (i + 1) / max(1, len(recipes)), f"damaged model {i + 1} of {len(recipes)}")
@@ -215,6 +229,11 @@ def floss(
     def on_chunk(done: int, total: int) -> None:
         report(start + 0.05 + (0.9 - start) * done / total, f"processed chunk {done} of {total}")
 
+    if tap is not None and runners:
+        if plan is None:  # the plan process() would make, so that each recorder knows the kept frames
+            plan = plan_chunks(n_frames(len(y)), chunk_frames=chunk_frames, context=context, exact=fixed is not None)
+        for runner in runners:
+            runner.recorder = activations.Recorder(plan, tap)
     outputs = process(
         y, runners, chunk_frames=chunk_frames, context=context, exact=fixed is not None, on_chunk=on_chunk,
         chunks=plan,
@@ -232,6 +251,8 @@ def floss(
             else:
                 outputs.append(next(spectral_outputs))
                 runners.append(next(spectral_runners))
+    frames = [getattr(r, "recorder", None) for r in runners]
+    frames = ([None] if normal is not None else []) + [rec.frames() if rec is not None else None for rec in frames]
     report(0.95, "measuring")
     if normal is not None:
         outputs.insert(0, normal_given)
@@ -261,6 +282,8 @@ def floss(
         )
         result.flossed.append(FlossedOutput(recipe, out, m, dmg if keep_models else None))
     result.provenance = [actions.provenance(r, p) for r, p in zip(recipes, prepared)]
+    if tap is not None:
+        result.activations = frames
     result.seconds = time.perf_counter() - t0
     report(1.0, "done")
     return result

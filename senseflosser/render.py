@@ -16,8 +16,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from . import activations, device, explanations, framesfile
 from . import audio as audio_io
-from . import device, explanations
 from .jobspec import JobSpec
 from .jsonfile import write_json
 from .ladder import RULE
@@ -75,6 +75,7 @@ def floss_to_dir(
     model_note: str | None = None,
     progress: Progress | None = None,
     normal_cache: NormalCache | None = None,
+    card: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Floss one audio file as ``spec`` says and write the results into a folder.
 
@@ -104,6 +105,9 @@ def floss_to_dir(
         Reuse the normal output (and the files of the normal and original)
         of an earlier run on the same segment and model, and store this
         run's for the next (see :mod:`senseflosser.normal_cache`).
+    card : dict or None, keyword-only
+        The model's card: its sensitivity map names the layer activation
+        frames come from when the spec names none.
 
     Returns
     -------
@@ -132,14 +136,20 @@ def floss_to_dir(
                                                   seed=seed, offset=base.offset, duration=base.duration)
                  if opts.explain else {})
     extra = explanations.to_render(opts.explain, explained) if opts.explain else []
+    layer = None
+    if opts.activations or opts.video:
+        layer = opts.activation_layer or activations.default_layer(net, card)
     key = cached = None
     if normal_cache is not None:
-        key = cache_key(y, sha, chunking="envelope" if base.envelope is not None else "plain")
+        chunking = "envelope" if base.envelope is not None else "plain"
+        key = cache_key(y, sha, chunking=chunking if layer is None else f"{chunking}|frames:{layer}")
         cached = normal_cache.get(key)
+        if cached is not None and layer is not None and framesfile.SUFFIX not in cached.files.get("normal", {}):
+            cached = None  # the normal pass must run to record the normal's frames
     # The explanations' renders share the job's pass (and its normal output).
     result = floss(y, net, recipes + [explained[n] for n in extra], progress=sub(0.0, 0.85),
                    keep_models=opts.save_model, normal=(cached.raw, cached.metrics) if cached else None,
-                   source=source)
+                   source=source, activation_layer=layer)
     rendered = {n: out.audio / (out.metrics.get("gain") or 1.0)
                 for n, out in zip(extra, result.flossed[len(recipes):])}
     del result.flossed[len(recipes):]
@@ -147,11 +157,17 @@ def floss_to_dir(
         progress(0.85, "writing files")
     written: dict[str, dict[str, Path]] = {}
 
+    basis = None
+    if layer is not None:  # the principal axes of the normal's frames, shared by every output's file
+        basis = (framesfile.read(cached.files["normal"][framesfile.SUFFIX]).basis if cached
+                 else framesfile.pca_basis(result.activations[0]))
     draw_now = opts.spectrograms and not opts.spectrograms_later
 
-    def wav(label: str, samples: np.ndarray, picture: bool = True) -> dict[str, Any]:
+    def wav(label: str, samples: np.ndarray, frames: activations.Frames | None = None, *,
+            picture: bool = True) -> dict[str, Any]:
+        kept = (framesfile.SUFFIX,) if label == "normal" and layer is not None else ()
         try:
-            files = (_reuse(cached, label, out_dir, stem, draw_now, opts.peaks)
+            files = (_reuse(cached, label, out_dir, stem, draw_now, opts.peaks, kept)
                      if label in ("original", "normal") else None)
         except OSError:  # the cached files were deleted meanwhile: write them afresh
             files = None
@@ -161,6 +177,9 @@ def floss_to_dir(
                 files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
             if opts.peaks:
                 files[".peaks.json"] = write_peaks(samples, out_dir / f"{stem}_{label}.peaks.json")
+            if frames is not None:
+                files[framesfile.SUFFIX] = framesfile.write(frames, out_dir / f"{stem}_{label}{framesfile.SUFFIX}",
+                                                            basis=basis)
         written[label] = files
         entry = _entry(files)
         if opts.spectrograms_later and opts.spectrograms and picture:
@@ -172,9 +191,7 @@ def floss_to_dir(
         "input": Path(input_path).name,
         "stem": stem,
         "seed": seed,
-        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {}),
-                   **({"ladder": True} if spec.ladder else {}),
-                   **({"performance": spec.performance.to_dict(mags)} if spec.performance is not None else {})},
+        "recipe": {**base.to_dict(), "magnitude": None, "magnitudes": mags, **({"model_note": note} if note else {})},
         **(result.provenance[0] if result.provenance else {}),
         "device": device.describe(),
         "seconds": None,
@@ -184,13 +201,17 @@ def floss_to_dir(
     if opts.original:
         peak = float(np.max(np.abs(y)))
         manifest["original"] = wav("original", y if peak <= 1.0 else y / peak)
-    manifest["normal"] = {**wav("normal", result.normal), "metrics": result.normal_metrics}
+    frames = result.activations or [None] * (1 + len(recipes) + len(extra))
+    if layer is not None:
+        manifest["activations"] = {"layer": layer, "format": f"SFAF {framesfile.VERSION}",
+                                   "frame_rate": audio_io.SAMPLE_RATE / framesfile.HOP}
+    manifest["normal"] = {**wav("normal", result.normal, frames[0]), "metrics": result.normal_metrics}
     manifest["flossed"] = []
     for i, out in enumerate(result.flossed):
-        # A ladder's rungs lie a few dB apart: they are heard (live), not pictured, which keeps a ladder under 3 jobs' cost.
-        entry = {"magnitude": out.recipe.magnitude, **wav(out.recipe.slug, out.audio, picture=not spec.ladder),
-                 "metrics": out.metrics,
-                 "recipe": out.recipe.to_dict(), "model": None}
+        # A ladder's rungs lie a few dB apart: they are heard (live), not pictured.
+        entry = {"magnitude": out.recipe.magnitude,
+                 **wav(out.recipe.slug, out.audio, frames[i + 1], picture=not spec.ladder),
+                 "metrics": out.metrics, "recipe": out.recipe.to_dict(), "model": None}
         recipe_file = out_dir / f"{stem}_{out.recipe.slug}.json"
         write_json(recipe_file, {"recipe": out.recipe.to_dict(), "metrics": out.metrics,
                                  "output": entry["file"], "device": manifest["device"],
@@ -202,14 +223,17 @@ def floss_to_dir(
             entry["model"] = model_file.name
         manifest["flossed"].append(entry)
         if progress:
-            progress(0.85 + 0.15 * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
+            share = 0.05 if opts.video else 0.15  # the video takes the rest
+            progress(0.85 + share * (i + 1) / len(result.flossed), f"wrote output {i + 1} of {len(result.flossed)}")
     if opts.explain:
+        # mute and solo are renders of the pass, with their frames; difference is normal - mute, with none
+        explained_frames = dict(zip(extra, frames[1 + len(recipes):]))
         manifest["explanations"] = []
         for name, made in explanations.assemble(opts.explain, explained, result.normal_raw, rendered).items():
             samples, levels = fit_to_scale(made["audio"])
             recipe = made["recipe"].to_dict() if made["recipe"] is not None else None
-            entry = {"explanation": name, **wav(name, samples), "metrics": levels, "recipe": recipe,
-                     "recipe_file": None}
+            entry = {"explanation": name, **wav(name, samples, explained_frames.get(name)), "metrics": levels,
+                     "recipe": recipe, "recipe_file": None}
             if recipe is not None:
                 entry["recipe_file"] = write_json(out_dir / f"{stem}_{name}.json", {
                     "explanation": name, "recipe": recipe, "output": entry["file"],
@@ -222,6 +246,12 @@ def floss_to_dir(
             spec.performance, audio=y, net=net, base=base, magnitudes=mags, out_dir=out_dir, stem=stem,
             rung_files=[out_dir / f["file"] for f in manifest["flossed"]], recipe=manifest["recipe"],
             peaks=opts.peaks, source=source)
+    if opts.video:
+        from .video import render_job_video
+
+        if progress:
+            progress(0.9, "rendering the video")
+        manifest["video"] = render_job_video(manifest, out_dir).name
     manifest["recipe_file"] = write_json(out_dir / f"{stem}_recipe.json", manifest["recipe"]).name
     manifest["seconds"] = result.seconds
     manifest["normal_cached"] = cached is not None
@@ -277,23 +307,27 @@ def floss_file(
     spec = spec.for_model(name, sha, conv_channels(net))
     y = audio if audio is not None else audio_io.load(input_path, offset=spec.offset, duration=spec.duration,
                                                       max_duration=max_duration)
+    card = None
+    if (spec.outputs.activations or spec.outputs.video) and name in registry.names() and source == registry.path(name):
+        card = registry.card(name)  # its sensitivity map names the default layer of the frames
     return floss_to_dir(spec, input_path, net=net, output_dir=output_dir, source=source, audio=y,
-                        model_note=note, progress=progress, normal_cache=normal_cache)
+                        model_note=note, progress=progress, normal_cache=normal_cache, card=card)
 
 
 NORMAL_HOME = ".normal"
 """Folder in ``output_dir`` where the normal-output cache keeps this run's raw normal output."""
 
-_ENTRY_KEYS = {".wav": "file", ".png": "spectrogram", ".peaks.json": "peaks"}
+_ENTRY_KEYS = {".wav": "file", ".png": "spectrogram", ".peaks.json": "peaks", framesfile.SUFFIX: "activations"}
 
 
 def _entry(files: dict[str, Path]) -> dict[str, Any]:
     return {_ENTRY_KEYS[suffix]: path.name for suffix, path in files.items()}
 
 
-def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, peaks: bool) -> dict[str, Path] | None:
+def _reuse(cached, label: str, out_dir: Path, stem: str, spectrograms: bool, peaks: bool,
+           extra: tuple[str, ...] = ()) -> dict[str, Path] | None:
     """The files of ``label`` from a normal-cache entry, linked into ``out_dir`` (``None`` if it lacks some)."""
-    wanted = [".wav"] + ([".png"] if spectrograms else []) + ([".peaks.json"] if peaks else [])
+    wanted = [".wav"] + ([".png"] if spectrograms else []) + ([".peaks.json"] if peaks else []) + list(extra)
     if cached is None or not all(s in cached.files.get(label, {}) for s in wanted):
         return None
     files = {}

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from . import actions, device
+from . import actions, activations, device
 from . import envelope as envelope_mod
 from .audio import SAMPLE_RATE
 from .errors import ModelError
@@ -95,6 +95,8 @@ class Runner:
         model: keras.Model,
         weights: dict[str, list[np.ndarray]] | None = None,
         state: dict[str, np.ndarray] | None = None,
+        *,
+        tap: str | None = None,
     ) -> None:
         """Run ``model``, optionally with other values for some of its variables (the model is untouched).
 
@@ -102,7 +104,10 @@ class Runner:
         non-trainable variables by variable path (a lapse layer's rate and
         seed, say). A model run with neither is the runner's own: its lapse
         masks restart from their seeds here, and :meth:`finish` leaves its
-        state where the run left it.
+        state where the run left it. ``tap``: a conv layer whose pooled
+        activation each call also computes, in the same pass (see
+        :mod:`senseflosser.activations`): kept as ``last_frames`` and handed to
+        ``recorder`` (an :class:`~senseflosser.activations.Recorder`, when set).
         """
         self.model = model
         self.frames = input_frames(model)
@@ -111,7 +116,12 @@ class Runner:
             # A lapse model's masks restart from its seed, so every run of it is reproducible.
             actions.reset(model)
         self.nonfinite = 0
-        self._call = compiled_call(model)
+        self.tap = tap
+        self.last_frames: tuple[np.ndarray, np.ndarray] | None = None
+        self.recorder: activations.Recorder | None = None
+        # A tapped view shares the model's variables (by identity), so the values below serve either.
+        self._run = activations.tapped(model, tap) if tap else model
+        self._call = compiled_call(self._run)
         replaced = {}
         for name, arrays in (weights or {}).items():
             for variable, array in zip(model.get_layer(name).weights, arrays):
@@ -127,10 +137,10 @@ class Runner:
         def values(variables):
             return [keras.ops.convert_to_tensor(replaced.get(id(v), v.value)) for v in variables]
 
-        self._weights = values(model.trainable_variables)
-        self._state = values(model.non_trainable_variables)
+        self._weights = values(self._run.trainable_variables)
+        self._state = values(self._run.non_trainable_variables)
         # Random seed generators' states (a lapse layer's masks), for reseed().
-        self._seeds = [i for i, v in enumerate(model.non_trainable_variables) if v.name == "seed_generator_state"]
+        self._seeds = [i for i, v in enumerate(self._run.non_trainable_variables) if v.name == "seed_generator_state"]
         self._seed_starts = [keras.ops.convert_to_numpy(self._state[i]) for i in self._seeds]
 
     def reseed(self, counter: int) -> None:
@@ -151,6 +161,13 @@ class Runner:
         if self.frames is not None and n < self.frames:
             x = np.concatenate([x, np.zeros((1, self.frames - n) + tensor.shape[1:], np.float32)], axis=1)
         out, self._state = self._call(self._weights, self._state, x)
+        if self.tap:
+            out, channels, profile = out
+            total = x.shape[1]
+            self.last_frames = (activations.at_frames(keras.ops.convert_to_numpy(channels)[0], n, total),
+                                activations.at_frames(keras.ops.convert_to_numpy(profile)[0], n, total))
+            if self.recorder is not None:
+                self.recorder.add(index, *self.last_frames)
         y = keras.ops.convert_to_numpy(out)[0, :n]
         bad = ~np.isfinite(y)
         if bad.any():
@@ -162,7 +179,7 @@ class Runner:
         """Leave the model's state (a lapse model's seed generators) where the run left it."""
         if not self._owns_state:
             return
-        for variable, value in zip(self.model.non_trainable_variables, self._state):
+        for variable, value in zip(self._run.non_trainable_variables, self._state):
             variable.assign(value)
 
 
@@ -197,22 +214,23 @@ def scratch_model(model: keras.Model, recipe) -> keras.Model | None:
     return damaged
 
 
-def damaged_runner(model: keras.Model, recipe, prepared: Any = None, *, keep: bool = False):
+def damaged_runner(model: keras.Model, recipe, prepared: Any = None, *, keep: bool = False, tap: str | None = None):
     """``(runner, kept model or None)`` for one (checked) recipe at its (single) magnitude.
 
     A weight-only action (fog) runs the pristine architecture with new weights;
     one that changes the architecture (lapse) runs a shared damaged copy with
     the recipe's state. A model of its own is built only when it is to be kept.
-    ``prepared`` is what the action's ``prepare`` hook gave this recipe.
+    ``prepared`` is what the action's ``prepare`` hook gave this recipe;
+    ``tap`` a layer whose activation frames the runner also computes (see :class:`Runner`).
     """
     recipe = recipe.derive(envelope=None)
     if keep:
         kept = actions.apply(model, recipe, prepared=prepared)
-        return Runner(kept), kept
+        return Runner(kept, tap=tap), kept
     scratch = scratch_model(model, recipe)
     if scratch is None:
-        return Runner(model, actions.damaged_weights(model, recipe, prepared)), None
-    return Runner(scratch, state=actions.damaged_state(scratch, recipe)), None
+        return Runner(model, actions.damaged_weights(model, recipe, prepared), tap=tap), None
+    return Runner(scratch, state=actions.damaged_state(scratch, recipe), tap=tap), None
 
 
 KNOT_FRAMES = 16
@@ -251,10 +269,13 @@ class EnvelopeRunner:
     chunk, and meets itself exactly at every knot: no seams.
     """
 
-    def __init__(self, model: keras.Model, recipe, prepared: Any, plan: list[Chunk], knot: int) -> None:
+    def __init__(self, model: keras.Model, recipe, prepared: Any, plan: list[Chunk], knot: int, *,
+                 tap: str | None = None) -> None:
         self.model, self.recipe, self.prepared = model, recipe, prepared
         self.plan, self.knot = plan, knot
         self.nonfinite = 0
+        self.tap = tap  # activation frames blended as the audio is (see Runner)
+        self.recorder: activations.Recorder | None = None
         times = np.arange(0, plan[-1].keep_stop + knot + 1, knot) * HOP / SAMPLE_RATE
         self.knots = envelope_mod.values_at(recipe.envelope, times)
         self._runners: OrderedDict[float, Runner] = OrderedDict()
@@ -263,7 +284,7 @@ class EnvelopeRunner:
         magnitude = float(magnitude)
         runner = self._runners.get(magnitude)
         if runner is None:
-            runner = damaged_runner(self.model, self.recipe.derive(magnitude=magnitude), self.prepared)[0]
+            runner = damaged_runner(self.model, self.recipe.derive(magnitude=magnitude), self.prepared, tap=self.tap)[0]
             self._runners[magnitude] = runner
             while len(self._runners) > 4:
                 self._runners.popitem(last=False)
@@ -273,32 +294,37 @@ class EnvelopeRunner:
     def __call__(self, tensor: np.ndarray, index: int) -> np.ndarray:
         chunk = self.plan[index]
         k = chunk.keep_start // self.knot
-        a = self._render(self.knots[k], tensor, index)
-        b = a if self.knots[k + 1] == self.knots[k] else self._render(self.knots[k + 1], tensor, index)
+        a, fa = self._render(self.knots[k], tensor, index)
+        b, fb = (a, fa) if self.knots[k + 1] == self.knots[k] else self._render(self.knots[k + 1], tensor, index)
         frames = np.arange(chunk.start, chunk.stop, dtype=np.float32)
         alpha = np.clip((frames - k * self.knot) / self.knot, 0.0, 1.0)[:, None, None]
+        if self.recorder is not None:
+            w = alpha[:, :, 0]
+            self.recorder.add(index, *[((1.0 - w) * p + w * q).astype(np.float32) for p, q in zip(fa, fb)])
         return ((1.0 - alpha) * a + alpha * b).astype(np.float32)
 
-    def _render(self, magnitude: float, tensor: np.ndarray, index: int) -> np.ndarray:
+    def _render(self, magnitude: float, tensor: np.ndarray, index: int) -> tuple[np.ndarray, Any]:
         runner = self._at(magnitude)
         runner.reseed(index)
         before = runner.nonfinite
         out = runner(tensor, index)
         self.nonfinite += runner.nonfinite - before
-        return out
+        return out, runner.last_frames
 
     def finish(self) -> None:
         """Nothing to leave behind: every render ran on borrowed weights or state."""
 
 
-def warm_up(model: keras.Model) -> None:
+def warm_up(model: keras.Model, *, tap: str | None = None) -> None:
     """Run ``model`` once on a short silence through the path :func:`floss` takes.
 
     This builds the compiled function that every later run of that
     architecture shares (fogged copies included), so the first real job
-    compiles nothing.
+    compiles nothing; with ``tap``, also the one that records that layer's
+    activation frames (see :class:`Runner`).
     """
     frames = input_frames(model) or 8
-    runner = Runner(model)
-    runner(np.zeros((frames, N_BINS, 2), np.float32), 0)
-    runner.finish()
+    for layer in (None, tap) if tap else (None,):
+        runner = Runner(model, tap=layer)
+        runner(np.zeros((frames, N_BINS, 2), np.float32), 0)
+        runner.finish()

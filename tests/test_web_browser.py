@@ -762,3 +762,81 @@ def test_live_knob_crossfades_the_rungs_at_once_and_the_recorded_path_renders(pa
     assert page.is_checked("#ladder")  # the form is refilled with the ladder, not a titration
     titles = [t.lower() for t in page.locator("#players .player-title").all_inner_texts()]  # CSS capitalises
     assert "performance" in titles and "continuous envelope" in titles
+# ------------------------------------------------------------------ the visualiser
+
+VISUALISER = "document.getElementById('visualiser-canvas')"
+
+
+def _visualiser_ready(page):
+    wait_until(page, f"() => {VISUALISER}.dataset.ready === '1' && Number({VISUALISER}.dataset.draws) > 0")
+
+
+def _after_a_frame(page, action: str = "") -> dict:
+    """Run ``action`` (JavaScript), then wait two animation frames and read what the canvas drew."""
+    return page.evaluate(
+        "() => new Promise((done) => {" + action + ";"
+        f" requestAnimationFrame(() => requestAnimationFrame(() => {{ const c = {VISUALISER};"
+        f" done({{frame: Number(c.dataset.frame), version: Number(c.dataset.version), pixels: c.toDataURL(),"
+        f" position: {TRANSPORT}.position()}}); }})); }})")
+
+
+def test_the_visualiser_moves_with_the_audio_switches_with_the_version_and_follows_a_seek(page, tmp_path):
+    from senseflosser.spectral import HOP
+    from senseflosser.audio import SAMPLE_RATE
+
+    _titrated_job(page, tmp_path, seconds=6.0)
+    _visualiser_ready(page)
+    assert page.is_visible("#visualiser-canvas")
+    start = _after_a_frame(page)
+    assert start["frame"] == 0 and start["version"] == 2
+    page.keyboard.press("Space")
+    page.wait_for_timeout(800)
+    moving = _after_a_frame(page)
+    assert moving["frame"] > 5 and moving["pixels"] != start["pixels"], moving["frame"]  # it moves as it plays
+    # the version switches at the next animation frame, the playhead (and so the frame) going on
+    switched = _after_a_frame(page, f"{TRANSPORT}.select(6)")
+    assert switched["version"] == 6 and switched["frame"] >= moving["frame"]
+    page.keyboard.press("Space")  # pause: the same frame, another version, other pixels
+    held = _after_a_frame(page)
+    back = _after_a_frame(page, f"{TRANSPORT}.select(1)")
+    assert back["frame"] == held["frame"] and back["version"] == 1 and back["pixels"] != held["pixels"]
+    seeked = _after_a_frame(page, f"{TRANSPORT}.seekTo(4.0)")
+    assert seeked["frame"] == round(4.0 * SAMPLE_RATE / HOP)
+    # a live ladder knob (its document event) blends the two rungs it lies between, until a version is picked
+    rung0 = _after_a_frame(page, f"{TRANSPORT}.select(2)")["pixels"]
+    rung1 = _after_a_frame(page, f"{TRANSPORT}.select(3)")["pixels"]
+    live = _after_a_frame(page, "document.dispatchEvent(new CustomEvent('senseflosser:live', "
+                                "{detail: {position: 0.5}}))")["pixels"]
+    assert live not in (rung0, rung1)
+    assert _after_a_frame(page, f"{TRANSPORT}.select(2)")["pixels"] == rung0
+    page.check("#vis-channels")  # the other view
+    strip = _after_a_frame(page)
+    assert strip["frame"] == seeked["frame"] and strip["pixels"] != rung0
+    # phone width: the canvas fits, nothing scrolls sideways
+    assert page.evaluate(f"() => {VISUALISER}.getBoundingClientRect().right") <= 390
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+
+
+def test_the_drawn_frame_stays_within_one_model_frame_of_the_audio_over_a_60_s_clip(page, tmp_path):
+    from senseflosser.spectral import HOP
+    from senseflosser.audio import SAMPLE_RATE
+
+    frame_s = HOP / SAMPLE_RATE
+    song = tmp_path / "long.wav"
+    song.write_bytes(web_wav_bytes(60.0))
+    page.set_input_files("#audio", str(song))
+    page.click("#submit")
+    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    _transport_ready(page)
+    _visualiser_ready(page)
+    page.evaluate(f"{TRANSPORT}.play()")
+    drifts = []
+    for at in (0.0, 15.0, 30.0, 45.0, 57.0):
+        page.evaluate(f"{TRANSPORT}.seekTo({at})")
+        page.wait_for_timeout(300)
+        for _ in range(12):
+            frame, position = page.evaluate(f"() => [Number({VISUALISER}.dataset.frame), {TRANSPORT}.position()]")
+            drifts.append(abs(frame * frame_s - position))
+            page.wait_for_timeout(70)
+    assert page.evaluate(f"{TRANSPORT}.playing()")
+    assert len(drifts) == 60 and max(drifts) <= frame_s, (max(drifts), sorted(drifts)[-5:])

@@ -1,6 +1,6 @@
 /* senseflosser page, the wiring: each concern is a module (config, api, transport, charts, envelope,
-   damage, form, results); this one connects them, sends the form and follows the job. Plain ES modules,
-   no dependencies, no build step. */
+   damage, form, results, frames, visualiser); this one connects them, sends the form and follows the
+   job. Plain ES modules, no dependencies, no build step. */
 
 import { describeState, getJson, jobPage, jobUrl, refusal, upload, watch } from "./api.js";
 import { config } from "./config.js";
@@ -14,6 +14,7 @@ import { setupLive, withLadder } from "./live.js";
 import { hideResults, redrawMap, setupResults, showResults } from "./results.js";
 import { state } from "./state.js";
 import { createTransport } from "./transport.js";
+import { createVisualiser } from "./visualiser.js";
 import { $, clearError, sentence, showError } from "./util.js";
 
 const form = $("floss-form");
@@ -24,6 +25,7 @@ const progressBar = $("progress");
 
 const transport = createTransport({ sampleRate: config.sampleRate });
 window.senseflosserTransport = transport;
+const visualiser = createVisualiser({ transport });
 
 let following = 0;  // the job the page follows; an older one's answers are dropped
 
@@ -123,7 +125,7 @@ async function start() {
   setupForm();
   setupDamage();
   setupEnvelope({ onToggle: syncDisabled });
-  setupResults(transport);
+  setupResults(transport, visualiser);
   setupLive(transport);
   setupLayout();
   form.addEventListener("submit", submit);

@@ -26,6 +26,7 @@ let transport = null;
 /** What each explanation of a channel set is (the server's notes, rendered beside the form's boxes). */
 const EXPLAINED = Object.fromEntries([...document.querySelectorAll('input[name="explain"]')].map(
   (box) => [box.value, box.parentElement.querySelector(".hint").textContent]));
+let visualiser = null;
 let mapGeneration = 0;
 let mapShown = null;  // the drawn map's (view, done), to lay it out again when the width changes
 
@@ -89,10 +90,12 @@ export function showResults(view) {
   if (out.original) {
     addPlayer("Original", `Your segment as the model hears it: mono, ${config.sampleRate} Hz.`, out.original, {});
     versions.push({ label: "Original", url: out.original.url, peaksUrl: out.original.peaks,
+      framesUrl: out.original.activations,
       onPeaks: (pk) => { out.original.peaksData = pk; drawEnvelope(); } });
   }
   addPlayer("Normal", "What the undamaged model makes of it (the clean reconstruction).", out.normal, {});
-  versions.push({ label: "Normal", url: out.normal.url, peaksUrl: out.normal.peaks });
+  versions.push({ label: "Normal", url: out.normal.url, peaksUrl: out.normal.peaks, framesUrl: out.normal.activations,
+    reference: true });
   const firstFlossed = versions.length;
   const enveloped = Array.isArray(recipe.envelope) && recipe.envelope.length;
   for (const f of out.flossed) {
@@ -100,7 +103,7 @@ export function showResults(view) {
     addPlayer(title, enveloped ? `Damaged with ${recipe.action} following the envelope.`
       : `Damaged with ${recipe.action} at magnitude ${f.magnitude}.`, f,
       { flossed: true, model: f.model, recipe: f.recipe_url });
-    versions.push({ label: title, url: f.url, peaksUrl: f.peaks });
+    versions.push({ label: title, url: f.url, peaksUrl: f.peaks, framesUrl: f.activations, rung: true });
   }
   if (out.performance) {  // a ladder job's performance: after the rungs, so their places stay
     addPlayer("Performance", "The knob's path rendered on the server: the crossfade of the rungs.", out.performance,
@@ -116,9 +119,10 @@ export function showResults(view) {
   for (const e of out.explanations || []) {
     const title = `${e.explanation} of the chosen channels`;
     addPlayer(title, EXPLAINED[e.explanation] || "", e, { recipe: e.recipe_url });
-    versions.push({ label: e.explanation, url: e.url, peaksUrl: e.peaks });
+    versions.push({ label: e.explanation, url: e.url, peaksUrl: e.peaks, framesUrl: e.activations });
   }
   const loading = transport.load(versions);
+  if (visualiser) visualiser.load(versions, { video: out.video });
   showLive(view, firstFlossed, loading);
   drawDose(view, (i) => transport.select(firstFlossed + i));
   resetMap(view);
@@ -258,6 +262,7 @@ async function renderCell(view, layer, m, cell) {
   const i = await transport.add({ label, url: f.url, peaksUrl: f.peaks,
     help: `Only ${layer} damaged, ${action} ${m}: SNR ${number(f.metrics && f.metrics.snr_db, 1, " dB")}.` });
   mapStatus.textContent = `${label}: SNR ${number(f.metrics && f.metrics.snr_db, 1, " dB")} against normal; playing it.`;
+  if (i >= 0 && visualiser) visualiser.add(i, { label, framesUrl: f.activations });
   if (i >= 0) {
     transport.select(i);
     transport.play();
@@ -265,8 +270,9 @@ async function renderCell(view, layer, m, cell) {
 }
 
 /** Wire the results to the page's transport. */
-export function setupResults(pageTransport) {
+export function setupResults(pageTransport, pageVisualiser = null) {
   transport = pageTransport;
+  visualiser = pageVisualiser;
   mapButton.addEventListener("click", requestMap);
   $("copy-cli").addEventListener("click", async () => {
     try {
