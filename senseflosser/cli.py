@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", dest="log_sub", type=str.upper, choices=_LEVELS, help=argparse.SUPPRESS)
     p.set_defaults(spectrograms=False, save_model=False, recipe=None, envelope=None, ramp=None, lfo=None,
                    magnitudes=None, titrate=False, concept_share=None, concept_count=None, activations=True,
-                   video=True)
+                   video=True, ladder=None, performance=None, performance_envelope=False, explain=None)
 
     p = sub.add_parser("map", help="sensitivity map: each conv layer damaged alone at each magnitude")
     p.add_argument("--input", "-i", required=True, help="audio file")
@@ -361,7 +361,7 @@ def floss_spec(args):
                      layers=args.layers, clusters=_model_clusters(args, model),
                      concepts=_model_concepts(args, model) if args.layers and "concept:" in args.layers else None,
                      concept_share=args.concept_share, concept_count=args.concept_count, offset=args.offset, duration=args.duration, envelope=envelope,
-                     params=params, outputs=outputs, explain=getattr(args, "explain", None), ladder=args.ladder,
+                     params=params, outputs=outputs, explain=args.explain, ladder=args.ladder,
                      performance=args.performance, continuous=args.performance_envelope,
                      calibration=_model_calibration(args, model) if args.ladder else None)
 
