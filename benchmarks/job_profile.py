@@ -4,7 +4,7 @@
 
 Runs the web worker's own job function (:func:`senseflosser.render.floss_file`
 with the outputs a web job writes: original, normal and one fog output, peaks,
-spectrograms listed to be drawn when first asked for) on audio it has not seen,
+activation frames, spectrograms listed to be drawn when first asked for) on audio it has not seen,
 warm, under :mod:`cProfile`, and sums the time of the functions that make each
 stage. The job ends when its audio is playable; the images are profiled
 separately, as the page's first requests for them draw them afterwards.
@@ -36,6 +36,7 @@ STAGES = {
     "damage (new weights)": [("senseflosser/runners.py", "damaged_runner")],
     "WAVs": [("senseflosser/audio.py", "write_wav")],
     "peaks": [("senseflosser/peaks.py", "write_peaks")],
+    "activation frames (files)": [("senseflosser/framesfile.py", "write"), ("senseflosser/framesfile.py", "pca_basis")],
     "normal kept for re-runs": [("senseflosser/normal_cache.py", "put")],
     "manifest and recipes": [("senseflosser/jsonfile.py", "write_json")],
 }
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
 
     registry = ModelRegistry(args.models_dir or default_models_dir())
     name = args.model or registry.best()
-    outputs = Outputs(original=True, spectrograms=True, spectrograms_later=True, peaks=True, stem=OUTPUT_STEM)
+    # What a web job writes (app.engine.Engine.outputs)
+    outputs = Outputs(original=True, spectrograms=True, spectrograms_later=True, peaks=True, stem=OUTPUT_STEM,
+                      activations=True)
     warm_up()
     rows: dict[str, list[float]] = {stage: [] for stage in STAGES}
     totals, images = [], []

@@ -1,6 +1,6 @@
 """What a ladder costs: an 8-rung ladder of a clip against a single-magnitude job of the same clip.
 
-    python benchmarks/ladder_cost.py [--model game-orchestral-lite] [--seconds 30] [--rungs 8] [--rounds 3]
+    python -m benchmarks.ladder_cost [--model game-orchestral-lite] [--seconds 30] [--rungs 8] [--rounds 3]
 
 Both are the web job's work (:func:`senseflosser.render.floss_file` with the
 original, spectrograms and peaks written, as the web app runs it), warm, in
