@@ -1,8 +1,8 @@
 """What a job costs per action: the web job's work (floss_to_dir as the web app runs it) on one clip.
 
-    python benchmarks/action_cost.py [--model NAME (default: the best)] [--seconds 30] [--rounds 5]
+    python -m benchmarks.action_cost [--model NAME (default: the best)] [--seconds 30] [--rounds 5]
 
-Runs one warm job per action of the registry (at the middle of its titration,
+Runs one warm job per action of the registry that damages the model (at the middle of its titration,
 spectrograms and the original written, as the web app does), in interleaved
 rounds, and prints the median CPU and wall seconds of each and its ratio to
 fog's. Weights-only actions should cost what fog costs; lapse runs a shared
@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
+from benchmarks.rounds import against, interleaved, write_clip
 
 
 def main(argv=None) -> int:
@@ -42,36 +39,25 @@ def main(argv=None) -> int:
     reg = ModelRegistry(args.models_dir)
     args.model = args.model or reg.best()
     warm_up(reg.load(args.model))
-    rng = np.random.default_rng(0)
-    t = np.arange(int(args.seconds * 22050)) / 22050
-    y = (0.2 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.02 * rng.standard_normal(t.size))
     work = Path(tempfile.mkdtemp(prefix="senseflosser-actions-"))
-    clip = work / "clip.wav"
-    sf.write(clip, y.astype(np.float32), 22050)
-    runs = {name: dict(magnitudes=[spec.magnitude.titration[2]]) for name, spec in ACTIONS.items()}
-    for name, spec in ACTIONS.items():  # and each true-or-false parameter switched on (adversarial on the input)
+    clip = write_clip(work, args.seconds)
+    # An input action (dream) costs minutes, not a job's two passes: benchmarks/dream_figures.py times it.
+    damaging = {name: spec for name, spec in ACTIONS.items() if spec.kind != "input"}
+    runs = {name: dict(magnitudes=[spec.magnitude.titration[2]]) for name, spec in damaging.items()}
+    for name, spec in damaging.items():  # and each true-or-false parameter switched on (adversarial on the input)
         for param in spec.params:
             if param.type == "bool":
                 runs[f"{name} ({param.name})"] = dict(magnitudes=[spec.magnitude.titration[2]],
                                                       params={param.name: not param.default})
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-    for r in range(args.rounds + 1):  # round 0 warms every action up (traces, scratch copies)
-        for name, opts in runs.items():
-            action = name.split(" ")[0]
-            c0, w0 = time.process_time(), time.perf_counter()
-            spec = build_job(model=args.model, action=action, seed=r,
+
+    def job(name: str, opts: dict):
+        def run(r: int) -> None:  # round 0 warms every action up (traces, scratch copies)
+            spec = build_job(model=args.model, action=name.split(" ")[0], seed=r,
                              outputs=Outputs(original=True, spectrograms=True), **opts)
             floss_file(spec, clip, registry=reg, output_dir=work / f"out{r}")
-            if r:
-                times[name].append((time.process_time() - c0, time.perf_counter() - w0))
-    fog_cpu = statistics.median(c for c, _ in times["fog"])
-    fog_wall = statistics.median(w for _, w in times["fog"])
-    report = {}
-    for name, pairs in times.items():
-        cpu, wall = statistics.median(c for c, _ in pairs), statistics.median(w for _, w in pairs)
-        report[name] = {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_vs_fog": round(cpu / fog_cpu, 3),
-                        "wall_vs_fog": round(wall / fog_wall, 3)}
-        print(f"{name:24s} cpu {cpu:6.2f} s ({cpu / fog_cpu:4.2f}x fog)   wall {wall:6.2f} s ({wall / fog_wall:4.2f}x fog)")
+        return run
+
+    report = against(interleaved({name: job(name, opts) for name, opts in runs.items()}, args.rounds), "fog")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "seconds": args.seconds, "rounds": args.rounds,
                                                "actions": report}, indent=2))

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
+
+from benchmarks.rounds import against, interleaved, write_clip
 
 
 def main(argv=None) -> int:
@@ -45,12 +44,8 @@ def main(argv=None) -> int:
     reg = ModelRegistry(args.models_dir)
     warm_up(reg.load(args.model))
     calib = (reg.read_card(args.model).get("evaluation") or {}).get("calibration")
-    rng = np.random.default_rng(0)
-    t = np.arange(int(args.seconds * 22050)) / 22050
-    y = 0.2 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.02 * rng.standard_normal(t.size)
     work = Path(tempfile.mkdtemp(prefix="senseflosser-ladder-"))
-    clip = work / "clip.wav"
-    sf.write(clip, y.astype(np.float32), 22050)
+    clip = write_clip(work, args.seconds)
     path = ",".join(f"{s:g}:{(args.rungs - 1) * (0.5 + 0.5 * np.sin(s)):.4f}" for s in np.arange(0, args.seconds, 0.5))
     outputs = Outputs(original=True, spectrograms=True, peaks=True)
     runs = {
@@ -58,24 +53,16 @@ def main(argv=None) -> int:
         "ladder": dict(ladder=args.rungs, calibration=calib),
         "ladder+performance": dict(ladder=args.rungs, calibration=calib, performance=path),
     }
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
-    load_before = os.getloadavg()
-    for r in range(args.rounds + 1):  # round 0 warms up
-        for name, opts in runs.items():
+
+    def job(name: str, opts: dict):
+        def run(r: int) -> None:  # round 0 warms up
             spec = build_job(model=args.model, action=args.action, seed=r, outputs=outputs, **opts)
-            c0, w0 = time.process_time(), time.perf_counter()
             floss_file(spec, clip, registry=reg, output_dir=work / f"{name}{r}")
-            if r:
-                times[name].append((time.process_time() - c0, time.perf_counter() - w0))
+        return run
+
+    load_before = os.getloadavg()
+    report = against(interleaved({name: job(name, opts) for name, opts in runs.items()}, args.rounds), "single")
     load_after = os.getloadavg()
-    base_cpu = statistics.median(c for c, _ in times["single"])
-    base_wall = statistics.median(w for _, w in times["single"])
-    report = {}
-    for name, pairs in times.items():
-        cpu, wall = statistics.median(c for c, _ in pairs), statistics.median(w for _, w in pairs)
-        report[name] = {"cpu_s": round(cpu, 3), "wall_s": round(wall, 3), "cpu_vs_single": round(cpu / base_cpu, 3),
-                        "wall_vs_single": round(wall / base_wall, 3)}
-        print(f"{name:20s} cpu {cpu:6.2f} s ({cpu / base_cpu:4.2f}x)   wall {wall:6.2f} s ({wall / base_wall:4.2f}x)")
     print(f"load average (1, 5, 15 min) before {load_before}, after {load_after}; {os.cpu_count()} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "action": args.action, "seconds": args.seconds,
