@@ -15,6 +15,7 @@ pytest.register_assert_rewrite("helpers")  # its asserts report like the tests' 
 
 # helpers first: it sets TF_CPP_MIN_LOG_LEVEL before Keras (and TensorFlow) are imported.
 from helpers import (  # noqa: E402
+    CONCEPTS_SECTION,
     JOB_FIELDS,
     REDIS_TEST_QUEUE,
     WEB_WAIT_S,
@@ -70,6 +71,19 @@ def registry(models_dir):
     from senseflosser.models import ModelRegistry
 
     return ModelRegistry(models_dir)
+
+
+@pytest.fixture
+def concept_dir(models_dir, tmp_path):
+    """A copy of the tiny models' folder whose ``tiny`` card has a concepts section (``CONCEPTS_SECTION``)."""
+    import shutil
+
+    from senseflosser.models import ModelRegistry
+
+    d = tmp_path / "models"
+    shutil.copytree(models_dir, d)
+    ModelRegistry(d).update_card("tiny", concepts=CONCEPTS_SECTION)
+    return d
 
 
 @pytest.fixture

@@ -392,3 +392,21 @@ def wide_conv_config(good: Path, filters: int = 5_000_000) -> dict:
 def renamed_config(good: Path, name: str) -> bytes:
     """The good model with its layer ``conv_b`` renamed to ``name`` (finding 6: 'conv one' fails in TensorFlow)."""
     return json.dumps(good_config(good)).replace('"conv_b"', json.dumps(name)).encode()
+
+
+# ---------------------------------------------------------------- a card's concepts section
+
+
+def _concept(located: bool, selection, ranking_rows):
+    return {"located": located, "confirmed": located, "selection": selection, "ranking": ranking_rows}
+
+
+CONCEPTS_SECTION = {
+    "channels": {"conv_a": 4, "conv_b": 4},
+    "concepts": {
+        "bass": _concept(True, ["conv_a:2", "conv_b:1"],
+                         {"conv_a": [[2, 0.6, 0.002], [0, 0.4, 0.004], [3, 0.2, 0.008]], "conv_b": [[1, -0.5, 0.002]]}),
+        "air": _concept(False, [], {"conv_a": [], "conv_b": []}),
+    },
+}
+"""A card's concepts section, by hand, for the tiny model."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import CONCEPTS_SECTION as SECTION
 from helpers import SR, tone
 
 from senseflosser.cli import main
@@ -25,19 +26,6 @@ from senseflosser.models import ModelRegistry
 CHANNELS = {"conv_a": 4, "conv_b": 4, "conv_out": 2}
 
 
-def _concept(located: bool, selection, ranking_rows):
-    return {"located": located, "confirmed": located, "selection": selection, "ranking": ranking_rows}
-
-
-SECTION = {
-    "channels": {"conv_a": 4, "conv_b": 4},
-    "concepts": {
-        "bass": _concept(True, ["conv_a:2", "conv_b:1"],
-                         {"conv_a": [[2, 0.6, 0.002], [0, 0.4, 0.004], [3, 0.2, 0.008]], "conv_b": [[1, -0.5, 0.002]]}),
-        "air": _concept(False, [], {"conv_a": [], "conv_b": []}),
-    },
-}
-"""A card's concepts section, by hand, for the tiny model."""
 
 
 def _sines(*freqs: float, seconds: float = 2.0, amp: float = 0.3) -> np.ndarray:
@@ -243,15 +231,6 @@ def test_a_share_out_of_range_gets_a_sentence(capsys, models_dir, tmp_path, conc
     code, out, err = _run(capsys, "concepts", "-m", "tiny", "--data-dir", str(concept_audio), "--models-dir",
                           str(models_dir), "--share", "2", "--no-write", "-o", str(tmp_path / "r"))
     assert code == 1 and "concept share" in err and "2" in err
-
-
-@pytest.fixture
-def concept_dir(models_dir, tmp_path):
-    """A copy of the tiny models' folder whose ``tiny`` card has :data:`SECTION`."""
-    d = tmp_path / "models"
-    shutil.copytree(models_dir, d)
-    ModelRegistry(d).update_card("tiny", concepts=SECTION)
-    return d
 
 
 def _floss(capsys, out_dir, wav_file, models_dir, *args):

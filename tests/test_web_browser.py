@@ -840,3 +840,38 @@ def test_the_drawn_frame_stays_within_one_model_frame_of_the_audio_over_a_60_s_c
             page.wait_for_timeout(70)
     assert page.evaluate(f"{TRANSPORT}.playing()")
     assert len(drifts) == 60 and max(drifts) <= frame_s, (max(drifts), sorted(drifts)[-5:])
+
+
+def test_the_senses_panel_deletes_a_located_concept_and_plays_what_it_did(browser, make_web_app, concept_dir,
+                                                                            tmp_path):
+    app = make_web_app(MODELS_DIR=str(concept_dir), DATA_DIR=str(tmp_path / "jobs-senses"))
+    song = tmp_path / "song.wav"
+    song.write_bytes(web_wav_bytes(1.5))
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        with serving(app) as url:
+            page.goto(url + "/")
+            page.wait_for_selector("#model option[value='tiny']", state="attached")
+            page.set_input_files("#audio", str(song))
+            page.select_option("#model", "tiny")
+            page.click("#advanced summary")
+            assert page.is_visible("#senses")
+            options = page.eval_on_selector_all("#sense option", "os => os.map(o => o.value)")
+            assert options == ["", "bass"]  # air was not located: it is not offered
+            page.select_option("#sense", "bass")
+            assert "conv_a: channels 2; conv_b: channels 1" in page.inner_text("#sense-info")
+            page.click("#sense-delete")
+            assert page.is_checked("#action-ablate") and page.input_value("#magnitude") == "1"
+            assert all(page.is_checked(f"#explain-{n}") for n in ("solo", "mute", "difference"))
+            page.click("#submit")
+            page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+            labels = page.evaluate("() => { const t = window.senseflosserTransport; "
+                                   "return Array.from({length: t.count()}, (_, i) => t.label(i)); }")
+            assert labels[-3:] == ["solo", "mute", "difference"]
+            assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        (job_id,) = app.extensions["senseflosser"].store.ids()
+        view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
+        assert view["recipe"]["action"] == "ablate" and view["recipe"]["layers"] == ["conv_a:2", "conv_b:1"]
+    finally:
+        context.close()

@@ -255,6 +255,33 @@ def test_a_job_redis_lost_is_queued_again_from_disk(make_web_app, web_submit, we
     assert web_wait(client, lost)["state"] == "done"
 
 
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(make_web_app, web_submit, web_wait,
+                                                                              monkeypatch):
+    from app.jobs import rq_runner
+
+    app = make_web_app()
+    runner = app.extensions["senseflosser"].runner
+    client = app.test_client()
+    _started, release = block(job_executor(app))
+    try:
+        blocker = web_submit(client).get_json()["id"]
+        stranded = web_submit(client).get_json()["id"]
+        # As a worker does when it takes a job, and then killed before it could mark it started:
+        assert runner.connection.lmove(runner.queue.key, runner.queue.intermediate_queue_key) == stranded.encode()
+        assert rq_runner.requeue_stranded(runner.queue) == []  # first seen: a live worker may be starting it
+        assert rq_runner.requeue_stranded(runner.queue) == []  # not long enough yet
+        monkeypatch.setattr(rq_runner, "STRANDED_S", 0.0)
+        time.sleep(0.01)
+        assert rq_runner.requeue_stranded(runner.queue, after_s=0.0) == [stranded]
+        assert runner.connection.lrange(runner.queue.key, 0, -1) == [stranded.encode()]  # at the front again
+        assert runner.connection.llen(runner.queue.intermediate_queue_key) == 0
+        assert client.get(f"/api/jobs/{stranded}").get_json()["position"] == 1
+    finally:
+        release.set()
+    assert web_wait(client, blocker)["state"] == "done"
+    assert web_wait(client, stranded)["state"] == "done"
+
+
 # ------------------------------------------------------------------ entry points and arrows
 
 

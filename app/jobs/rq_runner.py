@@ -13,6 +13,9 @@ take jobs from it. The web process never runs a model.
   stops heartbeating, and the next maintenance round (in any worker or web
   process, see :func:`recover_abandoned`) re-queues its job through RQ's
   ``Retry``: ``max_attempts - 1`` times, then the job is failed with a message.
+  A worker killed between taking a job and starting it leaves the job in RQ's
+  intermediate list; the same round puts it back at the front of the queue
+  (:func:`requeue_stranded`).
   A job that raises is failed at once (:mod:`app.jobs.task`).
 - ``state.json`` stays the durable record: finished jobs are served from disk
   (also by a later web process without Redis), and a failure known only to Redis
@@ -47,6 +50,9 @@ JOB_FUNCTION = "app.jobs.task.run"
 DEFAULT_QUEUE = "senseflosser"
 LOST_GRACE_S = 60.0
 """A job queued on disk but unknown to Redis for this long is enqueued again."""
+STRANDED_S = 10.0
+"""A job a worker took off the queue but never started (it died in between: RQ's "intermediate" list)
+is put back at the front of the queue once seen there this long (taking one lasts milliseconds)."""
 MAINTENANCE_LOCK_S = 30
 """Expiry of the maintenance lock (RQ's own key), so a process killed while holding it blocks no one long."""
 
@@ -82,9 +88,39 @@ def recover_abandoned(queue: Queue) -> bool:
     try:
         clean_registries(queue)
         clean_worker_registry(queue)
+        requeue_stranded(queue)
     finally:
         queue.release_maintenance_lock()
     return True
+
+
+def requeue_stranded(queue: Queue, *, after_s: float = STRANDED_S) -> list[str]:
+    """Put back at the front of the queue the jobs a worker took but never started (see :data:`STRANDED_S`).
+
+    A worker moves a job from the queue to RQ's intermediate list, then marks it started; one killed in
+    between leaves it there, where RQ's own clean-up (a worker's maintenance, every 10 minutes) would
+    fail it. Returns the ids put back.
+    """
+    stranded = queue.intermediate_queue
+    started = StartedJobRegistry(queue=queue)
+    back = []
+    for job_id in stranded.get_job_ids():
+        if job_id in started:
+            continue
+        if stranded.set_first_seen(job_id):  # first sighting: a live worker may be starting it right now
+            continue
+        first = stranded.get_first_seen(job_id)
+        if first is None or time.time() - first.timestamp() < after_s:
+            continue
+        with queue.connection.pipeline() as pipe:
+            pipe.lrem(stranded.key, 1, job_id)
+            pipe.lpush(queue.key, job_id)
+            pipe.delete(stranded.get_first_seen_key(job_id))
+            pipe.execute()
+        log.warning("job %s was taken off the queue by a worker that stopped before starting it; queued again",
+                    job_id)
+        back.append(job_id)
+    return back
 
 
 class RQJobRunner:

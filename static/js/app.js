@@ -12,6 +12,7 @@ import {
 import { foldForm, setupLayout } from "./layout.js";
 import { setupLive, withLadder } from "./live.js";
 import { hideResults, redrawMap, setupResults, showResults } from "./results.js";
+import { setupSenses } from "./senses.js";
 import { state } from "./state.js";
 import { createTransport } from "./transport.js";
 import { createVisualiser } from "./visualiser.js";
@@ -123,6 +124,7 @@ function addressedJob() {
 
 async function start() {
   setupForm();
+  setupSenses();
   setupDamage();
   setupEnvelope({ onToggle: syncDisabled });
   setupResults(transport, visualiser);

@@ -5,6 +5,7 @@ import { getJson } from "./api.js";
 import { config } from "./config.js";
 import { applyAction, sliderFromMagnitude, syncDisabled } from "./damage.js";
 import { loadEnvelope } from "./envelope.js";
+import { senseLayers, showSenses } from "./senses.js";
 import { selectedAction, state } from "./state.js";
 import { $, clearError, formatBytes, formatSeconds, sentence, showError } from "./util.js";
 
@@ -116,11 +117,13 @@ function showModel() {
     modelSelect.disabled = true;
     modelSummary.textContent = `Using your model ${modelFile.files[0].name}; it is checked when you start.`;
     layersFieldset.hidden = true;
+    showSenses(null);
     return;
   }
   modelSelect.disabled = false;
   const card = state.cards[modelSelect.value];
   modelSummary.textContent = card ? describeCard(card) : "";
+  showSenses(card);
   const layers = card && Array.isArray(card.conv_layers) ? card.conv_layers : [];
   const channels = card && card.conv_channels && typeof card.conv_channels === "object" ? card.conv_channels : {};
   const clusters = card && card.clusters && card.clusters.layers && typeof card.clusters.layers === "object"
@@ -288,6 +291,7 @@ export function jobData(reuse) {
     const chosen = pick ? pick.value.trim().replace(/\s+/g, "") : "";
     data.append("layers", chosen ? `${box.value}:${chosen}` : box.value);
   });
+  senseLayers().forEach((entry) => data.append("layers", entry));
   if (reuse) {
     data.delete("audio");
     data.set("source", reuse.id);
