@@ -238,7 +238,8 @@ MAX_WAIT_S = 10.0
 """Longest a status request may wait for a change (``?wait=``): a long poll holds one server thread."""
 
 WAIT_STEP_S = 0.02
-"""How often a waiting status request looks at the job again: the page learns of a change this soon."""
+"""How often a waiting status request looks at the job again when nothing written by this process wakes
+it first (a job the in-process runner runs wakes it at once: see ``JobStore.wait_for_write``)."""
 
 
 def _watched_state(job_id: str, *, kind: str | None) -> dict:
@@ -259,7 +260,7 @@ def _watched_state(job_id: str, *, kind: str | None) -> dict:
         if (since is None or state_version(state) != since or state["state"] in ("done", "failed")
                 or time.monotonic() >= deadline):
             return state
-        time.sleep(WAIT_STEP_S)
+        services().store.wait_for_write(min(WAIT_STEP_S, max(0.0, deadline - time.monotonic())))
 
 
 def _status_response(view: dict[str, Any], state: dict):

@@ -69,6 +69,24 @@ def test_a_waiting_status_request_answers_as_soon_as_the_job_changes(make_web_ap
     assert time.monotonic() - t0 < 2 and again["version"] == done["version"]
 
 
+def test_a_state_written_in_this_process_wakes_a_waiting_request_at_once(tmp_path):
+    from app.jobs import JobStore
+    from app.jobs.base import new_state
+
+    store = JobStore(tmp_path / "data")
+    job_id, _ = store.create()
+    store.write(new_state(job_id, {"filename": "x.wav"}, owner="test"))
+    writer = threading.Timer(0.2, lambda: store.write({**store.read(job_id), "progress": 0.5}))
+    t0 = time.monotonic()
+    writer.start()
+    store.wait_for_write(10.0)
+    assert 0.15 < time.monotonic() - t0 < 5  # woken by the write, not by the 10 s timeout
+    writer.join()
+    t0 = time.monotonic()
+    store.wait_for_write(0.1)  # nothing written: the timeout ends it
+    assert time.monotonic() - t0 >= 0.09
+
+
 @pytest.mark.parametrize("wait", ["abc", "-1", "11", "nan", "1e400"])
 def test_a_bad_wait_is_refused_in_a_sentence(web_client, web_submit, web_wait, wait):
     job_id = web_submit(web_client).get_json()["id"]

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,17 @@ class JobStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._usage: tuple[float, int] | None = None
+        self._written = threading.Condition()
+
+    def wait_for_write(self, timeout: float) -> None:
+        """Block until this process writes any job's state, or ``timeout`` seconds pass.
+
+        What a waiting status request sleeps on: a job run in this process (the in-process
+        runner) wakes it at once; a change written elsewhere (an RQ worker, Redis) is seen
+        when the timeout ends and the request looks again.
+        """
+        with self._written:
+            self._written.wait(timeout)
 
     def create(self) -> tuple[str, Path]:
         """Make a new, empty job folder under a fresh random id."""
@@ -88,6 +100,8 @@ class JobStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        with self._written:
+            self._written.notify_all()
 
     def delete(self, job_id: str) -> None:
         path = self.path(job_id)
