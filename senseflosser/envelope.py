@@ -44,36 +44,65 @@ def parse_points(spec: Any) -> Points:
     RecipeError
         For a malformed point, unsorted or negative times, non-finite values or too many points.
     """
+    return parse_timed(spec, noun="envelope", value="magnitude", example="0:0,30:0.1,60:0", origin="output",
+                       most=MAX_POINTS, bad_point="is not two numbers (seconds:magnitude), both finite")
+
+
+def parse_timed(spec: Any, *, noun: str, value: str, example: str, origin: str, most: int,
+                bad_point: str) -> Points:
+    """``(seconds, value)`` points from ``"t:v,t:v,..."`` text or a sequence of pairs, times strictly
+    increasing from 0: the one parser of an envelope's points and a performance's knob path.
+
+    Parameters
+    ----------
+    noun, value : str, keyword-only
+        What the points are and what their second number is, for messages ("envelope", "magnitude").
+    example : str, keyword-only
+        Points to show in a message.
+    origin : str, keyword-only
+        What the times count from ("output", "audio").
+    most : int, keyword-only
+        Most points.
+    bad_point : str, keyword-only
+        What a point that is not two finite numbers is said to be.
+
+    Raises
+    ------
+    RecipeError
+        For a malformed point, unsorted or negative times, non-finite values or too many points.
+    """
     if isinstance(spec, str):
         pairs = []
         for part in (p.strip() for p in spec.split(",")):
             if not part:
                 continue
-            t, colon, m = part.partition(":")
+            t, colon, v = part.partition(":")
             if not colon:
-                raise RecipeError(f"envelope point {part[:40]!r} is not 'seconds:magnitude' (e.g. 0:0,30:0.1,60:0)")
-            pairs.append((t, m))
+                raise RecipeError(f"{noun} point {part[:40]!r} is not 'seconds:{value}' (e.g. {example})")
+            pairs.append((t, v))
     elif isinstance(spec, Sequence):
         pairs = list(spec)
     else:
-        raise RecipeError(f"an envelope is 'seconds:magnitude' points, got {spec!r}")
+        raise RecipeError(f"{'an' if noun[0] in 'aeiou' else 'a'} {noun} is 'seconds:{value}' points, got {spec!r}")
     if not pairs:
-        raise RecipeError("the envelope has no points; give 'seconds:magnitude' pairs such as 0:0,30:0.1")
-    if len(pairs) > MAX_POINTS:
-        raise RecipeError(f"the envelope has {len(pairs)} points; at most {MAX_POINTS}")
+        short = ",".join(example.split(",")[:2])
+        raise RecipeError(f"the {noun} has no points; give 'seconds:{value}' pairs such as {short}")
+    if len(pairs) > most:
+        raise RecipeError(f"the {noun} has {len(pairs)} points; at most {most}")
     points = []
     for pair in pairs:
         try:
-            t, m = (parse_float(v, field="envelope point") for v in pair)
+            t, v = (parse_float(x, field=f"{noun} point") for x in pair)
         except (TypeError, ValueError):
-            raise RecipeError(f"envelope point {_shorten(pair)} is not two numbers (seconds:magnitude), both finite") from None
-        if not (math.isfinite(t) and math.isfinite(m)):
-            raise RecipeError(f"envelope point {t:g}:{m:g} is not finite")
+            raise RecipeError(f"{noun} point {_shorten(pair)} {bad_point}") from None
+        if not (math.isfinite(t) and math.isfinite(v)):
+            raise RecipeError(f"{noun} point {t:g}:{v:g} is not finite")
         if t < 0:
-            raise RecipeError(f"envelope time {t:g} s is negative; times count from the start of the output")
+            raise RecipeError(f"{noun} time {t:g} s is negative; times count from the start of the {origin}")
         if points and t <= points[-1][0]:
-            raise RecipeError(f"envelope times must increase: {t:g} s comes after {points[-1][0]:g} s")
-        points.append((t, m))
+            raise RecipeError(f"the {noun} is not sorted: its times must increase, and {t:g} s comes after "
+                              f"{points[-1][0]:g} s")
+        points.append((t, v))
     return tuple(points)
 
 

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 
 from .actions import ActionSpec, get, names
+from .envelope import parse_timed
 from .errors import RecipeError
-from .parsing import parse_float, parse_int
+from .parsing import parse_int
 
 MIN_RUNGS = 8
 """Fewest rungs a ladder has (adjacent rungs then stay a few dB apart on the calibrated scale)."""
@@ -236,42 +237,12 @@ def parse_performance(spec: Any, *, rungs: int, continuous: bool = False) -> Per
         For a malformed point, times that do not increase or are negative,
         a position outside the rungs, or too many points.
     """
-    if isinstance(spec, str):
-        pairs = []
-        for part in (p.strip() for p in spec.split(",")):
-            if not part:
-                continue
-            t, colon, p = part.partition(":")
-            if not colon:
-                raise RecipeError(f"performance point {part[:40]!r} is not 'seconds:position' "
-                                  f"(e.g. 0:0,4.5:3.25,9:7)")
-            pairs.append((t, p))
-    elif isinstance(spec, Sequence):
-        pairs = list(spec)
-    else:
-        raise RecipeError(f"a performance is 'seconds:position' points, got {spec!r}")
-    if not pairs:
-        raise RecipeError("the performance has no points; give 'seconds:position' pairs such as 0:0,4.5:3.25")
-    if len(pairs) > MAX_POINTS:
-        raise RecipeError(f"the performance has {len(pairs)} points; at most {MAX_POINTS}")
-    points: list[tuple[float, float]] = []
-    for pair in pairs:
-        try:
-            t, p = (parse_float(v, field="performance point") for v in pair)
-        except (TypeError, ValueError):
-            shown = repr(tuple(pair)) if isinstance(pair, (list, tuple)) else repr(pair)
-            raise RecipeError(f"performance point {shown[:60]} is not two finite numbers (seconds:position)") from None
-        if not (math.isfinite(t) and math.isfinite(p)):
-            raise RecipeError(f"performance point {t:g}:{p:g} is not finite")
-        if t < 0:
-            raise RecipeError(f"performance time {t:g} s is negative; times count from the start of the audio")
-        if points and t <= points[-1][0]:
-            raise RecipeError(f"the performance is not sorted: its times must increase, and {t:g} s comes after "
-                              f"{points[-1][0]:g} s")
+    points = parse_timed(spec, noun="performance", value="position", example="0:0,4.5:3.25,9:7", origin="audio",
+                         most=MAX_POINTS, bad_point="is not two finite numbers (seconds:position)")
+    for t, p in points:
         if not 0 <= p <= rungs - 1:
             raise RecipeError(f"performance position {p:g} at {t:g} s is outside the ladder's rungs "
                               f"(0 to {rungs - 1})")
-        points.append((t, p))
     return Performance(points=tuple(points), continuous=bool(continuous))
 
 
