@@ -76,6 +76,26 @@ def serving(app):
         thread.join(10)
 
 
+@contextlib.contextmanager
+def page_of(browser, app, **context_args):
+    """A fresh page on ``app`` served here, opened at ``/`` with its models listed."""
+    context = browser.new_context(**context_args)
+    page = context.new_page()
+    try:
+        with serving(app) as url:
+            page.goto(url + "/")
+            page.wait_for_selector("#model option[value='tiny']", state="attached")
+            yield page
+    finally:
+        context.close()
+
+
+def transport_labels(page) -> list[str]:
+    """The labels of the transport's versions, in order."""
+    return page.evaluate("() => { const t = window.senseflosserTransport; "
+                         "return Array.from({length: t.count()}, (_, i) => t.label(i)); }")
+
+
 @pytest.fixture
 def live_server(web_app):
     """The test app served over HTTP."""
@@ -520,34 +540,27 @@ def test_a_cluster_typed_in_the_page_resolves_as_in_the_api(browser, make_web_ap
     app = make_web_app(MODELS_DIR=str(folder), DATA_DIR=str(tmp_path / "jobs-clusters"))
     song = tmp_path / "song.wav"
     song.write_bytes(web_wav_bytes(1.5))
-    context = browser.new_context()
-    page = context.new_page()
-    try:
-        with serving(app) as url:
-            page.goto(url + "/")
-            page.wait_for_selector("#model option[value='tiny']", state="attached")
-            page.set_input_files("#audio", str(song))
-            page.select_option("#model", "tiny")
-            page.check("#action-fog")
-            page.fill("#magnitude", "0.1")
-            page.click("#advanced summary")
-            field = page.locator("input.channels[data-layer='conv_a']")
-            assert "cluster0: 0,1; cluster1: 2,3" in page.inner_text(".layer-choice:has(input[value='conv_a'])")
-            assert page.locator(".layer-choice:has(input[value='conv_b']) .cluster-hint").count() == 0
-            field.fill("cluster2")
-            page.click("#submit")
-            error = page.locator("#error")
-            error.wait_for(state="visible", timeout=TIMEOUT_MS)
-            assert "conv_a has clusters 0 to 1; cluster2 does not exist" in error.inner_text()
-            assert app.extensions["senseflosser"].store.ids() == []  # stopped before sending
-            field.fill("cluster1")
-            page.click("#submit")
-            page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
-        (job_id,) = app.extensions["senseflosser"].store.ids()
-        view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
-        assert view["recipe"]["layers"] == ["conv_a:2,3"]
-    finally:
-        context.close()
+    with page_of(browser, app) as page:
+        page.set_input_files("#audio", str(song))
+        page.select_option("#model", "tiny")
+        page.check("#action-fog")
+        page.fill("#magnitude", "0.1")
+        page.click("#advanced summary")
+        field = page.locator("input.channels[data-layer='conv_a']")
+        assert "cluster0: 0,1; cluster1: 2,3" in page.inner_text(".layer-choice:has(input[value='conv_a'])")
+        assert page.locator(".layer-choice:has(input[value='conv_b']) .cluster-hint").count() == 0
+        field.fill("cluster2")
+        page.click("#submit")
+        error = page.locator("#error")
+        error.wait_for(state="visible", timeout=TIMEOUT_MS)
+        assert "conv_a has clusters 0 to 1; cluster2 does not exist" in error.inner_text()
+        assert app.extensions["senseflosser"].store.ids() == []  # stopped before sending
+        field.fill("cluster1")
+        page.click("#submit")
+        page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    (job_id,) = app.extensions["senseflosser"].store.ids()
+    view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
+    assert view["recipe"]["layers"] == ["conv_a:2,3"]
 
 
 # ---------------------------------------------------------------- bends on the page
@@ -620,8 +633,7 @@ def test_explanations_of_chosen_channels_are_heard_beside_the_damage(page, web_a
     page.check("#explain-difference")
     page.click("#submit")
     page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
-    labels = page.evaluate("() => { const t = window.senseflosserTransport; "
-                           "return Array.from({length: t.count()}, (_, i) => t.label(i)); }")
+    labels = transport_labels(page)
     assert labels[-2:] == ["mute", "difference"] and len(labels) == 5  # original, normal, fog, mute, difference
     assert "mute of the chosen channels" in page.inner_text("#players")
     (job_id,) = web_app.extensions["senseflosser"].store.ids()
@@ -847,31 +859,22 @@ def test_the_senses_panel_deletes_a_located_concept_and_plays_what_it_did(browse
     app = make_web_app(MODELS_DIR=str(concept_dir), DATA_DIR=str(tmp_path / "jobs-senses"))
     song = tmp_path / "song.wav"
     song.write_bytes(web_wav_bytes(1.5))
-    context = browser.new_context(viewport={"width": 390, "height": 844})
-    page = context.new_page()
-    try:
-        with serving(app) as url:
-            page.goto(url + "/")
-            page.wait_for_selector("#model option[value='tiny']", state="attached")
-            page.set_input_files("#audio", str(song))
-            page.select_option("#model", "tiny")
-            page.click("#advanced summary")
-            assert page.is_visible("#senses")
-            options = page.eval_on_selector_all("#sense option", "os => os.map(o => o.value)")
-            assert options == ["", "bass"]  # air was not located: it is not offered
-            page.select_option("#sense", "bass")
-            assert "conv_a: channels 2; conv_b: channels 1" in page.inner_text("#sense-info")
-            page.click("#sense-delete")
-            assert page.is_checked("#action-ablate") and page.input_value("#magnitude") == "1"
-            assert all(page.is_checked(f"#explain-{n}") for n in ("solo", "mute", "difference"))
-            page.click("#submit")
-            page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
-            labels = page.evaluate("() => { const t = window.senseflosserTransport; "
-                                   "return Array.from({length: t.count()}, (_, i) => t.label(i)); }")
-            assert labels[-3:] == ["solo", "mute", "difference"]
-            assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-        (job_id,) = app.extensions["senseflosser"].store.ids()
-        view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
-        assert view["recipe"]["action"] == "ablate" and view["recipe"]["layers"] == ["conv_a:2", "conv_b:1"]
-    finally:
-        context.close()
+    with page_of(browser, app, viewport={"width": 390, "height": 844}) as page:
+        page.set_input_files("#audio", str(song))
+        page.select_option("#model", "tiny")
+        page.click("#advanced summary")
+        assert page.is_visible("#senses")
+        options = page.eval_on_selector_all("#sense option", "os => os.map(o => o.value)")
+        assert options == ["", "bass"]  # air was not located: it is not offered
+        page.select_option("#sense", "bass")
+        assert "conv_a: channels 2; conv_b: channels 1" in page.inner_text("#sense-info")
+        page.click("#sense-delete")
+        assert page.is_checked("#action-ablate") and page.input_value("#magnitude") == "1"
+        assert all(page.is_checked(f"#explain-{n}") for n in ("solo", "mute", "difference"))
+        page.click("#submit")
+        page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        assert transport_labels(page)[-3:] == ["solo", "mute", "difference"]
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    (job_id,) = app.extensions["senseflosser"].store.ids()
+    view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
+    assert view["recipe"]["action"] == "ablate" and view["recipe"]["layers"] == ["conv_a:2", "conv_b:1"]
