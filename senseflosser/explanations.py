@@ -133,5 +133,5 @@ def explain(audio: np.ndarray, model, layers: Any, *, model_name: str, which: Se
     recipes = explanation_recipes(model, layers, model_name=model_name, seed=seed)
     wanted = to_render(which, recipes)
     result = floss(np.asarray(audio, np.float32), model, [recipes[n] for n in wanted])
-    raw = {n: out.audio / (out.metrics.get("gain") or 1.0) for n, out in zip(wanted, result.flossed)}
+    raw = {n: out.raw for n, out in zip(wanted, result.flossed)}
     return {"normal": {"audio": result.normal_raw, "recipe": None}, **assemble(which, recipes, result.normal_raw, raw)}

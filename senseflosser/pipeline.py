@@ -55,6 +55,12 @@ class FlossedOutput:
     metrics: dict
     model: keras.Model | None = None
 
+    @property
+    def raw(self) -> np.ndarray:
+        """The output before the gain that keeps it from clipping, shape (n_samples,)."""
+        gain = self.metrics.get("gain") or 1.0
+        return self.audio if gain == 1.0 else self.audio / gain
+
 
 @dataclass
 class FlossResult:

@@ -150,8 +150,7 @@ def floss_to_dir(
     result = floss(y, net, recipes + [explained[n] for n in extra], progress=sub(0.0, 0.85),
                    keep_models=opts.save_model, normal=(cached.raw, cached.metrics) if cached else None,
                    source=source, activation_layer=layer)
-    rendered = {n: out.audio / (out.metrics.get("gain") or 1.0)
-                for n, out in zip(extra, result.flossed[len(recipes):])}
+    rendered = {n: out.raw for n, out in zip(extra, result.flossed[len(recipes):])}
     del result.flossed[len(recipes):]
     if progress:
         progress(0.85, "writing files")
