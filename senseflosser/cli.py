@@ -558,6 +558,9 @@ def _cmd_concepts(args) -> int:
           f"audio through the model) in {cost['seconds']:g} s")
     for concept, entry in section["concepts"].items():
         print(f"  {concept}: {entry['note']}" + (f" [{','.join(entry['selection'])}]" if entry["selection"] else ""))
+        if entry.get("band", {}).get("note"):
+            band = entry["band"]
+            print(f"  {concept}: {band['note']}" + (f" [{band['command']}]" if band.get("command") else ""))
     out = Path(args.output_dir)
     print("wrote " + ", ".join(str(out / f) for f in section["files"].values())
           + ("" if args.no_write else f" and the card's concepts section ({reg.card_path(args.model)})"))

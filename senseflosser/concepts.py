@@ -17,13 +17,23 @@ README states it):
    least :data:`MIN_SHIFT_S` seconds (which keeps the autocorrelation of both
    series and breaks only their alignment); p = (1 + shifts with |rho| at
    least as large) / (1 + shifts).
-2. **Rank and select.** In every conv layer but the output one, the channels
-   with p < :data:`ALPHA` are ranked by |partial rho|; the top
+2. **Rank and select by deletion.** On the same excerpts, every channel of
+   those layers is deleted alone (``ablate`` at magnitude 1 of that one
+   channel) and each descriptor's change from the normal output is measured
+   over the input's active frames. Any deletion lowers the level and moves
+   every descriptor with it, so a channel's *effect* on a concept is its
+   change net of that common effect: the distance of its change from the
+   least-squares line of all the single deletions' changes on their
+   loudness changes. The channels whose effect lowers the concept (effect
+   below 0), most first, are its ranking in each layer; the top
    ``ceil(share * channels)`` of each layer (share :data:`DEFAULT_SHARE`)
-   form the concept's selection. A concept no channel follows is *not
-   located*, and the card says so.
+   form the concept's selection. A concept no single deletion lowers is
+   *not located*, and the card says so. (Ranking by the correlation of
+   step 1, as a first version did, never reached the check's bar: channels
+   that follow a concept are not the ones that make it. The correlation
+   stays in the card beside each ranked channel.)
 3. **Check causally.** On other excerpts of the same audio (never the ones
-   the channels were found on), the selection is ablated (every selected
+   the channels were ranked on), the selection is ablated (every selected
    channel silenced: ``ablate`` at magnitude 1 with explicit channels), and
    so are :data:`RANDOM_SETS` random channel sets of the same per-layer
    sizes. Each deletion's change of each descriptor (damaged minus normal,
@@ -58,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from . import audio
-from .descriptors import CONCEPTS, DESCRIPTORS, active_frames, frame_descriptors
+from .descriptors import AIR_HZ, BASS_HZ, CONCEPTS, DESCRIPTORS, SAMPLE_RATE, active_frames, frame_descriptors
 from .errors import AudioError, ModelError, RecipeError
 from .parsing import parse_float, parse_int
 
@@ -84,8 +94,8 @@ GROUP = 24
 """Damaged models run together over one excerpt (bounds the outputs held at once)."""
 _FRAME_RATE = 22050 / 1024
 
-__all__ = ["ALPHA", "DEFAULT_SHARE", "RANDOM_SETS", "card_concepts", "causal_check", "expand_concepts",
-           "follow", "locate_model", "ranking", "select"]
+__all__ = ["ALPHA", "DEFAULT_SHARE", "RANDOM_SETS", "card_concepts", "causal_check", "deletion_effects", "expand_concepts",
+           "follow", "following", "locate_model", "ranking", "select"]
 
 Progress = Callable[[float, str], None]
 
@@ -202,23 +212,69 @@ def follow(courses: Mapping[str, np.ndarray], descriptors: Mapping[str, Mapping[
 # ---------------------------------------------------------------- 2. rank and select
 
 
-def ranking(stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], *, alpha: float = ALPHA
+def deletion_effects(model, waves: Sequence[np.ndarray], channels: Mapping[str, int], *, model_name: str,
+                     progress: Progress | None = None) -> tuple[dict[str, dict[str, np.ndarray]], int]:
+    """Each channel's effect on each concept when it alone is deleted, net of the common level effect.
+
+    Every channel of ``channels`` is ablated alone over ``waves``; a
+    deletion's change of a descriptor (damaged - normal over the active
+    frames) less the least-squares line of all the deletions' changes on
+    their loudness changes is its effect.
+
+    Returns
+    -------
+    effects : dict
+        Concept -> layer -> ``(channels,)`` float64 (below 0: deleting the channel lowers the concept).
+    passes : int
+        Forward passes run (one per channel and excerpt, and the normal's).
+    """
+    singles = [(layer, c) for layer, n in channels.items() for c in range(int(n))]
+    normal, levels, passes = _render(model, waves, [{layer: [c]} for layer, c in singles], model_name=model_name,
+                                     progress=progress)
+    change = {d: np.array([lv[d] - normal[d] for lv in levels]) for d in DESCRIPTORS}
+    X = np.stack([np.ones(len(singles)), change["loudness"]], axis=1)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name in CONCEPTS:
+        coef, *_ = np.linalg.lstsq(X, change[name], rcond=None)
+        net = change[name] - X @ coef
+        out[name] = {layer: np.array([net[i] for i, (ll, _) in enumerate(singles) if ll == layer])
+                     for layer in channels}
+    return out, passes
+
+
+def ranking(effects: Mapping[str, Mapping[str, np.ndarray]],
+            stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]] | None = None
             ) -> dict[str, dict[str, list[list[float]]]]:
-    """Per descriptor and layer, the channels that follow it (p < ``alpha``), by |rho| descending.
+    """Per concept and layer, the channels whose deletion lowers it (effect below 0), the most first.
 
     Returns
     -------
     dict
-        Descriptor -> layer -> ``[[channel, rho, p], ...]`` (rho and p rounded for the card).
+        Concept -> layer -> ``[[channel, effect, rho, p], ...]`` (rounded for the card; rho and p of
+        :func:`follow` when ``stats`` are given, else ``None``).
     """
     out: dict[str, dict[str, list[list[float]]]] = {}
-    for name, layers in stats.items():
+    for name, layers in effects.items():
         out[name] = {}
-        for layer, s in layers.items():
-            rho, p = np.asarray(s["rho"]), np.asarray(s["p"])
-            keep = [c for c in np.argsort(-np.abs(rho), kind="stable") if p[c] < alpha]
-            out[name][layer] = [[int(c), round(float(rho[c]), 4), round(float(p[c]), 4)] for c in keep]
+        for layer, eff in layers.items():
+            eff = np.asarray(eff, np.float64)
+            s = (stats or {}).get(name, {}).get(layer)
+            rows = []
+            for c in np.argsort(eff, kind="stable"):
+                if not eff[c] < 0:
+                    break
+                rho = None if s is None else round(float(s["rho"][c]), 4)
+                p = None if s is None else round(float(s["p"][c]), 4)
+                rows.append([int(c), float(f"{eff[c]:.4g}"), rho, p])
+            out[name][layer] = rows
     return out
+
+
+def following(stats: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], *, alpha: float = ALPHA
+              ) -> dict[str, dict[str, int]]:
+    """Per descriptor and layer, how many channels follow it (block-shift p below ``alpha``)."""
+    return {name: {layer: int((np.asarray(s["p"]) < alpha).sum()) for layer, s in layers.items()}
+            for name, layers in stats.items()}
 
 
 def select(ranked: Mapping[str, Sequence[Sequence[float]]], channels: Mapping[str, int], *,
@@ -279,16 +335,18 @@ class _Levels:
 
 
 def _render(model, waves: Sequence[np.ndarray], selections: Sequence[Mapping[str, Sequence[int]]], *,
-            model_name: str, progress: Progress | None) -> tuple[dict[str, float], list[dict[str, float]], int]:
-    """Descriptor levels of the normal output and of each selection ablated, over the check excerpts.
+            model_name: str, progress: Progress | None, recipes: Sequence | None = None
+            ) -> tuple[dict[str, float], list[dict[str, float]], int]:
+    """Descriptor levels of the normal output and of each selection ablated (or each of ``recipes``), over ``waves``.
 
     Returns the normal's levels, each deletion's levels and the forward passes run.
     """
     from .pipeline import floss
     from .recipe import Recipe
 
-    recipes = [Recipe(model=model_name, model_sha256="", action=ABLATE, magnitude=1.0, seed=0,
-                      layers=tuple(entries(s))) for s in selections]
+    if recipes is None:
+        recipes = [Recipe(model=model_name, model_sha256="", action=ABLATE, magnitude=1.0, seed=0,
+                          layers=tuple(entries(s))) for s in selections]
     normal = _Levels()
     damaged = [_Levels() for _ in recipes]
     passes = 0
@@ -415,7 +473,138 @@ def causal_check(model, waves: Sequence[np.ndarray], selections: Mapping[str, Ma
     return results, passes
 
 
+# ---------------------------------------------------------------- band masks
+
+
+BANDS: dict[str, tuple[float, float]] = {"bass": (0.0, BASS_HZ), "air": (AIR_HZ, SAMPLE_RATE / 2.0)}
+"""The spectral concepts a band mask deletes: their band in Hz (as the descriptors define them)."""
+BAND_CANDIDATES = 200
+"""Places on a grid from which the null's bands are matched on energy."""
+
+
+def band_of(concept: str) -> tuple[float, float]:
+    """``(width, place)`` of ``bandmask`` that masks a concept's band on any frequency axis.
+
+    A feature map's frequency rows span 0 Hz to Nyquist as the STFT's bins do
+    (a stride along frequency halves the rows, not the span), so the band is
+    the same share of the rows on every layer.
+    """
+    lo, hi = BANDS[concept]
+    nyquist = SAMPLE_RATE / 2.0
+    width = (hi - lo) / nyquist
+    return width, (0.0 if width >= 1.0 else min(1.0, lo / nyquist / (1.0 - width)))
+
+
+def _covered(rows: int, width: float, place: float) -> np.ndarray:
+    """Share of each row a band covers (as :func:`senseflosser.bends.bandmask` masks it)."""
+    r = np.arange(rows, dtype=np.float64)
+    lo = place * (1.0 - width) * rows
+    return np.clip(np.minimum(r + 1.0, lo + width * rows) - np.maximum(r, lo), 0.0, 1.0)
+
+
+def row_energy(model, waves: Iterable[np.ndarray], layer: str) -> np.ndarray:
+    """Each frequency row's share of a layer's activation energy (summed over time and channels), ``(rows,)``."""
+    import keras
+
+    from .spectral import stft
+
+    feature = keras.Model(model.inputs, model.get_layer(layer).output)
+    total = None
+    for y in waves:
+        a = np.asarray(keras.ops.convert_to_numpy(feature([stft(np.asarray(y, np.float32))[None]], training=False)))
+        if a.ndim != 4:
+            raise RecipeError(f"layer {layer!r} has no frequency axis: a band mask needs a Conv2D layer")
+        e = np.square(a.astype(np.float64)).sum(axis=(0, 1, 3))
+        total = e if total is None else total + e
+    if total is None:
+        raise AudioError("a band check needs at least one excerpt of audio")
+    return total / max(float(total.sum()), 1e-30)
+
+
+def null_places(energy: np.ndarray, width: float, place: float, n: int) -> list[float]:
+    """``n`` places of bands as wide as the target's, matched on energy: the null of a band check.
+
+    From :data:`BAND_CANDIDATES` places evenly spread from 0 to 1, those
+    whose band overlaps the target's by at most half its width, the ``n``
+    whose share of the layer's energy is nearest the target band's (ties: the
+    lower place). Fewer if fewer are allowed.
+    """
+    rows = energy.size
+    target = _covered(rows, width, place)
+    own = float(target @ energy)
+    scored = []
+    for q in np.linspace(0.0, 1.0, BAND_CANDIDATES):
+        band = _covered(rows, width, float(q))
+        if float(np.minimum(band, target).sum()) > 0.5 * width * rows:
+            continue
+        scored.append((abs(float(band @ energy) - own), float(q)))
+    return [q for _, q in sorted(scored)[:n]]
+
+
+def band_check(model, locate: Sequence[np.ndarray], check: Sequence[np.ndarray], concept: str, *, layer: str,
+               model_name: str, n_random: int = RANDOM_SETS, progress: Progress | None = None
+               ) -> tuple[dict[str, Any], int]:
+    """Delete a spectral concept with a band mask on one layer, against bands as wide matched on energy.
+
+    The target is ``bandmask`` at the concept's band (:func:`band_of`) on
+    ``layer``; the null, up to ``n_random`` bands of the same width at other
+    places whose share of the layer's activation energy (on ``locate``) is
+    nearest the target band's (:func:`null_places`). Each is rendered on
+    ``check`` and judged as channel sets are (:func:`judge`).
+
+    Returns
+    -------
+    result : dict
+        ``{"layer", "width", "place", "energy_share", "null": {"bands", "places", "energy_share": [min, max]},
+        "descriptors": judge(...), "confirmed", "level_change_db", "random_level_change_db"}``.
+    passes : int
+    """
+    from .recipe import Recipe
+
+    width, place = band_of(concept)
+    energy = row_energy(model, locate, layer)
+    places = null_places(energy, width, place, n_random)
+    if not places:
+        raise RecipeError(f"no band as wide as {concept}'s ({width:.3f} of the rows) fits beside it on {layer!r}")
+
+    def recipe(q: float) -> Recipe:
+        return Recipe(model=model_name, model_sha256="", action="bandmask", magnitude=float(width), seed=0,
+                      layers=(layer,), params={"place": float(q)})
+
+    normal, levels, passes = _render(model, check, [], model_name=model_name, progress=progress,
+                                     recipes=[recipe(place)] + [recipe(q) for q in places])
+    changes = [{d: lv[d] - normal[d] for d in DESCRIPTORS} for lv in levels]
+    verdict = judge(changes[0], changes[1:])
+    shares = [float(_covered(energy.size, width, q) @ energy) for q in places]
+    dl = [c["loudness"] for c in changes[1:]]
+    own = verdict[concept]
+    return {
+        "layer": layer, "width": round(width, 4), "place": round(place, 4),
+        "energy_share": round(float(_covered(energy.size, width, place) @ energy), 4),
+        "null": {"bands": len(places), "places": [round(q, 4) for q in places],
+                 "energy_share": [round(min(shares), 4), round(max(shares), 4)]},
+        "confirmed": bool(own["ratio"] >= RATIO_GOAL and own["beats_all"] and len(places) >= n_random),
+        "level_change_db": round(changes[0]["loudness"], 3),
+        "random_level_change_db": [round(min(dl), 3), round(max(dl), 3)],
+        "descriptors": verdict,
+    }, passes + len(locate)
+
+
 # ---------------------------------------------------------------- the whole job
+
+
+class _Excerpts(Sequence):
+    """Excerpts ``(path, offset)`` of ``seconds``, read one at a time each time they are iterated (bounded memory)."""
+
+    def __init__(self, clips: Sequence[tuple[Path, float]], seconds: float) -> None:
+        self.clips, self.seconds = list(clips), seconds
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i):
+        p, o = self.clips[i]
+        return audio.load(p, offset=o, duration=self.seconds)
 
 
 def _rounded(x: Any) -> Any:
@@ -486,26 +675,41 @@ def locate_model(
     def stage(lo: float, hi: float) -> Progress | None:
         return None if progress is None else (lambda f, m: progress(lo + (hi - lo) * f, m))
 
-    waves = (audio.load(p, offset=o, duration=seconds) for p, o in locate_clips)
-    courses, descs = activity(model, waves, layers=probed, progress=stage(0.0, 0.15), total=len(locate_clips))
+    locate_waves = _Excerpts(locate_clips, seconds)
+    courses, descs = activity(model, locate_waves, layers=probed, progress=stage(0.0, 0.05),
+                              total=len(locate_clips))
     stats = follow(courses, descs, seed=seed)
-    ranked = ranking(stats)
+    del courses, descs
+    effects, effect_passes = deletion_effects(model, locate_waves, channels, model_name=name,
+                                              progress=stage(0.05, 0.6))
+    ranked = ranking(effects, stats)
+    follows = following(stats)
     selections: dict[str, dict[str, list[int]]] = {}
     for concept in CONCEPTS:
         sel = select(ranked[concept], channels, share=share)
         if sel:
             selections[concept] = sel
-    check_waves = [audio.load(p, offset=o, duration=seconds) for p, o in check_clips]
+    check_waves = _Excerpts(check_clips, seconds)
     results, passes = causal_check(model, check_waves, selections, channels=channels, model_name=name,
-                                   n_random=random, seed=seed, progress=stage(0.15, 1.0)) if selections else ({}, 0)
+                                   n_random=random, seed=seed, progress=stage(0.6, 0.9)) if selections else ({}, 0)
+    band_layer = probed[0]
+    bands: dict[str, dict[str, Any]] = {}
+    for k, concept in enumerate(BANDS):
+        try:
+            bands[concept], used = band_check(
+                model, locate_waves, check_waves, concept, layer=band_layer, model_name=name, n_random=random,
+                progress=stage(0.9 + 0.1 * k / len(BANDS), 0.9 + 0.1 * (k + 1) / len(BANDS)))
+        except RecipeError as exc:
+            bands[concept], used = {"layer": band_layer, "confirmed": False, "note": str(exc)}, 0
+        passes += used
     seconds_used = time.perf_counter() - t0
     concepts: dict[str, Any] = {}
     for concept in CONCEPTS:
-        entry: dict[str, Any] = {"ranking": ranked[concept]}
+        entry: dict[str, Any] = {"ranking": ranked[concept], "following": follows[concept]}
         if concept not in selections:
             entry.update(located=False, confirmed=False, selection=[],
-                         note=f"not located: no channel of {', '.join(probed)} follows {concept} "
-                              f"(block-shift p < {ALPHA:g}) once loudness is removed")
+                         note=f"not located: deleting no single channel of {', '.join(probed)} lowers {concept} "
+                              "beyond the level effect every deletion has")
         else:
             check = results[concept]
             own = check["descriptors"][concept]
@@ -516,16 +720,33 @@ def locate_model(
                              f"(p = {own['p']:.3f}; raw {own['ratio_raw']:.2f}x)"
                              + ("" if check["confirmed"] else
                                 f"; not confirmed (needs {RATIO_GOAL:g}x and farther than every random set)"))
+        if concept in bands:
+            band = bands[concept]
+            if "descriptors" in band:
+                moved = band["descriptors"][concept]
+                band["note"] = (f"a band mask over {concept}'s band on {band['layer']} moves {concept} "
+                                f"{moved['ratio']:.2f}x the median of {band['null']['bands']} bands as wide "
+                                f"matched on energy (p = {moved['p']:.3f}; level {band['level_change_db']:+.1f} dB)"
+                                + ("" if band["confirmed"] else "; not confirmed"))
+                band["command"] = (f"-a bandmask -g {band['width']:g} --place {band['place']:g} "
+                                   f"-l {band['layer']}")
+            entry["band"] = band
         concepts[concept] = entry
-    loud = ranked["loudness"]
     locate_s = len(locate_clips) * seconds
     check_s = len(check_clips) * seconds
     section: dict[str, Any] = {
         "method": {
             "statistic": "partial Spearman correlation with the input's loudness removed (plain for loudness)",
             "null": f"circular block shift, {SHIFTS} shifts of at least {MIN_SHIFT_S:g} s",
-            "alpha": ALPHA, "share": share, "rule": f"per layer, the top ceil({share:g} x channels) with "
-                                                   f"p < {ALPHA:g} by |rho|",
+            "alpha": ALPHA, "share": share,
+            "effect": "each channel deleted alone on the locating excerpts: the descriptor's change net of the "
+                      "least-squares line of all single deletions' changes on their loudness changes",
+            "rule": f"per layer, the top ceil({share:g} x channels) whose deletion lowers the concept "
+                    "(effect below 0), the most first",
+            "ranking_rows": ["channel", "effect", "rho", "p"],
+            "band": f"for {', '.join(BANDS)}: bandmask over the concept's band on {band_layer} (the first layer, "
+                    f"what the network hears first), against up to {random} bands as wide at other places (overlapping "
+                    f"it by at most half) whose share of that layer's activation energy is nearest its own",
             "layers": probed, "random_sets": random, "seed": int(seed), "ratio_goal": RATIO_GOAL,
             "movement": "change of the descriptor (damaged - normal, over the input's active frames) net of the "
                         "least-squares line of the random sets' changes on their loudness changes",
@@ -537,19 +758,20 @@ def locate_model(
             "check": [{"file": p.name, "offset": round(o, 2), "seconds": seconds} for p, o in check_clips],
         },
         "cost": {
-            "forward_passes": len(locate_clips) + passes,
-            "audio_seconds_through_the_model": round(locate_s + passes / len(check_clips) * check_s, 1),
-            "in_units_of_the_located_audio": round((locate_s + passes / len(check_clips) * check_s)
+            "forward_passes": len(locate_clips) + effect_passes + passes,
+            "audio_seconds_through_the_model": round((len(locate_clips) + effect_passes + passes) * seconds, 1),
+            "in_units_of_the_located_audio": round((len(locate_clips) + effect_passes + passes) * seconds
                                                    / max(locate_s + check_s, 1e-9), 1),
             "seconds": round(seconds_used, 1),
             "threads": os.environ.get("SENSEFLOSSER_THREADS"),
         },
         "located": [c for c in CONCEPTS if concepts[c]["located"]],
         "confirmed": [c for c in CONCEPTS if concepts[c]["confirmed"]],
+        "confirmed_bands": [c for c in BANDS if bands[c].get("confirmed")],
         "not_located": [c for c in CONCEPTS if not concepts[c]["located"]],
         "concepts": concepts,
         "loudness": {"note": "reported, not located: every deletion lowers the level",
-                     "channels_following": {layer: len(rows) for layer, rows in loud.items()}},
+                     "channels_following": follows["loudness"]},
     }
     section = _rounded(section)
     if output_dir is not None:
@@ -755,4 +977,14 @@ def markdown_table(cards: Sequence[Mapping[str, Any]]) -> str:
                         f"{own['p']:.3f} | {'yes' if own['beats_all'] else 'no'} | {own['ratio_raw']:.2f} | "
                         f"{c['level_change_db']:.1f} ({lo:.1f} to {hi:.1f}) | {side[0]} {side[1]:.2f} | "
                         f"{'confirmed' if e['confirmed'] else 'located, not confirmed'} |")
+            band = e.get("band") or {}
+            if "descriptors" in band:
+                own = band["descriptors"][concept]
+                side = max(((d, r["ratio"]) for d, r in band["descriptors"].items() if d != concept),
+                           key=lambda t: t[1])
+                lo, hi = band["random_level_change_db"]
+                rows.append(f"| {card['name']} | {concept}, band mask | `{band['layer']}` band {band['width']:.3f} | "
+                            f"{own['ratio']:.2f} | {own['p']:.3f} | {'yes' if own['beats_all'] else 'no'} | "
+                            f"{own['ratio_raw']:.2f} | {band['level_change_db']:.1f} ({lo:.1f} to {hi:.1f}) | "
+                            f"{side[0]} {side[1]:.2f} | {'confirmed' if band['confirmed'] else 'not confirmed'} |")
     return "\n".join(rows) + "\n"

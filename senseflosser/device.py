@@ -132,12 +132,14 @@ def compile_loss_gradient(model: keras.Model, loss: Callable) -> Callable:
 
 
 def compile_input_gradient(objective: Callable) -> Callable:
-    """``f(x, weights) -> (values, gradient)``: an objective's terms and the gradient of their weighted sum, compiled.
+    """``f(x, reference, weights) -> (values, gradient)``: an objective's terms and the gradient of their weighted sum.
 
-    ``objective(x)`` maps a 1-D float32 tensor (a waveform of any length) to
-    a 1-D tensor of terms, written in ``keras.ops``; ``gradient`` is
-    ``d sum(weights * values) / dx``, shaped like ``x``. Traced once for every
-    length (used to dream: :mod:`senseflosser.dream`).
+    ``objective(x, reference)`` maps a 1-D float32 tensor (a waveform of any
+    length) and a fixed 1-D reference tensor (the audio the dream started
+    from, which no gradient flows to) to a 1-D tensor of terms, written in
+    ``keras.ops``; ``gradient`` is ``d sum(weights * values) / dx``, shaped
+    like ``x``. Compiled; traced once for every length (used to dream:
+    :mod:`senseflosser.dream`).
 
     Raises
     ------
@@ -150,26 +152,27 @@ def compile_input_gradient(objective: Callable) -> Callable:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        def step(x, weights):
+        def step(x, reference, weights):
             with tf.GradientTape() as tape:
                 tape.watch(x)
-                values = objective(x)
+                values = objective(x, reference)
                 total = tf.reduce_sum(values * weights)
             return values, tape.gradient(total, x)
 
-        signature = [tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)]
+        signature = [tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32),
+                     tf.TensorSpec([None], tf.float32)]
         return tf.function(step, input_signature=signature, autograph=False)
     if backend == "jax":
         import jax
 
-        def total(x, weights):
-            values = objective(x)
+        def total(x, reference, weights):
+            values = objective(x, reference)
             return (values * weights).sum(), values
 
         grad = jax.jit(jax.value_and_grad(total, has_aux=True))
 
-        def call(x, weights):
-            (_, values), g = grad(x, weights)
+        def call(x, reference, weights):
+            (_, values), g = grad(x, reference, weights)
             return values, g
 
         return call

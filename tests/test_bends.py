@@ -214,3 +214,26 @@ def test_the_cli_refuses_a_frequency_bend_on_a_conv1d_layer(capsys, conv1d_model
     code = main(["floss", "-i", str(wav_file), "-m", str(tmp_path / "c1d.keras"), "-a", "bandmask", "-g", "0.2",
                  "-o", str(tmp_path / "out")])
     assert code == 1 and "bandmask cannot apply to layer 'c1d_a'" in capsys.readouterr().err
+
+
+def test_a_bandmask_placed_by_hand_masks_that_band_on_every_layer(tiny_model):
+    recipe = tiny_recipe("bandmask", 0.25, seed=5, layers=("conv_a", "conv_b"), params={"place": 0.0})
+    damaged = actions.apply(tiny_model, recipe)
+    probe = keras.Model(damaged.input, [damaged.get_layer("conv_a_bend").output, damaged.get_layer("conv_b_bend").output])
+    tensor = np.random.default_rng(1).standard_normal((1, 10, 1025, 2)).astype(np.float32)
+    for out in (keras.ops.convert_to_numpy(t) for t in probe(tensor)):
+        rows = out.shape[2]
+        masked = int(np.floor(0.25 * rows))
+        assert np.all(out[:, :, :masked] == 0) and np.any(out[:, :, masked + 1:] != 0)
+    # the seed no longer moves a band placed by hand; -1 (the default) draws it from the seed again
+    other = tiny_recipe("bandmask", 0.25, seed=6, layers=("conv_a", "conv_b"), params={"place": 0.0})
+    x = np.random.default_rng(2).standard_normal((12, 1025, 2)).astype(np.float32) * 0.1
+    np.testing.assert_array_equal(damaged_runner(tiny_model, recipe)[0](x, 0), damaged_runner(tiny_model, other)[0](x, 0))
+    seeded = [tiny_recipe("bandmask", 0.25, seed=s, layers=("conv_a",)) for s in (5, 6)]
+    assert not np.array_equal(*(damaged_runner(tiny_model, r)[0](x, 0) for r in seeded))
+
+
+@pytest.mark.parametrize("place", [-0.5, 1.5])
+def test_a_bandmask_place_out_of_range_gets_a_sentence(place):
+    with pytest.raises(RecipeError, match="place"):
+        tiny_recipe("bandmask", 0.25, params={"place": place})

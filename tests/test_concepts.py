@@ -17,8 +17,8 @@ from helpers import CONCEPTS_SECTION as SECTION
 from helpers import SR, tone
 
 from senseflosser.cli import main
-from senseflosser.concepts import card_concepts, follow, judge, ranking, select
-from senseflosser.descriptors import DESCRIPTORS, frame_descriptors
+from senseflosser.concepts import card_concepts, deletion_effects, follow, judge, ranking, select
+from senseflosser.descriptors import CONCEPTS, DESCRIPTORS, frame_descriptors
 from senseflosser.errors import ModelError, RecipeError
 from senseflosser.jobspec import build_job
 from senseflosser.models import ModelRegistry
@@ -89,9 +89,35 @@ def test_follow_finds_the_channel_that_follows_and_removes_loudness():
     assert stats["loudness"]["conv_a"]["rho"][1] > 0.9  # loudness is followed plainly
     again = follow(courses, descs, shifts=199, seed=1)
     assert np.array_equal(again["brightness"]["conv_a"]["p"], p)  # seeded
-    ranked = ranking(stats)
-    assert ranked["brightness"]["conv_a"][0][0] == 0
-    assert select(ranked["brightness"], {"conv_a": 3}, share=0.34) == {"conv_a": [0]}
+
+
+def test_ranking_takes_the_channels_whose_deletion_lowers_the_concept_most_first():
+    courses, descs = _series()
+    stats = follow(courses, descs, shifts=199, seed=1)
+    effects = {c: {"conv_a": np.array([0.5, -0.1, -3.0])} for c in CONCEPTS}
+    ranked = ranking(effects, stats)
+    rows = ranked["brightness"]["conv_a"]
+    assert [r[0] for r in rows] == [2, 1]  # channel 0 raises it when deleted: never chosen
+    assert rows[0][1] == -3.0 and rows[1][2] == round(float(stats["brightness"]["conv_a"]["rho"][1]), 4)
+    assert select(ranked["brightness"], {"conv_a": 3}, share=0.3) == {"conv_a": [2]}
+    assert select(ranked["brightness"], {"conv_a": 3}, count=3) == {"conv_a": [1, 2]}
+    assert ranking({"bass": {"conv_a": np.array([0.0, 1.0])}})["bass"]["conv_a"] == []  # not located
+
+
+def test_deletion_effects_are_net_of_the_level_effect(tiny_model):
+    from senseflosser.models import conv_channels
+
+    convs = conv_channels(tiny_model)
+    channels = {layer: convs[layer] for layer in list(convs)[:2]}
+    waves = [tone(1.5, freqs=(220.0,)), tone(1.5, freqs=(1760.0, 3520.0))]
+    effects, passes = deletion_effects(tiny_model, waves, channels, model_name="tiny")
+    total = sum(channels.values())
+    assert passes == len(waves) * (total + 1)
+    assert set(effects) == set(CONCEPTS)
+    for concept in CONCEPTS:
+        net = np.concatenate([effects[concept][layer] for layer in channels])
+        assert net.shape == (total,) and np.all(np.isfinite(net))
+        assert abs(net.sum()) < 1e-6 * max(1.0, np.abs(net).max())  # residuals of a line with an intercept
 
 
 def test_too_little_audio_for_the_shifts_is_refused():
@@ -212,7 +238,13 @@ def test_the_concepts_command_writes_the_card_and_its_files(capsys, models_dir, 
             assert set(entry["check"]["descriptors"]) == set(DESCRIPTORS)
         else:
             assert "not located" in entry["note"]
-    assert section["cost"]["forward_passes"] >= 3 + 2 * 5
+    # every channel deleted alone on the locating excerpts (8 channels x 3), the checks on the others
+    assert section["cost"]["forward_passes"] >= 3 + 3 * 9 + 2 * 5
+    for concept in ("bass", "air"):  # spectral concepts: a band mask too, against bands as wide
+        band = section["concepts"][concept]["band"]
+        assert band["layer"] == section["method"]["layers"][0] and band["null"]["bands"] >= 1
+        assert set(band["descriptors"]) == set(DESCRIPTORS) and f"-a bandmask -g {band['width']:g}" in band["command"]
+        assert f"a band mask over {concept}'s band" in out
     assert reg.read_card("tiny")["conv_channels"] == CHANNELS  # other sections kept
     assert {p.name for p in out_dir.iterdir()} == {"concepts.json", "concepts.csv", "concepts.png"}
     header = (out_dir / "concepts.csv").read_text().splitlines()[0]
@@ -349,3 +381,32 @@ def test_the_api_serves_explanations_and_their_command_line(web_client, web_subm
     assert bad.status_code == 400 and "needs channels" in bad.get_json()["error"]
     bad = web_submit(web_client, layers="conv_a:1", explain="louder")
     assert bad.status_code == 400 and "unknown explanation 'louder'" in bad.get_json()["error"]
+
+
+# ---------------------------------------------------------------- band masks
+
+
+def test_a_spectral_concepts_band_is_the_same_share_of_every_frequency_axis():
+    from senseflosser.concepts import band_of
+
+    width, place = band_of("bass")
+    assert width == pytest.approx(250 / 11025) and place == 0.0
+    width, place = band_of("air")
+    assert width == pytest.approx(1 - 4000 / 11025) and place == pytest.approx(1.0)
+
+
+def test_the_null_bands_are_as_wide_barely_overlap_and_match_the_energy():
+    from senseflosser.concepts import _covered, null_places
+
+    energy = np.linspace(2.0, 0.0, 100)
+    energy /= energy.sum()
+    width, place = 0.1, 0.0  # the ten loudest rows
+    places = null_places(energy, width, place, 5)
+    target = _covered(100, width, place)
+    assert len(places) == 5
+    for q in places:
+        band = _covered(100, width, q)
+        assert band.sum() == pytest.approx(10) and np.minimum(band, target).sum() <= 5.0
+    # the nearest energies: the bands just above the half-overlapping limit, not the quiet top
+    assert max(places) < 0.2
+

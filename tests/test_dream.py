@@ -29,6 +29,14 @@ def _written(samples, tmp_path, name="out.wav"):
     return audio.load(audio.write_wav(tmp_path / name, samples))
 
 
+def _plucks(seconds: float) -> np.ndarray:
+    """Sparse music: a decaying pluck every 0.6 s over a quiet held tone (onsets to keep)."""
+    t = np.arange(int(seconds * SR)) / SR
+    phase = np.mod(t, 0.6)
+    y = 0.3 * np.exp(-phase * 8.0) * np.sin(2 * np.pi * 330.0 * t) + 0.05 * np.sin(2 * np.pi * 110.0 * t)
+    return y.astype(np.float32)
+
+
 def _rms_db(y):
     return 20 * np.log10(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
 
@@ -52,7 +60,35 @@ def test_a_dream_raises_its_targets_activation_on_the_written_audio(tiny_model, 
     after = dream.mean_activations(tiny_model, out, target)["conv_b"]
     assert after > 1.2 * before, (before, after)
     stats = result.provenance[0]["dream"]
-    assert stats["target"] == "activation of conv_b:0,1" and stats["passes"] == FEW["iterations"]
+    # one pass more per chunk: the gradient of the reweighted sum (target and onset term) at the start
+    assert stats["target"] == "activation of conv_b:0,1" and stats["passes"] == FEW["iterations"] + 1
+    assert 0.5 < stats["onset_correlation_end"] <= 1.0
+
+
+def test_the_onset_envelope_is_librosas(tiny_model):
+    import librosa
+    from keras import ops
+
+    y = _plucks(3.0)
+    padded, _ = dream.pad_for_model(y, 0, None)
+    ours = np.asarray(ops.convert_to_numpy(dream.onset_envelope(ops.convert_to_tensor(padded))))
+    theirs = librosa.onset.onset_strength(y=y, sr=SR)
+    n = min(ours.size, theirs.size - 1)
+    # librosa centres its frames and prepends a zero; ours starts at the first rise of the padded audio
+    best = max(np.corrcoef(ours[:n - 2], theirs[1 + k:1 + k + n - 2])[0, 1] for k in range(3))
+    assert best > 0.95, best
+
+
+def test_keeping_onsets_keeps_the_inputs_events(tiny_model, tmp_path):
+    import librosa
+
+    y = _plucks(3.0)
+    corr = {}
+    for keep in (0.0, 4.0):
+        out = _written(_dream(tiny_model, y, iterations=12, step=0.05, keep_onsets=keep).flossed[0].audio, tmp_path)
+        corr[keep] = np.corrcoef(librosa.onset.onset_strength(y=y, sr=SR),
+                                 librosa.onset.onset_strength(y=out, sr=SR))[0, 1]
+    assert corr[4.0] > corr[0.0], corr
 
 
 def test_a_dream_never_clips_and_keeps_the_inputs_loudness(tiny_model, tmp_path):
@@ -128,7 +164,8 @@ def test_long_audio_is_dreamed_in_chunks_that_meet_without_gaps(tiny_model, monk
     y = tone(3.2)
     out, stats = dream.dream_audio(y, tiny_model, dream.activation_objective(tiny_model, {"conv_a": None}),
                                    dream.Settings(iterations=2), seed=1)
-    assert len(stats.start) == 3 and stats.passes == 6  # three chunks of 1.25 s cover 3.2 s
+    # three chunks of 1.25 s cover 3.2 s; each: 2 steps and the reweighted gradient of target and onset term
+    assert len(stats.start) == 3 and stats.passes == 9
     assert out.shape == y.shape and np.isfinite(out).all()
     # the cross-fades add up to one: where the dream barely moved the audio, the output is the input
     still, _ = dream.dream_audio(y, tiny_model, dream.activation_objective(tiny_model, {"conv_a": None}),

@@ -99,12 +99,21 @@ _BUILT_IN: tuple[ActionSpec, ...] = (
 )
 
 
-def _bend(name: str, description: str, magnitude: MagnitudeSpec, params: tuple[Param, ...] = ()) -> ActionSpec:
+def _bend(name: str, description: str, magnitude: MagnitudeSpec, params: tuple[Param, ...] = (), *,
+          check_params: Callable | None = None) -> ActionSpec:
     """The registry entry of one bend (:mod:`senseflosser.bends`): an activation action on every conv layer but the output."""
     build, arch, state = bend.functions(name)
     return ActionSpec(name=name, description=description, magnitude=magnitude, changes="architecture",
                       default_layers="all but output", params=params, build=build, architecture=arch, state=state,
-                      seeded=name in bend.SEEDED, nests=True)
+                      seeded=name in bend.SEEDED, nests=True, check_params=check_params)
+
+
+def _check_place(params) -> None:
+    """``bandmask``'s place is -1 (seeded) or from 0 to 1."""
+    place = dict(params).get("place", bend.SEEDED_PLACE)
+    if place != bend.SEEDED_PLACE and not 0.0 <= place <= 1.0:
+        raise RecipeError(f"bandmask parameter place is where the band sits: a number from 0 (lowest rows) to 1 "
+                          f"(top rows), or -1 for a place drawn from the seed, got {place:g}")
 
 
 _RADIUS = Param("radius", "float", 2.0, "radius of dilate's and erode's filter along the feature map's frequency "
@@ -134,7 +143,11 @@ _BUILT_IN += (
     _bend("bandmask", "a band of the feature maps' frequency rows zeroed at a seeded place: a notch, a hole in "
                       "the spectrum the network fills oddly",
           MagnitudeSpec("width of the masked band, as a share of the feature map's frequency rows",
-                        0.0, 1.0, 0.2, (0.05, 0.1, 0.2, 0.5, 1.0))),
+                        0.0, 1.0, 0.2, (0.05, 0.1, 0.2, 0.5, 1.0)),
+          (Param("place", "float", bend.SEEDED_PLACE, "where the band sits on every targeted layer: 0 from the "
+                 "lowest rows up, 1 down from the top, between: its start at that share of the rows it leaves "
+                 "free (-1: a place drawn from the seed for each layer)", min=-1.0, max=1.0),),
+          check_params=_check_place),
     _bend("dilate", "feature maps blended toward a max filter along their frequency rows: loud features spread, "
                     "thick, smeared, organ-like",
           MagnitudeSpec("share of the max-filtered maps in the mix (1: only them)", 0.0, 1.0, 0.03,

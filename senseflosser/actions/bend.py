@@ -3,8 +3,8 @@
 Each bend (see :mod:`senseflosser.bends`) is an architecture action, like lapse:
 :func:`architecture` inserts a :class:`~senseflosser.bends.Bend` layer after each
 targeted conv layer once, and :func:`state` gives each recipe's amount (the
-magnitude) and second value (``bandmask``'s band place, drawn from the seed, one
-stream per layer; ``freqshift``'s ``shift_rows`` and the filters' ``radius`` parameter), so a shared copy serves
+magnitude) and second value (``bandmask``'s band place: its ``place`` parameter, or
+drawn from the seed, one stream per layer; ``freqshift``'s ``shift_rows`` and the filters' ``radius`` parameter), so a shared copy serves
 every magnitude, seed and parameter value. :func:`functions` gives one transform's
 ``(build, architecture, state)`` triple for its registry entry.
 """
@@ -25,7 +25,9 @@ from .selection import Resolved
 SUFFIX = "_bend"
 SEEDED = frozenset({"bandmask"})
 """The bends whose output depends on the seed (bandmask's band place); the others are deterministic."""
-ARCHITECTURE_PARAMS = {"shift_rows": 0.0, "radius": 0.0}
+SEEDED_PLACE = -1.0
+"""``bandmask``'s ``place`` that draws each layer's band place from the seed (the default)."""
+ARCHITECTURE_PARAMS = {"shift_rows": 0.0, "radius": 0.0, "place": SEEDED_PLACE}
 """Parameter values the shared architecture is built with (its state replaces them per recipe)."""
 
 
@@ -38,7 +40,8 @@ def layer_place(seed: int, index: int) -> np.float32:
 def layer_aux(transform: str, seed: int, index: int, params: dict) -> np.float32:
     """The second state value of the bend after the ``index``-th conv layer (0 for a transform without one)."""
     if transform == "bandmask":
-        return layer_place(seed, index)
+        place = float(params.get("place", SEEDED_PLACE))
+        return layer_place(seed, index) if place == SEEDED_PLACE else np.float32(place)
     if transform == "freqshift":
         return np.float32(params["shift_rows"])
     if transform in ("dilate", "erode"):

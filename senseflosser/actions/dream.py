@@ -51,6 +51,9 @@ PARAMS: tuple[Param, ...] = (
     Param("jitter", "int", DEFAULTS.jitter, "random shift of the STFT frame grid before each step, up to this many "
           "samples (seeded): a dream robust to re-framing but much weaker (the models read phase; 0: dream in "
           "the frame grid the model hears the written audio with)", min=0, max=1023),
+    Param("keep_onsets", "float", DEFAULTS.keep_onsets, "how much the dream keeps the input's onsets (its events "
+          "in time): the weight of the correlation of the onset envelopes against the target's relative gain "
+          "(0: raise the target freely, which adds attacks of its own on sustained music)", min=0.0, max=50.0),
     Param("damage", "choice", NO_DAMAGE, "dream toward another action's damage instead of an activation: the "
           "audio that action (on the chosen layers, at damage_magnitude) hurts most; none: raise the chosen "
           "layers' activation", choices=damage_choices),
