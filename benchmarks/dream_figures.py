@@ -3,9 +3,8 @@
     SENSEFLOSSER_THREADS=1 nice python -m benchmarks.dream_figures [--models NAME ...] [--clips 2]
         [--seconds 10] [--cost-seconds 30] [--data NAME=DIR ...] [--json FILE]
 
-For each model and each of an early, a middle and a late conv layer (the
-first, the middle and the last-but-one conv layer: ``conv_in``, ``mid`` and
-``conv_out`` on the shipped models) it dreams, through the job's own path
+For each model and each conv layer but the output one (``conv_in``,
+``down``, ``mid``, ``up`` and ``conv_out`` on the shipped models) it dreams, through the job's own path
 (:func:`senseflosser.pipeline.floss` with a ``dream`` recipe at the registry's
 defaults), toward
 
@@ -37,10 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-HELD_OUT = {"game-orchestral": "/work/ref/orch", "game-orchestral-lite": "/work/ref/orch",
-            "game-orchestral-hq": "/work/ref/orch", "hedgewars-fixed": "/work/ref/hw",
-            "speech-czech": "/work/ref/speech"}
-"""Held-out audio (never trained on) of each shipped model, on the machine where the figures were measured."""
+_WORK = Path(__file__).resolve().parent.parent / ".senseflosser-work" / "corpus"
+HELD_OUT = {"game-orchestral": _WORK / "game-orchestral" / "heldout",
+            "game-orchestral-lite": _WORK / "game-orchestral" / "heldout",
+            "game-orchestral-hq": _WORK / "game-orchestral" / "heldout",
+            "hedgewars-fixed": _WORK / "hedgewars" / "heldout", "speech-czech": _WORK / "speech-cs" / "heldout",
+            "general-lite": _WORK / "game-orchestral" / "heldout"}
+"""Held-out audio (never trained on) of each shipped model, where `make models` lays it out."""
 
 
 def _largest_cluster(card: dict, layer: str) -> int:
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, default=2, help="excerpts per model (default 2)")
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each excerpt (default 10)")
     ap.add_argument("--cost-seconds", type=float, default=30.0, help="length of the timed dream (0: none)")
-    ap.add_argument("--layers", nargs="*", help="layers to dream on (default: early, middle and late)")
+    ap.add_argument("--layers", nargs="*", help="layers to dream on (default: every conv layer but the output)")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--memory", type=float, metavar="SECONDS",
                     help="instead: dream this much audio (a held-out file repeated) at one iteration and print the "
@@ -155,7 +157,7 @@ def main(argv=None) -> int:
         model = registry.load(name)
         card = registry.card(name)
         convs = conv_layer_names(model)
-        layers = args.layers or [convs[0], convs[(len(convs) - 1) // 2], convs[-2]]
+        layers = args.layers or convs[:-1]
         clips = audio.spread_excerpts(audio.find_audio(data[name]), args.seconds, args.clips)
         for path, offset in clips:
             y = audio.load(path, offset=offset, duration=args.seconds)

@@ -404,8 +404,11 @@ def _concept(located: bool, selection, ranking_rows):
 CONCEPTS_SECTION = {
     "channels": {"conv_a": 4, "conv_b": 4},
     "concepts": {
-        "bass": _concept(True, ["conv_a:2", "conv_b:1"],
-                         {"conv_a": [[2, 0.6, 0.002], [0, 0.4, 0.004], [3, 0.2, 0.008]], "conv_b": [[1, -0.5, 0.002]]}),
+        "bass": {**_concept(True, ["conv_a:2", "conv_b:1"],
+                            {"conv_a": [[2, -0.6, 0.5, 0.002], [0, -0.4, 0.3, 0.004], [3, -0.2, 0.1, 0.008]],
+                             "conv_b": [[1, -0.5, -0.2, 0.002]]}),
+                 "band": {"layer": "conv_a", "width": 0.0227, "place": 0.0, "confirmed": True,
+                          "note": "a band mask over bass's band on conv_a moves bass 9.00x the median"}},
         "air": _concept(False, [], {"conv_a": [], "conv_b": []}),
     },
 }

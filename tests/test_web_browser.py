@@ -878,3 +878,27 @@ def test_the_senses_panel_deletes_a_located_concept_and_plays_what_it_did(browse
     (job_id,) = app.extensions["senseflosser"].store.ids()
     view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
     assert view["recipe"]["action"] == "ablate" and view["recipe"]["layers"] == ["conv_a:2", "conv_b:1"]
+
+
+def test_the_senses_panel_deletes_a_concepts_band_with_a_band_mask(browser, make_web_app, concept_dir, tmp_path):
+    app = make_web_app(MODELS_DIR=str(concept_dir), DATA_DIR=str(tmp_path / "jobs-band"))
+    song = tmp_path / "song.wav"
+    song.write_bytes(web_wav_bytes(1.5))
+    with page_of(browser, app) as page:
+        page.set_input_files("#audio", str(song))
+        page.select_option("#model", "tiny")
+        page.click("#advanced summary")
+        page.select_option("#sense", "bass")
+        assert "Its band: a band mask over bass's band" in page.inner_text("#sense-info")
+        assert page.is_visible("#sense-band")
+        page.click("#sense-band")
+        assert page.is_checked("#action-bandmask") and page.input_value("#magnitude") == "0.0227"
+        assert page.input_value("#param-bandmask-place") == "0"
+        ticked = page.eval_on_selector_all('input[name="layers"]:checked', "bs => bs.map(b => b.value)")
+        assert ticked == ["conv_a"] and page.input_value("#sense") == ""
+        page.click("#submit")
+        page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    (job_id,) = app.extensions["senseflosser"].store.ids()
+    recipe = app.test_client().get(f"/api/jobs/{job_id}").get_json()["recipe"]
+    assert recipe["action"] == "bandmask" and recipe["layers"] == ["conv_a"]
+    assert recipe["params"]["place"] == 0.0 and recipe["magnitudes"] == [0.0227]

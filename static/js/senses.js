@@ -10,6 +10,7 @@ const box = $("senses");
 const select = $("sense");
 const info = $("sense-info");
 const deleteButton = $("sense-delete");
+const bandButton = $("sense-band");
 
 let concepts = {};
 
@@ -32,7 +33,24 @@ function describe(name) {
     return `${layer}: channels ${channels.split(",").join(", ")}`;
   }).join("; ");
   const sure = c.confirmed ? "The causal check confirmed it." : "The causal check did not confirm it";
-  info.textContent = `${name} lives in ${where}. ${c.note ? `${sure}: ${c.note}` : `${sure}.`}`;
+  const band = bandOf(c);
+  info.textContent = `${name} lives in ${where}. ${c.note ? `${sure}: ${c.note}` : `${sure}.`}`
+    + (band && band.note ? ` Its band: ${band.note}.` : "");
+}
+
+/** A spectral concept's band mask from the card (``null`` for a concept without one). */
+function bandOf(c) {
+  const band = c && c.band;
+  return band && typeof band.width === "number" && typeof band.place === "number" && band.layer ? band : null;
+}
+
+/** Tick only one layer's box (no channels): the band mask covers all of that layer's channels. */
+function onlyLayer(name) {
+  document.querySelectorAll('input[name="layers"]').forEach((box) => {
+    box.checked = box.value === name;
+    const pick = $(`${box.id}-channels`);
+    if (pick) pick.value = "";
+  });
 }
 
 /** Show the senses of a card (or hide the panel: an uploaded model, a card without concepts). */
@@ -48,6 +66,7 @@ export function showSenses(card) {
   box.hidden = names.length === 0;
   describe(select.value);
   deleteButton.disabled = !select.value;
+  bandButton.hidden = !bandOf(concepts[select.value]);
 }
 
 /** The layer entry the chosen sense adds to a job (``[]`` when none is chosen). */
@@ -59,6 +78,27 @@ export function setupSenses() {
   select.addEventListener("change", () => {
     describe(select.value);
     deleteButton.disabled = !select.value;
+    bandButton.hidden = !bandOf(concepts[select.value]);
+  });
+  // Delete its band: bandmask at the band's width and place on its layer (the concept's channels are not used).
+  bandButton.addEventListener("click", () => {
+    const name = select.value;
+    const band = bandOf(concepts[name]);
+    const radio = $("action-bandmask");
+    if (!band || !radio) return;
+    radio.checked = true;
+    applyAction(false);
+    $("magnitude").value = String(band.width);
+    sliderFromMagnitude();
+    const place = $("param-bandmask-place");
+    if (place) place.value = String(band.place);
+    onlyLayer(band.layer);
+    select.value = "";
+    describe("");
+    deleteButton.disabled = true;
+    bandButton.hidden = true;
+    info.textContent = `Set: bandmask ${band.width} at place ${band.place} on ${band.layer} (${name}'s band); `
+      + 'press "Floss it".';
   });
   // Delete it: silence its channels (ablate at 1) and ask for what they did alone and without them.
   deleteButton.addEventListener("click", () => {
