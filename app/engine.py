@@ -18,7 +18,7 @@ import numpy as np
 
 from senseflosser import audio, device, spectrogram, untrusted
 from senseflosser.clusters import card_clusters
-from senseflosser.concepts import card_concepts
+from senseflosser.concept_selection import card_concepts
 from senseflosser.errors import AudioError, SenseflosserError
 from senseflosser.jobspec import JobSpec, Outputs
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256

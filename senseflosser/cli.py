@@ -303,7 +303,7 @@ def _model_clusters(args, model: str) -> dict[str, list[list[int]]] | None:
 
 def _model_concepts(args, model: str) -> dict | None:
     """The concepts section of a registry model's card (``None`` for a model given by path, or a card without it)."""
-    from .concepts import card_concepts
+    from .concept_selection import card_concepts
 
     reg = _registry(args)
     if model not in reg.names():

@@ -49,8 +49,10 @@ README states it):
    reported beside it.
 
 The card's ``concepts`` section keeps each concept's ranking, so a selection
-``concept:NAME`` (:func:`expand_concepts`) resolves to channels at the edge
-at any share or count; recipes hold the resolved channels.
+``concept:NAME`` (:func:`senseflosser.concept_selection.expand_concepts`)
+resolves to channels at the edge at any share or count; recipes hold the
+resolved channels. Spectral concepts can also be deleted by their band
+(:mod:`senseflosser.concept_bands`).
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ from typing import Any
 import numpy as np
 
 from . import audio
-from .descriptors import AIR_HZ, BASS_HZ, CONCEPTS, DESCRIPTORS, SAMPLE_RATE, active_frames, frame_descriptors
-from .errors import AudioError, ModelError, RecipeError
+from .descriptors import CONCEPTS, DESCRIPTORS, active_frames, frame_descriptors
+from .errors import AudioError, RecipeError
 from .parsing import parse_float, parse_int
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,8 @@ GROUP = 24
 """Damaged models run together over one excerpt (bounds the outputs held at once)."""
 _FRAME_RATE = 22050 / 1024
 
-__all__ = ["ALPHA", "DEFAULT_SHARE", "RANDOM_SETS", "card_concepts", "causal_check", "deletion_effects", "expand_concepts",
-           "follow", "following", "locate_model", "ranking", "select"]
+__all__ = ["ALPHA", "DEFAULT_SHARE", "RANDOM_SETS", "causal_check", "deletion_effects", "follow", "following",
+           "locate_model", "markdown_table", "ranking", "select"]
 
 Progress = Callable[[float, str], None]
 
@@ -473,123 +475,6 @@ def causal_check(model, waves: Sequence[np.ndarray], selections: Mapping[str, Ma
     return results, passes
 
 
-# ---------------------------------------------------------------- band masks
-
-
-BANDS: dict[str, tuple[float, float]] = {"bass": (0.0, BASS_HZ), "air": (AIR_HZ, SAMPLE_RATE / 2.0)}
-"""The spectral concepts a band mask deletes: their band in Hz (as the descriptors define them)."""
-BAND_CANDIDATES = 200
-"""Places on a grid from which the null's bands are matched on energy."""
-
-
-def band_of(concept: str) -> tuple[float, float]:
-    """``(width, place)`` of ``bandmask`` that masks a concept's band on any frequency axis.
-
-    A feature map's frequency rows span 0 Hz to Nyquist as the STFT's bins do
-    (a stride along frequency halves the rows, not the span), so the band is
-    the same share of the rows on every layer.
-    """
-    lo, hi = BANDS[concept]
-    nyquist = SAMPLE_RATE / 2.0
-    width = (hi - lo) / nyquist
-    return width, (0.0 if width >= 1.0 else min(1.0, lo / nyquist / (1.0 - width)))
-
-
-def _covered(rows: int, width: float, place: float) -> np.ndarray:
-    """Share of each row a band covers (as :func:`senseflosser.bends.bandmask` masks it)."""
-    r = np.arange(rows, dtype=np.float64)
-    lo = place * (1.0 - width) * rows
-    return np.clip(np.minimum(r + 1.0, lo + width * rows) - np.maximum(r, lo), 0.0, 1.0)
-
-
-def row_energy(model, waves: Iterable[np.ndarray], layer: str) -> np.ndarray:
-    """Each frequency row's share of a layer's activation energy (summed over time and channels), ``(rows,)``."""
-    import keras
-
-    from .spectral import stft
-
-    feature = keras.Model(model.inputs, model.get_layer(layer).output)
-    total = None
-    for y in waves:
-        a = np.asarray(keras.ops.convert_to_numpy(feature([stft(np.asarray(y, np.float32))[None]], training=False)))
-        if a.ndim != 4:
-            raise RecipeError(f"layer {layer!r} has no frequency axis: a band mask needs a Conv2D layer")
-        e = np.square(a.astype(np.float64)).sum(axis=(0, 1, 3))
-        total = e if total is None else total + e
-    if total is None:
-        raise AudioError("a band check needs at least one excerpt of audio")
-    return total / max(float(total.sum()), 1e-30)
-
-
-def null_places(energy: np.ndarray, width: float, place: float, n: int) -> list[float]:
-    """``n`` places of bands as wide as the target's, matched on energy: the null of a band check.
-
-    From :data:`BAND_CANDIDATES` places evenly spread from 0 to 1, those
-    whose band overlaps the target's by at most half its width, the ``n``
-    whose share of the layer's energy is nearest the target band's (ties: the
-    lower place). Fewer if fewer are allowed.
-    """
-    rows = energy.size
-    target = _covered(rows, width, place)
-    own = float(target @ energy)
-    scored = []
-    for q in np.linspace(0.0, 1.0, BAND_CANDIDATES):
-        band = _covered(rows, width, float(q))
-        if float(np.minimum(band, target).sum()) > 0.5 * width * rows:
-            continue
-        scored.append((abs(float(band @ energy) - own), float(q)))
-    return [q for _, q in sorted(scored)[:n]]
-
-
-def band_check(model, locate: Sequence[np.ndarray], check: Sequence[np.ndarray], concept: str, *, layer: str,
-               model_name: str, n_random: int = RANDOM_SETS, progress: Progress | None = None
-               ) -> tuple[dict[str, Any], int]:
-    """Delete a spectral concept with a band mask on one layer, against bands as wide matched on energy.
-
-    The target is ``bandmask`` at the concept's band (:func:`band_of`) on
-    ``layer``; the null, up to ``n_random`` bands of the same width at other
-    places whose share of the layer's activation energy (on ``locate``) is
-    nearest the target band's (:func:`null_places`). Each is rendered on
-    ``check`` and judged as channel sets are (:func:`judge`).
-
-    Returns
-    -------
-    result : dict
-        ``{"layer", "width", "place", "energy_share", "null": {"bands", "places", "energy_share": [min, max]},
-        "descriptors": judge(...), "confirmed", "level_change_db", "random_level_change_db"}``.
-    passes : int
-    """
-    from .recipe import Recipe
-
-    width, place = band_of(concept)
-    energy = row_energy(model, locate, layer)
-    places = null_places(energy, width, place, n_random)
-    if not places:
-        raise RecipeError(f"no band as wide as {concept}'s ({width:.3f} of the rows) fits beside it on {layer!r}")
-
-    def recipe(q: float) -> Recipe:
-        return Recipe(model=model_name, model_sha256="", action="bandmask", magnitude=float(width), seed=0,
-                      layers=(layer,), params={"place": float(q)})
-
-    normal, levels, passes = _render(model, check, [], model_name=model_name, progress=progress,
-                                     recipes=[recipe(place)] + [recipe(q) for q in places])
-    changes = [{d: lv[d] - normal[d] for d in DESCRIPTORS} for lv in levels]
-    verdict = judge(changes[0], changes[1:])
-    shares = [float(_covered(energy.size, width, q) @ energy) for q in places]
-    dl = [c["loudness"] for c in changes[1:]]
-    own = verdict[concept]
-    return {
-        "layer": layer, "width": round(width, 4), "place": round(place, 4),
-        "energy_share": round(float(_covered(energy.size, width, place) @ energy), 4),
-        "null": {"bands": len(places), "places": [round(q, 4) for q in places],
-                 "energy_share": [round(min(shares), 4), round(max(shares), 4)]},
-        "confirmed": bool(own["ratio"] >= RATIO_GOAL and own["beats_all"] and len(places) >= n_random),
-        "level_change_db": round(changes[0]["loudness"], 3),
-        "random_level_change_db": [round(min(dl), 3), round(max(dl), 3)],
-        "descriptors": verdict,
-    }, passes + len(locate)
-
-
 # ---------------------------------------------------------------- the whole job
 
 
@@ -692,6 +577,8 @@ def locate_model(
     check_waves = _Excerpts(check_clips, seconds)
     results, passes = causal_check(model, check_waves, selections, channels=channels, model_name=name,
                                    n_random=random, seed=seed, progress=stage(0.6, 0.9)) if selections else ({}, 0)
+    from .concept_bands import BANDS, band_check
+
     band_layer = probed[0]
     bands: dict[str, dict[str, Any]] = {}
     for k, concept in enumerate(BANDS):
@@ -856,104 +743,6 @@ def plot(section: Mapping[str, Any], name: str, path: str | os.PathLike) -> None
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
-
-
-# ---------------------------------------------------------------- concept:NAME selections
-
-
-def card_concepts(card: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The card's ``concepts`` section (``None`` if it has none).
-
-    Raises
-    ------
-    ModelError
-        If the section is not of the form :func:`locate_model` writes.
-    """
-    section = (card or {}).get("concepts")
-    if section is None:
-        return None
-    if not isinstance(section, Mapping) or not isinstance(section.get("concepts"), Mapping) \
-            or not isinstance(section.get("channels"), Mapping):
-        raise ModelError("the model card's concepts section is not of the form `senseflosser concepts` writes; "
-                         "recompute it")
-    return dict(section)
-
-
-def concept_channels(section: Mapping[str, Any] | None, concept: str, *, model_name: str,
-                     share: Any = None, count: Any = None) -> list[str]:
-    """The selection entries of one concept: the card's checked selection, or its ranking at ``share`` / ``count``."""
-    if not section:
-        raise RecipeError(f"model {model_name!r} has no concepts: run `senseflosser concepts -m {model_name} "
-                          f"--data-dir AUDIO` first (for a model of the registry), or choose channel numbers")
-    known = section["concepts"]
-    if concept not in known:
-        shown = concept if len(concept) <= 40 else concept[:40] + "…"
-        raise RecipeError(f"unknown concept {shown!r}; the concepts of model {model_name!r} are: "
-                          f"{', '.join(known)}")
-    entry = known[concept]
-    if share is not None and count is not None:
-        raise RecipeError("give a concept share or a concept count, not both")
-    if not entry.get("located"):
-        raise RecipeError(f"concept {concept!r} was not located in model {model_name!r} (no channel follows it); "
-                          f"located: {', '.join(c for c, e in known.items() if e.get('located')) or 'none'}")
-    if share is None and count is None:
-        chosen = list(entry.get("selection") or [])
-    else:
-        if count is not None:
-            try:
-                n = parse_int(count, field="concept count", minimum=1)
-            except ValueError as exc:
-                raise RecipeError(str(exc)) from None
-            sel = select(entry["ranking"], section["channels"], count=n)
-        else:
-            sel = select(entry["ranking"], section["channels"], share=_share(share))
-        chosen = entries(sel)
-    if not chosen:
-        raise RecipeError(f"concept {concept!r} of model {model_name!r} has no located channels")
-    return chosen
-
-
-def expand_concepts(layers: Any, section: Mapping[str, Any] | None, *, model_name: str,
-                    share: Any = None, count: Any = None) -> Any:
-    """Replace every ``concept:NAME`` in a selection by its channels: ``concept:bass,mid`` -> ``["down:3,7", "mid"]``.
-
-    ``layers`` itself is returned when it names no concept. A channel number
-    right after a concept is refused (it would join the concept's last layer).
-
-    Raises
-    ------
-    RecipeError
-        Unknown concept, a concept not located, a share out of (0, 1], a count below 1,
-        a model without concepts.
-    """
-    if layers is None:
-        return None
-    items = [layers] if isinstance(layers, str) else layers
-    if not isinstance(items, Iterable) or not any(isinstance(e, str) and "concept:" in e for e in items):
-        if share is not None or count is not None:
-            raise RecipeError("a concept share or count needs a concept in the layers, e.g. 'concept:brightness'")
-        return layers
-    out: list[Any] = []
-    after_concept = None
-    for item in items:
-        if not isinstance(item, str):
-            out.append(item)
-            continue
-        tokens: list[str] = []
-        for token in (t.strip() for t in item.split(",")):
-            head, colon, rest = token.partition(":")
-            if colon and head.strip() == "concept" and not rest.strip().isdigit():
-                out.extend(concept_channels(section, rest.strip(), model_name=model_name, share=share, count=count))
-                after_concept = rest.strip()
-                continue
-            if token.lstrip("-").isdigit() and after_concept is not None and not tokens:
-                raise RecipeError(f"channel {token} follows concept:{after_concept}; name its layer, "
-                                  f"e.g. 'down:{token}'")
-            after_concept = None if token else after_concept
-            tokens.append(token)
-        if tokens:
-            out.append(",".join(tokens))
-    return out
 
 
 def markdown_table(cards: Sequence[Mapping[str, Any]]) -> str:

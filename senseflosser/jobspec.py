@@ -23,7 +23,7 @@ from . import activations
 from . import envelope as envelope_mod
 from . import ladder as ladder_mod
 from .actions import check, draw_seed, expand_clusters, get, parse_layers, split_entry
-from .concepts import expand_concepts
+from .concept_selection import expand_concepts
 from .errors import RecipeError
 from .explanations import parse_explain
 from .recipe import Recipe, recipe_document, recipes_from_dict
