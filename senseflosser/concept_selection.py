@@ -51,8 +51,9 @@ def concept_channels(section: Mapping[str, Any] | None, concept: str, *, model_n
     if share is not None and count is not None:
         raise RecipeError("give a concept share or a concept count, not both")
     if not entry.get("located"):
-        raise RecipeError(f"concept {concept!r} was not located in model {model_name!r} (no channel follows it); "
-                          f"located: {', '.join(c for c, e in known.items() if e.get('located')) or 'none'}")
+        located = ", ".join(c for c, e in known.items() if e.get("located")) or "none"
+        raise RecipeError(f"concept {concept!r} was not located in model {model_name!r} (deleting no channel "
+                          f"lowers it); located: {located}")
     if share is None and count is None:
         chosen = list(entry.get("selection") or [])
     else:
