@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -17,11 +18,11 @@ from senseflosser.sensitivity import DEFAULT_DURATION, DEFAULT_SEEDS
 
 from . import services
 from .config import parse_bool
-from .engine import MODEL_FILE, OUTPUT_STEM
+from .engine import MODEL_FILE, OUTPUT_STEM, PLAYABLE_FILE
 from .errors import ApiError
 from .forms import parse_job_form, split_filename
 from .jobs import QueueFull, StorageFull, time_limit, valid_job_id
-from .views import drawn_later, job_view, manifest_files, map_view, state_version
+from .views import drawn_later, job_view, manifest_files, map_view, playable_files, state_version
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,17 @@ def _watched_state(job_id: str, *, kind: str | None) -> dict:
         services().store.wait_for_write(min(WAIT_STEP_S, max(0.0, deadline - time.monotonic())))
 
 
+def _playable(job_id: str, state: dict) -> dict | None:
+    """A running job's audio written so far (its ``playable.json``: original, normal, damaged), or ``None``."""
+    if state["state"] != "running":
+        return None
+    try:
+        data = json.loads((services().store.root / job_id / "out" / PLAYABLE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _status_response(view: dict[str, Any], state: dict):
     response = jsonify({**view, "version": state_version(state)})
     response.headers["Cache-Control"] = "no-store"
@@ -272,7 +284,9 @@ def _status_response(view: dict[str, Any], state: dict):
 @bp.get("/jobs/<job_id>")
 def job_status(job_id: str):
     state = _watched_state(job_id, kind=None)
-    return _status_response(map_view(state) if state["request"].get("kind") == "map" else job_view(state), state)
+    if state["request"].get("kind") == "map":
+        return _status_response(map_view(state), state)
+    return _status_response(job_view(state, playable=_playable(job_id, state)), state)
 
 
 @bp.get("/maps/<job_id>")
@@ -298,8 +312,12 @@ def job_file(job_id: str, name: str):
     if state is None:
         raise _no_job(job_id)
     if state["state"] != "done":
-        raise ApiError(404, f"the job is {state['state']}; its files appear when it is done")
-    if name not in manifest_files(state.get("manifest")):
+        early = _playable(job_id, state)
+        if early is None:
+            raise ApiError(404, f"the job is {state['state']}; its files appear when it is done")
+        if name not in playable_files(early):
+            raise ApiError(404, f"the job is running; of its files only its audio is ready ({name[:80]!r} is not)")
+    elif name not in manifest_files(state.get("manifest")):
         raise ApiError(404, f"this job has no file named {name[:80]!r}")
     path = svc.store.root / job_id / "out" / name
     if not path.is_file():

@@ -21,6 +21,7 @@ from senseflosser.clusters import card_clusters
 from senseflosser.concept_selection import card_concepts
 from senseflosser.errors import AudioError, SenseflosserError
 from senseflosser.jobspec import JobSpec, Outputs
+from senseflosser.jsonfile import write_json
 from senseflosser.models import ModelRegistry, conv_channels, file_sha256
 from senseflosser.normal_cache import NormalCache
 from senseflosser.activations import default_layer
@@ -43,6 +44,10 @@ MODEL_FILE = "model.keras"
 
 NORMALS_DIR = ".normals"
 """Folder of the normal-output cache in the data dir (a dot name is never a job id)."""
+
+PLAYABLE_FILE = "playable.json"
+"""Written into a running job's output folder once its audio is (original, normal, damaged): the files a
+listener waits for, served before the job is done (a dot-less name no output file has)."""
 
 SEGMENT_FILE = "segment.npy"
 """The decoded segment of a job's upload, kept in its input folder when the upload is checked."""
@@ -303,10 +308,16 @@ class Engine:
                     max_duration=self.max_duration, progress=progress,
                 )
                 return json_safe({"kind": "map", "map": report})
+            def playable(files: dict) -> None:
+                # The web side serves these files and says the audio is playable before the job is done.
+                write_json(out / PLAYABLE_FILE, files)
+                progress(0.87, "the audio is ready; measuring it")
+
             manifest = floss_file(
                 spec, input_path, registry=self.registry, output_dir=out, model=model,
                 max_duration=self.max_duration, progress=progress, audio=self.decoded_segment(job_dir),
                 normal_cache=NormalCache(job_dir.parent / NORMALS_DIR, max_age_s=self.normal_cache_ttl),
+                on_playable=playable,
             )
         except SenseflosserError as exc:
             exc.args = (user_message(exc, input_path.name, request["filename"]),)

@@ -72,6 +72,13 @@ def manifest_files(manifest: dict | None) -> set[str]:
     return {n for n in names if n == PurePosixPath(n).name and not n.startswith(".") and "\\" not in n}
 
 
+def playable_files(playable: dict) -> set[str]:
+    """The WAV names a running job's ``playable.json`` lists (served before it is done)."""
+    entries = [playable.get("original"), playable.get("normal"), *(playable.get("flossed") or [])]
+    names = {e["file"] for e in entries if isinstance(e, dict) and isinstance(e.get("file"), str)}
+    return {n for n in names if n == PurePosixPath(n).name and not n.startswith(".") and n.endswith(".wav")}
+
+
 def drawn_later(manifest: dict | None, name: str) -> str | None:
     """The WAV whose spectrogram ``name`` is, if the job listed it to be drawn when first asked for."""
     for entry in manifest_entries(manifest):
@@ -168,8 +175,12 @@ def performance_view(job_id: str, entry: dict) -> dict[str, Any]:
     return view
 
 
-def job_view(state: dict) -> dict[str, Any]:
-    """The public form of a job's state (``GET /api/jobs/<id>``)."""
+def job_view(state: dict, *, playable: dict | None = None) -> dict[str, Any]:
+    """The public form of a job's state (``GET /api/jobs/<id>``).
+
+    ``playable``: a running job's ``playable.json``; its audio is then listed
+    under ``outputs`` (no metrics, peaks or images yet) with ``playable`` true.
+    """
     job_id = state["id"]
     spec = state["request"]
     manifest = state.get("manifest") if state["state"] == "done" else None
@@ -194,10 +205,19 @@ def job_view(state: dict) -> dict[str, Any]:
         "expires": state["finished"] + ttl if state.get("finished") else None,
         "recipe": recipe,
         "cli": cli_command(spec, manifest),
-        # The audio is written before a job is done (images are drawn when first asked for): done = playable.
-        "playable": manifest is not None,
+        # The audio is written first: a running job is playable once it lists it, a done one always is.
+        "playable": manifest is not None or playable is not None,
         "outputs": None,
     }
+    if manifest is None and playable is not None:
+        view["outputs"] = {
+            "original": output_entry(job_id, playable["original"]) if playable.get("original") else None,
+            "normal": output_entry(job_id, playable.get("normal") or {}),
+            "flossed": [{"magnitude": f.get("magnitude"), **output_entry(job_id, f)}
+                        for f in playable.get("flossed") or []],
+            "explanations": [],
+            "complete": False,
+        }
     if spec.get("model_file"):
         view["model_upload"] = {
             "filename": spec.get("model_filename"), "sha256": spec.get("model_sha256"),
@@ -228,6 +248,7 @@ def job_view(state: dict) -> dict[str, Any]:
                              for e in manifest.get("explanations") or []],
             "activations": manifest.get("activations"),
             "video": (file_urls(job_id, manifest.get("video")) or {}).get("url"),
+            "complete": True,
         }
         if manifest.get("ladder"):
             outputs["ladder"] = {**manifest["ladder"], "crossfade": "linear, equal gain"}

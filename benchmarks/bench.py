@@ -383,9 +383,12 @@ def _playable_urls(outputs: dict) -> list[str]:
 def _web_job(session, base: str, payload: bytes | None, model_name: str, action: str, magnitude: float,
              seed: int, timeout: float, *, source: str | None = None, ids: list[str] | None = None) -> float:
     """Upload (or name an earlier job's audio as ``source``), follow it as the page does (long polls) until
-    it is done, download the normal and damaged audio; return the wall time until that audio is here
-    (and append the job's id to ``ids``). Images are drawn when first asked for, after the audio, so a
-    listener does not wait for them and neither does this figure."""
+    its audio is playable (the job JSON says so before the job is done: the WAVs are written first, the
+    distances, peaks, activation frames and manifest after), download the normal and damaged audio;
+    return the wall time until that audio is here (and append the job's id to ``ids``). Then it waits,
+    untimed, for the job to be done, so the next job does not queue behind this one's last steps.
+    Images are drawn when first asked for, after the audio, so a listener does not wait for them and
+    neither does this figure."""
     t0 = time.perf_counter()
     fields = {"model": model_name, "action": action, "magnitude": str(magnitude), "seed": str(seed)}
     if source is not None:
@@ -406,7 +409,7 @@ def _web_job(session, base: str, payload: bytes | None, model_name: str, action:
         if st.status_code != 200:
             raise RuntimeError(f"GET {status_url} answered {st.status_code}: {st.text[:300]}")
         body = st.json()
-        if body.get("state") == "done":
+        if body.get("state") == "done" or body.get("playable"):
             break
         if body.get("state") == "failed":
             raise RuntimeError(f"the job failed: {body.get('error')}")
@@ -422,7 +425,16 @@ def _web_job(session, base: str, payload: bytes | None, model_name: str, action:
         got = session.get(url if url.startswith("http") else base + url, timeout=timeout)
         if got.status_code != 200 or not got.content:
             raise RuntimeError(f"GET {url} answered {got.status_code}")
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    while body.get("state") not in ("done", "failed"):  # its last steps, untimed
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the job did not finish within {timeout:g} s (state {body.get('state')})")
+        st = session.get(status_url, params={"wait": str(WEB_WAIT_S), "version": body.get("version")}
+                         if body.get("version") else None, timeout=timeout)
+        body = st.json()
+    if body.get("state") == "failed":
+        raise RuntimeError(f"the job failed: {body.get('error')}")
+    return wall
 
 
 def measure_web(models_dir: Path, model_name: str, y: np.ndarray, magnitude: float, repeat: int,

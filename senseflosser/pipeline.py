@@ -90,6 +90,8 @@ class FlossResult:
     activations: list[activations.Frames | None] = field(default_factory=list)
     """With ``floss(..., activation_layer=)``: the normal output's activation frames, then each recipe's
     (``None`` where no model ran: a precomputed normal, an input action's output)."""
+    pending: tuple | None = field(default=None, repr=False)
+    """With ``floss(..., measure=False)``: what :func:`measure_distances` needs; ``None`` once they are in."""
 
 
 def fit_to_scale(y: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -118,6 +120,7 @@ def floss(
     normal: tuple[np.ndarray, dict] | None = None,
     source: str | os.PathLike | None = None,
     activation_layer: str | None = None,
+    measure: bool = True,
 ) -> FlossResult:
     """Run the undamaged model and one damaged copy per recipe over a waveform.
 
@@ -157,6 +160,11 @@ def floss(
     activation_layer : str or None, keyword-only
         A conv layer whose activation frames every model pass also records
         (see :mod:`senseflosser.activations`), in ``result.activations``.
+    measure : bool, keyword-only
+        Measure the distances (``snr_db``, ``lsd_db``) now. ``False`` returns
+        the audio as soon as it is made and leaves them to :func:`measure_distances`
+        (a job writes its audio first, so a listener does not wait for them);
+        the figures are the same either way.
 
     Returns
     -------
@@ -270,27 +278,42 @@ def floss(
     else:
         normal_raw = outputs[0]
         normal_out, normal_metrics = fit_to_scale(normal_raw)
-    # One sweep, one spectrum per signal: the normal output against the input (unless it came from the
-    # cache, with its figures), every flossed output against the normal one.
-    flossed_pairs = [(1, k + 2) for k in range(len(outputs) - 1)]
-    lsds = metrics.log_spectral_distance_table(
-        [y, normal_raw, *outputs[1:]], flossed_pairs if normal is not None else [(0, 1), *flossed_pairs])
-    if normal is None:
-        normal_metrics.update(snr_db=metrics.snr_db(y, normal_raw), lsd_db=lsds.pop(0),
-                              nonfinite=runners[0].nonfinite)
     result = FlossResult(normal=normal_out, normal_metrics=normal_metrics, normal_raw=normal_raw)
-    for recipe, raw, lsd, runner, dmg in zip(recipes, outputs[1:], lsds, runners[1:], damaged):
+    for recipe, raw, dmg in zip(recipes, outputs[1:], damaged):
         out, m = fit_to_scale(raw)
-        m.update(
-            snr_db=metrics.snr_db(normal_raw, raw),
-            lsd_db=lsd,
-            nonfinite=runner.nonfinite,
-        )
         result.flossed.append(FlossedOutput(recipe, out, m, dmg if keep_models else None))
+    result.pending = (y, outputs[1:], normal is not None,
+                      None if normal is not None else runners[0].nonfinite, [r.nonfinite for r in runners[1:]])
     result.provenance = [actions.provenance(r, p) for r, p in zip(recipes, prepared)]
     if tap is not None:
         result.activations = frames
+    if measure:
+        measure_distances(result)
     result.seconds = time.perf_counter() - t0
     report(1.0, "done")
+    return result
+
+
+def measure_distances(result: FlossResult) -> FlossResult:
+    """Put in the distances ``floss(..., measure=False)`` left out; returns ``result`` (a no-op once measured).
+
+    In one sweep, one spectrum per signal: the normal output against the
+    input (unless it came from the cache, with its figures), every damaged
+    output against the normal one (``snr_db``, ``lsd_db``, and each output's
+    ``nonfinite`` count beside them, in the order :func:`floss` gives them).
+    """
+    if result.pending is None:
+        return result
+    y, raws, cached, normal_nonfinite, nonfinite = result.pending
+    normal_raw = result.normal_raw
+    flossed_pairs = [(1, k + 2) for k in range(len(raws))]
+    lsds = metrics.log_spectral_distance_table(
+        [y, normal_raw, *raws], flossed_pairs if cached else [(0, 1), *flossed_pairs])
+    if not cached:
+        result.normal_metrics.update(snr_db=metrics.snr_db(y, normal_raw), lsd_db=lsds.pop(0),
+                                     nonfinite=normal_nonfinite)
+    for out, raw, lsd, bad in zip(result.flossed, raws, lsds, nonfinite):
+        out.metrics.update(snr_db=metrics.snr_db(normal_raw, raw), lsd_db=lsd, nonfinite=bad)
+    result.pending = None
     return result
 

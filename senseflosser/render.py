@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from .models import ModelRegistry, conv_channels
 from .normal_cache import NormalCache, cache_key, link_or_copy
 from .peaks import write_peaks
 from .performance import perform_to_dir
-from .pipeline import Progress, fit_to_scale, floss
+from .pipeline import Progress, fit_to_scale, floss, measure_distances
 from .spectrogram import save_spectrogram
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def floss_to_dir(
     progress: Progress | None = None,
     normal_cache: NormalCache | None = None,
     card: dict[str, Any] | None = None,
+    on_playable: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Floss one audio file as ``spec`` says and write the results into a folder.
 
@@ -108,6 +110,13 @@ def floss_to_dir(
     card : dict or None, keyword-only
         The model's card: its sensitivity map names the layer activation
         frames come from when the spec names none.
+    on_playable : callable or None, keyword-only
+        Called once the audio a listener waits for is written, before the
+        rest (distances, peaks, activation frames, recipes, manifest), with
+        ``{"original": {"file": name} or None, "normal": {"file": name},
+        "flossed": [{"file": name, "magnitude": m}, ...]}`` (names relative to
+        ``output_dir``). Without it the distances are measured before any file
+        is written. The files are the same either way.
 
     Returns
     -------
@@ -149,7 +158,7 @@ def floss_to_dir(
     # The explanations' renders share the job's pass (and its normal output).
     result = floss(y, net, recipes + [explained[n] for n in extra], progress=sub(0.0, 0.85),
                    keep_models=opts.save_model, normal=(cached.raw, cached.metrics) if cached else None,
-                   source=source, activation_layer=layer)
+                   source=source, activation_layer=layer, measure=on_playable is None)
     rendered = {n: out.raw for n, out in zip(extra, result.flossed[len(recipes):])}
     del result.flossed[len(recipes):]
     if progress:
@@ -162,16 +171,24 @@ def floss_to_dir(
                  else framesfile.pca_basis(result.activations[0]))
     draw_now = opts.spectrograms and not opts.spectrograms_later
 
-    def wav(label: str, samples: np.ndarray, frames: activations.Frames | None = None, *,
-            picture: bool = True) -> dict[str, Any]:
+    early: dict[str, tuple[dict[str, Path], bool]] = {}
+
+    def audio_file(label: str, samples: np.ndarray) -> tuple[dict[str, Path], bool]:
+        """The label's WAV, and whether its other files came with it (linked from the normal cache)."""
         kept = (framesfile.SUFFIX,) if label == "normal" and layer is not None else ()
         try:
             files = (_reuse(cached, label, out_dir, stem, draw_now, opts.peaks, kept)
                      if label in ("original", "normal") else None)
         except OSError:  # the cached files were deleted meanwhile: write them afresh
             files = None
-        if files is None:
-            files = {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}
+        if files is not None:
+            return files, True
+        return {".wav": audio_io.write_wav(out_dir / f"{stem}_{label}.wav", samples)}, False
+
+    def wav(label: str, samples: np.ndarray, frames: activations.Frames | None = None, *,
+            picture: bool = True) -> dict[str, Any]:
+        files, reused = early.pop(label, None) or audio_file(label, samples)
+        if not reused:
             if draw_now and picture:
                 files[".png"] = save_spectrogram(samples, out_dir / f"{stem}_{label}.png")
             if opts.peaks:
@@ -199,9 +216,23 @@ def floss_to_dir(
         "duration": len(y) / audio_io.SAMPLE_RATE,
         "sample_rate": audio_io.SAMPLE_RATE,
     }
+    original = None
     if opts.original:
         peak = float(np.max(np.abs(y)))
-        manifest["original"] = wav("original", y if peak <= 1.0 else y / peak)
+        original = y if peak <= 1.0 else y / peak
+    if on_playable is not None:  # the audio first: a listener waits for nothing else
+        if original is not None:
+            early["original"] = audio_file("original", original)
+        early["normal"] = audio_file("normal", result.normal)
+        for out in result.flossed[:len(recipes)]:
+            early[out.recipe.slug] = audio_file(out.recipe.slug, out.audio)
+        on_playable({"original": {"file": early["original"][0][".wav"].name} if original is not None else None,
+                     "normal": {"file": early["normal"][0][".wav"].name},
+                     "flossed": [{"file": early[out.recipe.slug][0][".wav"].name, "magnitude": out.recipe.magnitude}
+                                 for out in result.flossed[:len(recipes)]]})
+        measure_distances(result)
+    if original is not None:
+        manifest["original"] = wav("original", original)
     frames = result.activations or [None] * (1 + len(recipes) + len(extra))
     if layer is not None:
         manifest["activations"] = {"layer": layer, "format": f"SFAF {framesfile.VERSION}",
@@ -277,6 +308,7 @@ def floss_file(
     progress: Progress | None = None,
     normal_cache: NormalCache | None = None,
     audio: np.ndarray | None = None,
+    on_playable: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Load the model a spec names, decode its segment once, and :func:`floss_to_dir`.
 
@@ -292,7 +324,7 @@ def floss_file(
         The model to use instead of the one the spec names (an uploaded one, which never enters the registry).
     allow_model_paths : bool, keyword-only
         Let the model be a file path (the CLI allows it; the web app does not).
-    max_duration, progress, normal_cache : keyword-only
+    max_duration, progress, normal_cache, on_playable : keyword-only
         See :func:`floss_to_dir`.
     audio : np.ndarray or None, keyword-only, shape (n_samples,)
         The spec's segment of ``input_path``, already decoded (the web app decodes it when the upload
@@ -312,7 +344,8 @@ def floss_file(
     if (spec.outputs.activations or spec.outputs.video) and name in registry.names() and source == registry.path(name):
         card = registry.card(name)  # its sensitivity map names the default layer of the frames
     return floss_to_dir(spec, input_path, net=net, output_dir=output_dir, source=source, audio=y,
-                        model_note=note, progress=progress, normal_cache=normal_cache, card=card)
+                        model_note=note, progress=progress, normal_cache=normal_cache, card=card,
+                        on_playable=on_playable)
 
 
 NORMAL_HOME = ".normal"

@@ -20,6 +20,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TIMEOUT_MS = 120_000
+RESULTS_DONE = '#results[data-complete="1"]:not([hidden])'
+"""A finished job's results on the page (its audio shows earlier, while the job measures it)."""
 
 
 def chromium_path() -> str | None:
@@ -140,7 +142,7 @@ def test_upload_floss_listen_download(page, tmp_path):
     page.check("#save_model")
     page.click("#submit")
 
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     assert page.inner_text("#status-text") == "Done."
     assert page.locator("#players .player").count() == 3  # original, normal, fog 0.053
     assert "fog 0.053" in page.inner_text("#players .player:nth-child(3) h3").lower()
@@ -203,7 +205,7 @@ def test_titrate_and_queue_position_survive_a_reload(page, live_server, tmp_path
     page.click("#submit")
     wait_until(page, "() => location.pathname.startsWith('/jobs/')")
     page.reload()
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     assert page.locator("#players .player").count() == 2 + 5
 
 
@@ -223,7 +225,7 @@ def test_own_model_through_the_page(page, tmp_path):
     page.check("#action-ablate")
     page.check("#save_model")
     page.click("#submit")
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     assert page.locator("#players .player").count() == 3
     assert "-m my_autoencoder.keras" in page.input_value("#cli")
     with page.expect_download() as model_download:
@@ -267,7 +269,7 @@ def _titrated_job(page, tmp_path, seconds=8.0):
     assert page.is_checked("#titrate")
     page.focus("#submit")
     page.keyboard.press("Enter")
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     _transport_ready(page)
 
 
@@ -321,7 +323,7 @@ def test_a_job_url_opens_in_a_fresh_page_with_its_dose_response_plot(page, brows
     other = fresh.new_page()
     try:
         other.goto(job_url)
-        other.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        other.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
         _transport_ready(other)
         assert other.is_checked("#titrate")  # the form shows the job's settings
         points = other.locator("#dose-plot circle.snr_db")
@@ -340,7 +342,7 @@ def test_a_job_url_opens_in_a_fresh_page_with_its_dose_response_plot(page, brows
         assert other.evaluate(f"{TRANSPORT}.current()") == 2 + 1
         # an old link (#job=<id>, checked against the server's id pattern) still opens the job
         other.goto(f"{live_server}/#job={job_id}")
-        other.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        other.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
         assert other.locator("#players .player").count() == 2 + 5
     finally:
         fresh.close()
@@ -357,7 +359,7 @@ def test_rerun_without_the_file_then_map_and_hear_a_cell(page, tmp_path):
     page.on("request", lambda r: requests.append(r) if r.method == "POST" else None)
     page.click("#submit")
     wait_until(page, f"() => location.href !== {first!r}")
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     body = requests[0].post_data_buffer
     assert b'name="source"' in body and b'name="audio"' not in body and b"RIFF" not in body
     assert "earlier run on the same audio" in page.inner_text("#results-info")
@@ -419,7 +421,7 @@ def test_envelope_editor_by_mouse_and_keyboard(page, tmp_path):
     assert times == sorted(times) and times[0] == 0
     envelope = page.input_value("#envelope")
     page.click("#submit")
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     assert "--envelope" in page.input_value("#cli")
     assert page.locator("#players .player").count() == 3
     assert "envelope" in page.inner_text("#players .player:nth-child(3) h3").lower()
@@ -557,7 +559,7 @@ def test_a_cluster_typed_in_the_page_resolves_as_in_the_api(browser, make_web_ap
         assert app.extensions["senseflosser"].store.ids() == []  # stopped before sending
         field.fill("cluster1")
         page.click("#submit")
-        page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     (job_id,) = app.extensions["senseflosser"].store.ids()
     view = app.test_client().get(f"/api/jobs/{job_id}").get_json()
     assert view["recipe"]["layers"] == ["conv_a:2,3"]
@@ -580,15 +582,51 @@ def test_a_bend_is_chosen_under_its_kind_and_its_parameter_is_sent(page, web_app
     page.fill("#magnitude", "0.4")
     page.fill("#param-freqshift-shift_rows", "5.5")
     page.click("#submit")
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     (job_id,) = web_app.extensions["senseflosser"].store.ids()
     view = web_app.test_client().get(f"/api/jobs/{job_id}").get_json()
     assert view["recipe"]["action"] == "freqshift" and view["recipe"]["params"] == {"shift_rows": 5.5}
     assert [o["magnitude"] for o in view["outputs"]["flossed"]] == [0.4]
 
 
-def test_the_page_shows_a_finished_job_within_100_ms_of_the_server_finishing_it(page, web_app, web_client,
-                                                                                  tmp_path):
+def test_the_page_plays_the_audio_while_the_job_still_measures_it(page, web_app, tmp_path, monkeypatch):
+    import threading
+
+    import senseflosser.render as render
+
+    measuring, release = threading.Event(), threading.Event()
+    real = render.measure_distances
+
+    def held(result):
+        measuring.set()
+        release.wait(60)
+        return real(result)
+
+    monkeypatch.setattr(render, "measure_distances", held)
+    try:
+        song = tmp_path / "early.wav"
+        song.write_bytes(web_wav_bytes(1.5))
+        page.set_input_files("#audio", str(song))
+        page.click("#submit")
+        assert measuring.wait(60)
+        page.wait_for_selector('#results[data-complete="0"]:not([hidden])', timeout=TIMEOUT_MS)
+        wait_until(page, "() => document.getElementById('transport').dataset.ready === '1'")
+        assert transport_labels(page) == ["Original", "Normal", "fog 0.05"]
+        (job_id,) = web_app.extensions["senseflosser"].store.ids()
+        assert web_app.test_client().get(f"/api/jobs/{job_id}").get_json()["state"] == "running"
+        assert "SNR against normal" not in page.inner_text("#players")  # not measured yet
+        page.click("#play")
+        wait_until(page, f"() => {TRANSPORT}.playing()")
+    finally:
+        release.set()
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
+    assert "SNR against normal" in page.inner_text("#players")
+    assert page.evaluate(f"() => {TRANSPORT}.playing()")  # completing the results did not stop the music
+    assert transport_labels(page) == ["Original", "Normal", "fog 0.05"]
+
+
+def test_the_page_plays_a_jobs_audio_and_shows_it_finished_within_100_ms_of_the_server(page, web_app, web_client,
+                                                                                         tmp_path):
     from helpers import block, job_executor
 
     started, release = block(job_executor(web_app))
@@ -596,12 +634,16 @@ def test_the_page_shows_a_finished_job_within_100_ms_of_the_server_finishing_it(
         song = tmp_path / "prompt.wav"
         song.write_bytes(web_wav_bytes(1.0))
         page.set_input_files("#audio", str(song))
-        # When the results appear, by the page's clock (the server's clock is this machine's too).
+        # When the results appear (the audio, written first) and when they are complete, by the page's
+        # clock (the server's clock is this machine's too).
         page.evaluate("""() => {
           const results = document.getElementById('results');
           new MutationObserver(() => {
             if (!results.hidden && !window.shownAt) window.shownAt = Date.now();
-          }).observe(results, { attributes: true, attributeFilter: ['hidden'] });
+            if (!results.hidden && results.dataset.complete === '1' && !window.completeAt) {
+              window.completeAt = Date.now();
+            }
+          }).observe(results, { attributes: true, attributeFilter: ['hidden', 'data-complete'] });
         }""")
         page.click("#submit")
         assert started.wait(60)
@@ -610,12 +652,16 @@ def test_the_page_shows_a_finished_job_within_100_ms_of_the_server_finishing_it(
         page.wait_for_timeout(1500)  # the page is waiting on the server now, not on a timer
     finally:
         release.set()
-    wait_until(page, "() => window.shownAt")
-    shown_s = page.evaluate("() => window.shownAt") / 1000
+    wait_until(page, "() => window.completeAt")
+    shown_s, complete_s = (page.evaluate(f"() => window.{t}") / 1000 for t in ("shownAt", "completeAt"))
     view = web_client.get(f"/api/jobs/{job_id}").get_json()
     assert view["state"] == "done" and view["playable"] is True
-    late = shown_s - view["finished"]
+    playable_at = (web_app.extensions["senseflosser"].store.root / job_id / "out" / "playable.json").stat().st_mtime
+    late = shown_s - playable_at
+    assert -0.05 < late <= 0.1, f"the page showed the audio {late * 1000:.0f} ms after the server wrote it"
+    late = complete_s - view["finished"]
     assert -0.05 < late <= 0.1, f"the page showed the finished job {late * 1000:.0f} ms after the server finished it"
+    assert shown_s <= complete_s
 
 
 def test_explanations_of_chosen_channels_are_heard_beside_the_damage(page, web_app, tmp_path):
@@ -632,7 +678,7 @@ def test_explanations_of_chosen_channels_are_heard_beside_the_damage(page, web_a
     page.check("#explain-mute")
     page.check("#explain-difference")
     page.click("#submit")
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     labels = transport_labels(page)
     assert labels[-2:] == ["mute", "difference"] and len(labels) == 5  # original, normal, fog, mute, difference
     assert "mute of the chosen channels" in page.inner_text("#players")
@@ -838,7 +884,7 @@ def test_the_drawn_frame_stays_within_one_model_frame_of_the_audio_over_a_60_s_c
     song.write_bytes(web_wav_bytes(60.0))
     page.set_input_files("#audio", str(song))
     page.click("#submit")
-    page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+    page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     _transport_ready(page)
     _visualiser_ready(page)
     page.evaluate(f"{TRANSPORT}.play()")
@@ -872,7 +918,7 @@ def test_the_senses_panel_deletes_a_located_concept_and_plays_what_it_did(browse
         assert page.is_checked("#action-ablate") and page.input_value("#magnitude") == "1"
         assert all(page.is_checked(f"#explain-{n}") for n in ("solo", "mute", "difference"))
         page.click("#submit")
-        page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
         assert transport_labels(page)[-3:] == ["solo", "mute", "difference"]
         assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
     (job_id,) = app.extensions["senseflosser"].store.ids()
@@ -897,7 +943,7 @@ def test_the_senses_panel_deletes_a_concepts_band_with_a_band_mask(browser, make
         ticked = page.eval_on_selector_all('input[name="layers"]:checked', "bs => bs.map(b => b.value)")
         assert ticked == ["conv_a"] and page.input_value("#sense") == ""
         page.click("#submit")
-        page.wait_for_selector("#results:not([hidden])", timeout=TIMEOUT_MS)
+        page.wait_for_selector(RESULTS_DONE, timeout=TIMEOUT_MS)
     (job_id,) = app.extensions["senseflosser"].store.ids()
     recipe = app.test_client().get(f"/api/jobs/{job_id}").get_json()["recipe"]
     assert recipe["action"] == "bandmask" and recipe["layers"] == ["conv_a"]

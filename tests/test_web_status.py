@@ -69,6 +69,49 @@ def test_a_waiting_status_request_answers_as_soon_as_the_job_changes(make_web_ap
     assert time.monotonic() - t0 < 2 and again["version"] == done["version"]
 
 
+def test_the_audio_is_playable_and_served_before_the_job_is_done(make_web_app, web_submit, web_wait,
+                                                                  monkeypatch):
+    import senseflosser.render as render
+
+    app = make_web_app()
+    client = app.test_client()
+    measuring, release = threading.Event(), threading.Event()
+    real = render.measure_distances
+
+    def held(result):  # the job stops after its audio is written, before it measures it
+        measuring.set()
+        release.wait(60)
+        return real(result)
+
+    monkeypatch.setattr(render, "measure_distances", held)
+    try:
+        job_id = web_submit(client, original="1", peaks="1").get_json()["id"]
+        assert measuring.wait(60)
+        deadline = time.monotonic() + 10
+        view = client.get(f"/api/jobs/{job_id}").get_json()
+        while not view["playable"] and time.monotonic() < deadline:  # RQ: its progress reaches Redis
+            time.sleep(0.05)
+            view = client.get(f"/api/jobs/{job_id}").get_json()
+        assert view["state"] == "running" and view["playable"] is True
+        out = view["outputs"]
+        assert out["complete"] is False and out["normal"]["metrics"] is None and out["normal"]["peaks"] is None
+        assert [f["magnitude"] for f in out["flossed"]] == [0.1]
+        for entry in (out["original"], out["normal"], out["flossed"][0]):
+            wav = client.get(entry["url"])
+            assert wav.status_code == 200 and wav.data[:4] == b"RIFF"
+        # Only the audio: what is not written yet is refused with a sentence.
+        early = client.get(f"/api/jobs/{job_id}/files/audio_normal.peaks.json")
+        assert early.status_code == 404 and "only its audio is ready" in early.get_json()["error"]
+    finally:
+        release.set()
+    done = web_wait(client, job_id)
+    assert done["state"] == "done" and done["outputs"]["complete"] is True
+    assert done["outputs"]["normal"]["url"] == out["normal"]["url"]
+    assert done["outputs"]["flossed"][0]["metrics"]["snr_db"] is not None and done["outputs"]["normal"]["peaks"]
+    # The same bytes as the early download (written once).
+    assert client.get(out["flossed"][0]["url"]).data == wav.data
+
+
 def test_a_state_written_in_this_process_wakes_a_waiting_request_at_once(tmp_path):
     from app.jobs import JobStore
     from app.jobs.base import new_state

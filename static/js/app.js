@@ -51,9 +51,19 @@ async function follow(url, key) {
   transport.warm();
   setBusy(true);
   showStatus("Waiting for the server…", 0);
+  let early = false;
+  const onUpdate = (body) => {
+    showStatus(...describeState(body));
+    // The audio is written first: it plays while the job measures it and writes the rest.
+    if (!early && body && body.state === "running" && body.playable && body.outputs && mine === following) {
+      early = true;
+      state.source = { id: body.id, filename: body.filename, fileKey: key || null };
+      showResults(body);
+    }
+  };
   let view;
   try {
-    view = await watch(url, (body) => showStatus(...describeState(body)), () => mine === following);
+    view = await watch(url, onUpdate, () => mine === following);
   } catch (e) {
     if (mine !== following) return;
     statusBox.hidden = true;

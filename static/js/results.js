@@ -78,8 +78,14 @@ function addPlayer(title, help, output, extra) {
   players.append(node);
 }
 
+/* Show a job's results. A running job's view whose audio is ready (``outputs.complete`` false) shows the
+   players and the transport at once; the finished view of the same job then fills in what came after
+   (metrics, peaks, activation frames, the dose plot, live mode) without loading the audio again. */
 export function showResults(view) {
   const out = view.outputs;
+  const partial = out.complete === false;
+  const shown = state.view;
+  const completing = !partial && shown && shown.id === view.id && shown.outputs && shown.outputs.complete === false;
   state.view = view;
   players.replaceChildren();
   const recipe = view.recipe || {};
@@ -121,11 +127,13 @@ export function showResults(view) {
     addPlayer(title, EXPLAINED[e.explanation] || "", e, { recipe: e.recipe_url });
     versions.push({ label: e.explanation, url: e.url, peaksUrl: e.peaks, framesUrl: e.activations });
   }
-  const loading = transport.load(versions);
-  if (visualiser) visualiser.load(versions, { video: out.video });
-  showLive(view, firstFlossed, loading);
-  drawDose(view, (i) => transport.select(firstFlossed + i));
-  resetMap(view);
+  const loading = completing ? transport.complete(versions) : transport.load(versions);
+  if (!partial) {
+    if (visualiser) visualiser.load(versions, { video: out.video });
+    showLive(view, firstFlossed, loading);
+    drawDose(view, (i) => transport.select(firstFlossed + i));
+    resetMap(view);
+  }
   if (out.recipe) {
     recipeLink.href = out.recipe;
     recipeLink.hidden = false;
@@ -135,11 +143,13 @@ export function showResults(view) {
   cliBox.value = view.cli || "";
   copyStatus.textContent = "";
   results.hidden = false;
-  results.focus();
+  results.dataset.complete = partial ? "0" : "1";
+  if (!completing) results.focus();
 }
 
 export function hideResults() {
   results.hidden = true;
+  results.dataset.complete = "0";
 }
 
 /* ---------------------------------------------------------------- the sensitivity map */

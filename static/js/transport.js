@@ -230,7 +230,31 @@ export function createTransport({ sampleRate }) {
     });
   }
 
-  async function load(list, keep) {
+  let lastLoad = Promise.resolve();
+
+  /* Load a new set of versions (the playhead back at 0); resolves once they can play. */
+  function load(list, keep) {
+    lastLoad = loadNow(list, keep);
+    return lastLoad;
+  }
+
+  /* The same versions with what came later (peaks, activation frames): nothing is fetched or decoded
+     again, and whatever is playing goes on. Another list is loaded afresh. */
+  async function complete(list) {
+    await lastLoad;
+    const same = list.length === versions.length && list.every((v, k) => v.url === versions[k].url);
+    if (!same) return load(list, current);
+    await Promise.all(list.map(async (v, k) => {
+      const have = Object.assign(versions[k], v);
+      if (!have.peaksUrl || have.peaks) return;
+      have.peaks = await fetch(have.peaksUrl).then((r) => (r.ok ? r.json() : null)).catch(() => null);
+      if (have.onPeaks && have.peaks) have.onPeaks(have.peaks);
+    }));
+    drawWave();
+    return undefined;
+  }
+
+  async function loadNow(list, keep) {
     const gen = ++generation;
     pause();
     stopSources();
@@ -315,7 +339,7 @@ export function createTransport({ sampleRate }) {
   });
 
   return {
-    load, add, select, play, pause, seekTo, position, draw: drawWave,
+    load, complete, add, select, play, pause, seekTo, position, draw: drawWave,
     // Starting an AudioContext costs tens of milliseconds: done while a job runs, not when its audio arrives
     // (before a user gesture it starts suspended; play() resumes it).
     warm: () => { audioContext(); },
