@@ -651,7 +651,7 @@ def format_table(res: dict[str, Any]) -> str:
         f"   median {res['library']['median_s']:.3f} s, cpu {res['library']['cpu_s']:.3f} s",
         f"{'titrate, 5 magnitudes (warm, best)':<44}{_fmt(res['titrate']['seconds']):>12}"
         f"   median {res['titrate']['median_s']:.3f} s, cpu {res['titrate']['cpu_s']:.3f} s",
-        f"{'web job, warm (upload to audio playable, best)':<44}{_fmt(web.get('warm_s')):>12}"
+        f"{'web job, warm (until audio playable, best)':<44}{_fmt(web.get('warm_s')):>12}"
         + (f"   median {web['warm_median_s']:.3f} s" if web.get("warm_median_s") is not None else "")
         + (f", server cpu {web['warm_cpu_s']:.3f} s" if web.get("warm_cpu_s") is not None else ""),
         f"{'web job, first after start (cold)':<44}{_fmt(web.get('cold_s')):>12}",
