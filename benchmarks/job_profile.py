@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stage:<34}{ms:>8.0f}{ms / total / 10:>7.0f}%")
     print(f"{'everything else':<34}{total * 1000 - accounted:>8.0f}{(total * 1000 - accounted) / total / 10:>7.0f}%")
     print(f"{'job, until it is done':<34}{total * 1000:>8.0f}{100:>7.0f}%")
-    print(f"{'of which until its audio is playable':<34}{statistics.median(playable) * 1000:>8.0f}"
+    print(f"{'of which until its audio plays':<34}{statistics.median(playable) * 1000:>8.0f}"
           f"{statistics.median(playable) / total * 100:>7.0f}%")
     print(f"{'3 spectrograms, when first asked':<34}{statistics.median(images) * 1000:>8.0f}")
     return 0

@@ -20,6 +20,7 @@ const mapButton = $("map-button");
 const mapStatus = $("map-status");
 const mapPlot = $("map-plot");
 const mapFiles = $("map-files");
+const dose = $("dose");
 
 let transport = null;
 
@@ -128,12 +129,12 @@ export function showResults(view) {
     versions.push({ label: e.explanation, url: e.url, peaksUrl: e.peaks, framesUrl: e.activations });
   }
   const loading = completing ? transport.complete(versions) : transport.load(versions);
-  if (!partial) {
-    if (visualiser) visualiser.load(versions, { video: out.video });
-    showLive(view, firstFlossed, loading);
-    drawDose(view, (i) => transport.select(firstFlossed + i));
-    resetMap(view);
-  }
+  // A partial view has no frames, ladder or metrics yet: these hide (the last job's go at once) until done.
+  if (visualiser) visualiser.load(versions, { video: out.video });
+  showLive(view, firstFlossed, loading);
+  if (partial) dose.hidden = true;
+  else drawDose(view, (i) => transport.select(firstFlossed + i));
+  resetMap(view);
   if (out.recipe) {
     recipeLink.href = out.recipe;
     recipeLink.hidden = false;
