@@ -24,7 +24,7 @@ from senseflosser.spectral import DEFAULT_CHUNK_FRAMES, stft
 def _probe(model: keras.Model, layer: str, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What a separate probe model (input to ``layer``) gives over the whole STFT, pooled as the frames are."""
     probe = keras.Model(model.inputs, model.get_layer(layer).output)
-    act = keras.ops.convert_to_numpy(probe(stft(y)[None]))[0]  # (frames, bins, channels)
+    act = keras.ops.convert_to_numpy(probe([stft(y)[None]]))[0]  # (frames, bins, channels)
     return act.mean(axis=1), act.mean(axis=2) @ activations.band_matrix(act.shape[1])
 
 
