@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .concepts import RANDOM_SETS, RATIO_GOAL, Progress, _render, judge
+from .concept_check import RANDOM_SETS, RATIO_GOAL, Progress, judge, render_levels
 from .descriptors import AIR_HZ, BASS_HZ, DESCRIPTORS, SAMPLE_RATE
 from .errors import AudioError, RecipeError
 
@@ -122,7 +122,7 @@ def band_check(model, locate: Sequence[np.ndarray], check: Sequence[np.ndarray],
         return Recipe(model=model_name, model_sha256="", action="bandmask", magnitude=float(width), seed=0,
                       layers=(layer,), params={"place": float(q)})
 
-    normal, levels, passes = _render(model, check, [], model_name=model_name, progress=progress,
+    normal, levels, passes = render_levels(model, check, [], model_name=model_name, progress=progress,
                                      recipes=[recipe(place)] + [recipe(q) for q in places])
     changes = [{d: lv[d] - normal[d] for d in DESCRIPTORS} for lv in levels]
     verdict = judge(changes[0], changes[1:])

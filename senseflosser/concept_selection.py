@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .concepts import _share, entries, select
+from .concept_check import entries
+from .concepts import _share, select
 from .errors import ModelError, RecipeError
 from .parsing import parse_int
 

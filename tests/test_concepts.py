@@ -18,7 +18,8 @@ from helpers import SR, tone
 
 from senseflosser.cli import main
 from senseflosser.concept_selection import card_concepts
-from senseflosser.concepts import deletion_effects, follow, judge, ranking, select
+from senseflosser.concept_check import judge
+from senseflosser.concepts import deletion_effects, follow, ranking, select
 from senseflosser.descriptors import CONCEPTS, DESCRIPTORS, frame_descriptors
 from senseflosser.errors import ModelError, RecipeError
 from senseflosser.jobspec import build_job
