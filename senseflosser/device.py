@@ -135,8 +135,9 @@ def compile_input_gradient(objective: Callable) -> Callable:
     """``f(x, reference, weights) -> (values, gradient)``: an objective's terms and the gradient of their weighted sum.
 
     ``objective(x, reference)`` maps a 1-D float32 tensor (a waveform of any
-    length) and a fixed 1-D reference tensor (the audio the dream started
-    from, which no gradient flows to) to a 1-D tensor of terms, written in
+    length) and a fixed 1-D reference tensor (what the audio is compared
+    with: a dream passes its input's onset envelope; no gradient flows to it)
+    to a 1-D tensor of terms, written in
     ``keras.ops``; ``gradient`` is ``d sum(weights * values) / dx``, shaped
     like ``x``. Compiled; traced once for every length (used to dream:
     :mod:`senseflosser.dream`).

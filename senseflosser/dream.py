@@ -244,8 +244,8 @@ def keep_onsets(objective: tuple[Callable, int]) -> tuple[Callable, int]:
     """
     fn, terms = objective
 
-    def with_onsets(padded, reference):
-        kept = _correlation(onset_envelope(padded), ops.stop_gradient(onset_envelope(reference)))
+    def with_onsets(padded, reference):  # reference: the input's onset envelope (see dream_chunk)
+        kept = _correlation(onset_envelope(padded), reference)
         return ops.concatenate([fn(padded, reference), ops.reshape(kept, (1,))])
 
     return with_onsets, terms + 1
@@ -311,10 +311,14 @@ def dream_chunk(x0: np.ndarray, grad: Callable, terms: int, settings: Settings, 
             if settings.follow:
                 noise = _follow(noise, x, settings.follow)
             x = _step(x, noise, settings.step * level, level)
+        references: dict[int, np.ndarray] = {}  # the input's onset envelope at each frame-grid shift, once
         for _ in range(settings.iterations):
             shift = int(rng.integers(0, settings.jitter + 1)) if settings.jitter else 0
             padded, off = pad_for_model(x, shift, frames)
-            reference = pad_for_model(base, shift, frames)[0]
+            if shift not in references:
+                references[shift] = (np.asarray(ops.convert_to_numpy(onset_envelope(ops.convert_to_tensor(
+                    pad_for_model(base, shift, frames)[0]))), np.float32) if onsets else np.zeros(1, np.float32))
+            reference = references[shift]
             values, g = grad(ops.convert_to_tensor(padded), ops.convert_to_tensor(reference),
                              ops.convert_to_tensor(weights))
             stats.passes += 1

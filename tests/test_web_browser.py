@@ -92,6 +92,17 @@ def page_of(browser, app, **context_args):
         context.close()
 
 
+@contextlib.contextmanager
+def song_page(browser, app, tmp_path, **context_args):
+    """:func:`page_of` with a 1.5 s song chosen and the tiny model picked, ready to set a job up."""
+    song = tmp_path / "song.wav"
+    song.write_bytes(web_wav_bytes(1.5))
+    with page_of(browser, app, **context_args) as page:
+        page.set_input_files("#audio", str(song))
+        page.select_option("#model", "tiny")
+        yield page
+
+
 def transport_labels(page) -> list[str]:
     """The labels of the transport's versions, in order."""
     return page.evaluate("() => { const t = window.senseflosserTransport; "
@@ -540,11 +551,7 @@ def test_a_cluster_typed_in_the_page_resolves_as_in_the_api(browser, make_web_ap
     ModelRegistry(folder).update_card("tiny", clusters={"k": 2, "seed": 0, "model_sha256": "", "excerpts": [],
                                                         "layers": {"conv_a": [[0, 1], [2, 3]]}})
     app = make_web_app(MODELS_DIR=str(folder), DATA_DIR=str(tmp_path / "jobs-clusters"))
-    song = tmp_path / "song.wav"
-    song.write_bytes(web_wav_bytes(1.5))
-    with page_of(browser, app) as page:
-        page.set_input_files("#audio", str(song))
-        page.select_option("#model", "tiny")
+    with song_page(browser, app, tmp_path) as page:
         page.check("#action-fog")
         page.fill("#magnitude", "0.1")
         page.click("#advanced summary")
@@ -903,11 +910,7 @@ def test_the_drawn_frame_stays_within_one_model_frame_of_the_audio_over_a_60_s_c
 def test_the_senses_panel_deletes_a_located_concept_and_plays_what_it_did(browser, make_web_app, concept_dir,
                                                                             tmp_path):
     app = make_web_app(MODELS_DIR=str(concept_dir), DATA_DIR=str(tmp_path / "jobs-senses"))
-    song = tmp_path / "song.wav"
-    song.write_bytes(web_wav_bytes(1.5))
-    with page_of(browser, app, viewport={"width": 390, "height": 844}) as page:
-        page.set_input_files("#audio", str(song))
-        page.select_option("#model", "tiny")
+    with song_page(browser, app, tmp_path, viewport={"width": 390, "height": 844}) as page:
         page.click("#advanced summary")
         assert page.is_visible("#senses")
         options = page.eval_on_selector_all("#sense option", "os => os.map(o => o.value)")
@@ -928,11 +931,7 @@ def test_the_senses_panel_deletes_a_located_concept_and_plays_what_it_did(browse
 
 def test_the_senses_panel_deletes_a_concepts_band_with_a_band_mask(browser, make_web_app, concept_dir, tmp_path):
     app = make_web_app(MODELS_DIR=str(concept_dir), DATA_DIR=str(tmp_path / "jobs-band"))
-    song = tmp_path / "song.wav"
-    song.write_bytes(web_wav_bytes(1.5))
-    with page_of(browser, app) as page:
-        page.set_input_files("#audio", str(song))
-        page.select_option("#model", "tiny")
+    with song_page(browser, app, tmp_path) as page:
         page.click("#advanced summary")
         page.select_option("#sense", "bass")
         assert "Its band: a band mask over bass's band" in page.inner_text("#sense-info")
