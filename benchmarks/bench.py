@@ -380,6 +380,29 @@ def _playable_urls(outputs: dict) -> list[str]:
     return [u for u in urls if isinstance(u, str)]
 
 
+def _follow(session, status_url: str, deadline: float, timeout: float, *, until=lambda body: False,
+            body: dict | None = None) -> dict:
+    """Follow a job with long polls, as the page does, until it is done or ``until(view)``; the last view.
+
+    Raises RuntimeError if the job fails or outlives ``deadline`` (a ``time.monotonic()`` value)."""
+    while True:
+        if body is not None:
+            if body.get("state") == "failed":
+                raise RuntimeError(f"the job failed: {body.get('error')}")
+            if body.get("state") == "done" or until(body):
+                return body
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the job did not finish within {timeout:g} s (state {body.get('state')})")
+        version = body.get("version") if body else None
+        if body is not None and not version:
+            time.sleep(WEB_POLL_S)
+        st = session.get(status_url, params={"wait": str(WEB_WAIT_S), "version": version} if version else None,
+                         timeout=timeout)
+        if st.status_code != 200:
+            raise RuntimeError(f"GET {status_url} answered {st.status_code}: {st.text[:300]}")
+        body = st.json()
+
+
 def _web_job(session, base: str, payload: bytes | None, model_name: str, action: str, magnitude: float,
              seed: int, timeout: float, *, source: str | None = None, ids: list[str] | None = None) -> float:
     """Upload (or name an earlier job's audio as ``source``), follow it as the page does (long polls) until
@@ -402,22 +425,7 @@ def _web_job(session, base: str, payload: bytes | None, model_name: str, action:
     status_url = r.json()["status_url"]
     status_url = status_url if status_url.startswith("http") else base + status_url
     deadline = time.monotonic() + timeout
-    version = None
-    while True:
-        params = {"wait": str(WEB_WAIT_S), "version": version} if version else None
-        st = session.get(status_url, params=params, timeout=timeout)
-        if st.status_code != 200:
-            raise RuntimeError(f"GET {status_url} answered {st.status_code}: {st.text[:300]}")
-        body = st.json()
-        if body.get("state") == "done" or body.get("playable"):
-            break
-        if body.get("state") == "failed":
-            raise RuntimeError(f"the job failed: {body.get('error')}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the job did not finish within {timeout:g} s (state {body.get('state')})")
-        version = body.get("version")
-        if not version:
-            time.sleep(WEB_POLL_S)
+    body = _follow(session, status_url, deadline, timeout, until=lambda b: b.get("playable"))
     urls = _playable_urls(body.get("outputs") or {})
     if not urls:
         raise RuntimeError(f"the finished job lists no output files: {body}")
@@ -426,14 +434,7 @@ def _web_job(session, base: str, payload: bytes | None, model_name: str, action:
         if got.status_code != 200 or not got.content:
             raise RuntimeError(f"GET {url} answered {got.status_code}")
     wall = time.perf_counter() - t0
-    while body.get("state") not in ("done", "failed"):  # its last steps, untimed
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the job did not finish within {timeout:g} s (state {body.get('state')})")
-        st = session.get(status_url, params={"wait": str(WEB_WAIT_S), "version": body.get("version")}
-                         if body.get("version") else None, timeout=timeout)
-        body = st.json()
-    if body.get("state") == "failed":
-        raise RuntimeError(f"the job failed: {body.get('error')}")
+    _follow(session, status_url, deadline, timeout, body=body)  # its last steps, untimed
     return wall
 
 

@@ -202,8 +202,11 @@ export function createTransport({ sampleRate }) {
     versionsBox.append(b);
   }
 
+  /* A version's peaks (``null`` when it has none or they cannot be read: the waveform is drawn without them). */
+  const fetchPeaks = (url) => (url ? fetch(url).then((r) => (r.ok ? r.json() : null)).catch(() => null) : null);
+
   async function prepare(v, gen) {
-    const peaks = v.peaksUrl ? fetch(v.peaksUrl).then((r) => (r.ok ? r.json() : null)).catch(() => null) : null;
+    const peaks = fetchPeaks(v.peaksUrl);
     if (!fallback) {
       const response = await fetch(v.url);
       if (!response.ok) throw new Error(`${v.label}: ${response.status}`);
@@ -247,7 +250,7 @@ export function createTransport({ sampleRate }) {
     await Promise.all(list.map(async (v, k) => {
       const have = Object.assign(versions[k], v);
       if (!have.peaksUrl || have.peaks) return;
-      have.peaks = await fetch(have.peaksUrl).then((r) => (r.ok ? r.json() : null)).catch(() => null);
+      have.peaks = await fetchPeaks(have.peaksUrl);
       if (have.onPeaks && have.peaks) have.onPeaks(have.peaks);
     }));
     drawWave();
