@@ -23,6 +23,9 @@ const mapFiles = $("map-files");
 const dose = $("dose");
 
 let transport = null;
+/* While a job's view is partial, its separate players fetch nothing: the transport is fetching that audio
+   already, and the page's few connections to the server stay free for the status answer that completes it. */
+let fetchPlayers = true;
 
 /** What each explanation of a channel set is (the server's notes, rendered beside the form's boxes). */
 const EXPLAINED = Object.fromEntries([...document.querySelectorAll('input[name="explain"]')].map(
@@ -36,6 +39,7 @@ function addPlayer(title, help, output, extra) {
   node.querySelector(".player-title").textContent = title;
   node.querySelector(".player-help").textContent = help;
   const audio = node.querySelector("audio");
+  if (!fetchPlayers) audio.preload = "none";
   audio.src = output.url;
   audio.setAttribute("aria-label", title);
   const img = node.querySelector(".spectrogram");
@@ -88,6 +92,7 @@ export function showResults(view) {
   const shown = state.view;
   const completing = !partial && shown && shown.id === view.id && shown.outputs && shown.outputs.complete === false;
   state.view = view;
+  fetchPlayers = !partial;
   players.replaceChildren();
   const recipe = view.recipe || {};
   resultsInfo.textContent = `${view.filename}: model ${recipe.model}, ${recipe.action}, seed ${recipe.seed}` +

@@ -247,6 +247,7 @@ export function createTransport({ sampleRate }) {
     await lastLoad;
     const same = list.length === versions.length && list.every((v, k) => v.url === versions[k].url);
     if (!same) return load(list, current);
+    delete box.dataset.ready;  // "1" again once what came later (the peaks) is here, as after load()
     await Promise.all(list.map(async (v, k) => {
       const have = Object.assign(versions[k], v);
       if (!have.peaksUrl || have.peaks) return;
@@ -254,6 +255,7 @@ export function createTransport({ sampleRate }) {
       if (have.onPeaks && have.peaks) have.onPeaks(have.peaks);
     }));
     drawWave();
+    box.dataset.ready = "1";
     return undefined;
   }
 
