@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import librosa
 import numpy as np
+import scipy.fft
 
 N_FFT = 2048
 HOP = 1024
@@ -36,6 +37,7 @@ N_BINS = N_FFT // 2 + 1
 WINDOW = "hann"
 """Window of the analysis and synthesis, as librosa names it (periodic)."""
 _WINDOW = librosa.filters.get_window(WINDOW, N_FFT, fftbins=True).astype(np.float64)
+_WINDOW32 = _WINDOW.astype(np.float32)
 
 DEFAULT_CHUNK_FRAMES = 512
 """Frames per chunk (about 24 s of audio): large enough that a 30 s clip costs
@@ -116,12 +118,12 @@ def iter_stft(y: np.ndarray, *, block: int = DEFAULT_CHUNK_FRAMES):
         yield _analyse(y, start, min(n, start + block))
 
 
-_W2 = _WINDOW**2
-_W2_BOTH = _W2[:HOP] + _W2[HOP:]  # a sample under two frames: first half of one, second half of the other
+_W2 = (_WINDOW**2).astype(np.float32)
+_W2_BOTH = (_WINDOW[:HOP] ** 2 + _WINDOW[HOP:] ** 2).astype(np.float32)  # a sample under two frames
 
 
 def _window_sum(n: int, first: int, stop: int) -> np.ndarray:
-    """Sum of the squared windows of ``n`` frames at padded sample indices ``first .. stop - 1``."""
+    """Sum of the squared windows of ``n`` frames at padded sample indices ``first .. stop - 1`` (float32)."""
     start = first % HOP
     out = np.tile(_W2_BOTH, -(-(start + stop - first) // HOP))[start : start + stop - first]
     # Samples under one frame only: before the second frame starts, and under the last frame's second half.
@@ -162,10 +164,15 @@ def istft(S: np.ndarray, length: int) -> np.ndarray:
 class _Synthesis:
     """Overlap-add accumulator for frames that arrive chunk by chunk, in order.
 
-    Samples no later frame can reach are divided by the window sum and
-    written to the float32 output at once; only the half frame still open
-    is kept in float64. Memory is the output plus one chunk, and the result
-    is the same, bit for bit, as accumulating the whole signal first.
+    In float32 throughout, like the model's tensor (the inverse FFT in single
+    precision, of the tensor viewed as complex without a copy): a 30 s output
+    costs about 2 ms instead of 10 in float64, and differs from
+    ``librosa.istft`` by about 1e-7. Samples no later frame can reach are
+    divided by the window sum and written to the output at once; only the
+    half frame still open is kept. Every output sample is the sum of at most
+    two windowed frames, whatever the chunking, so memory is the output plus
+    one chunk and the result is the same, bit for bit, as accumulating the
+    whole signal first.
     """
 
     def __init__(self, n: int, length: int) -> None:
@@ -173,17 +180,18 @@ class _Synthesis:
         self.length = length
         self.out = np.empty(length, dtype=np.float32)
         self.base = 0  # padded index of acc[0]; every sample before it is final
-        self.acc = np.zeros(0, dtype=np.float64)
+        self.acc = np.zeros(0, dtype=np.float32)
 
     def add(self, S: np.ndarray, first: int) -> None:
         if first * HOP != self.base:
             raise ValueError(f"frames must arrive in order: expected frame {self.base // HOP}, got {first}")
-        spec = S[..., 0].astype(np.float64) + 1j * S[..., 1].astype(np.float64)
-        frames = np.fft.irfft(spec, n=N_FFT, axis=1) * _WINDOW
+        spec = np.ascontiguousarray(S, dtype=np.float32).view(np.complex64)[..., 0]
+        frames = scipy.fft.irfft(spec, n=N_FFT, axis=1)
+        frames *= _WINDOW32
         k = frames.shape[0]
         if k == 0:
             return
-        acc = np.zeros((k - 1) * HOP + N_FFT, dtype=np.float64)
+        acc = np.zeros((k - 1) * HOP + N_FFT, dtype=np.float32)
         acc[: self.acc.size] = self.acc
         # Frames overlap by half: add even and odd frames as two flat, non-overlapping runs.
         for parity in range(N_FFT // HOP):
@@ -199,7 +207,7 @@ class _Synthesis:
         lo, hi = max(self.base, N_FFT // 2), min(stop, N_FFT // 2 + self.length)
         if hi > lo:
             y = self.acc[lo - self.base : hi - self.base]
-            self.out[lo - N_FFT // 2 : hi - N_FFT // 2] = (y / _window_sum(self.n, lo, hi)).astype(np.float32)
+            np.divide(y, _window_sum(self.n, lo, hi), out=self.out[lo - N_FFT // 2 : hi - N_FFT // 2])
         self.acc = self.acc[stop - self.base :].copy()
         self.base = stop
 
