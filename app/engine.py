@@ -29,7 +29,7 @@ from senseflosser.runners import warm_up
 from senseflosser.render import floss_file, safe_stem
 from senseflosser.sensitivity import DEFAULT_SEEDS, map_to_dir
 
-from .jobs import JobFailed, Progress
+from .jobs import JobFailed, Milestone, Progress
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ class Engine:
             def playable(files: dict) -> None:
                 # The web side serves these files and says the audio is playable before the job is done.
                 write_json(out / PLAYABLE_FILE, files)
-                progress(0.87, "the audio is ready; measuring it")
+                progress(0.87, Milestone("the audio is ready; measuring it"))
 
             manifest = floss_file(
                 spec, input_path, registry=self.registry, output_dir=out, model=model,

@@ -112,6 +112,35 @@ def test_the_audio_is_playable_and_served_before_the_job_is_done(make_web_app, w
     assert client.get(out["flossed"][0]["url"]).data == wav.data
 
 
+def test_a_waiting_request_learns_of_the_audio_at_once_not_when_the_job_is_done(make_web_app, web_submit,
+                                                                                 web_wait, monkeypatch):
+    # A runner writes progress at most every 0.2 s; a tiny job's steps come faster, so the step that
+    # says "the audio is ready" must not be the one held back (the page would hear it only at the end).
+    import senseflosser.render as render
+
+    app = make_web_app()
+    client = app.test_client()
+    started, release_start = block(job_executor(app))
+    release_measure = threading.Event()
+    real = render.measure_distances
+    monkeypatch.setattr(render, "measure_distances", lambda result: (release_measure.wait(60), real(result))[1])
+    try:
+        job_id = web_submit(client).get_json()["id"]
+        assert started.wait(30)
+        view = client.get(f"/api/jobs/{job_id}").get_json()
+        assert view["playable"] is False
+        release_start.set()
+        t0 = time.monotonic()
+        while not view["playable"] and time.monotonic() - t0 < 20:  # long polls, as the page makes them
+            view = client.get(f"/api/jobs/{job_id}?wait=10&version={view['version']}").get_json()
+        assert view["state"] == "running" and view["playable"] is True
+        assert time.monotonic() - t0 < 5  # the audio, not a 10 s wait's end
+    finally:
+        release_start.set()
+        release_measure.set()
+    assert web_wait(client, job_id)["state"] == "done"
+
+
 def test_a_state_written_in_this_process_wakes_a_waiting_request_at_once(tmp_path):
     from app.jobs import JobStore
     from app.jobs.base import new_state

@@ -14,12 +14,12 @@ runner on Redis is configured, so ``make run`` needs neither.
 
 from __future__ import annotations
 
-from .base import (ACTIVE, JOB_ID_RE, RQ_OWNER, STATES, Execute, JobFailed, JobRunner, JobTimeout, Progress,
-                   QueueFull, StorageFull, new_job_id, time_limit, valid_job_id)
+from .base import (ACTIVE, JOB_ID_RE, RQ_OWNER, STATES, Execute, JobFailed, JobRunner, JobTimeout, Milestone,
+                   Progress, QueueFull, StorageFull, new_job_id, time_limit, valid_job_id)
 from .local import LocalJobRunner
 from .retention import ORPHAN_GRACE_S, Retention
 from .store import STATE_FILE, JobStore
 
 __all__ = ["ACTIVE", "JOB_ID_RE", "ORPHAN_GRACE_S", "RQ_OWNER", "STATES", "STATE_FILE", "Execute", "JobFailed",
-           "JobRunner", "JobStore", "JobTimeout", "LocalJobRunner", "Progress", "QueueFull", "Retention", "StorageFull",
+           "JobRunner", "JobStore", "JobTimeout", "LocalJobRunner", "Milestone", "Progress", "QueueFull", "Retention", "StorageFull",
            "new_job_id", "time_limit", "valid_job_id"]

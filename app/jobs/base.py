@@ -26,6 +26,29 @@ Progress = Callable[[float, str], None]
 Execute = Callable[[str, dict, Progress], dict]
 """``execute(job_id, state, progress) -> manifest``; raises :class:`JobFailed` for user errors."""
 
+PROGRESS_EVERY_S = 0.2
+"""A runner writes a running job's progress at most this often (each write is a file or a Redis round trip)."""
+
+
+class Milestone(str):
+    """A progress message a waiting page must learn of at once (the audio is playable): never held back."""
+
+
+class ProgressThrottle:
+    """When a runner writes a progress step: at most every :data:`PROGRESS_EVERY_S`, but the last step
+    (fraction 1) and a :class:`Milestone` at once."""
+
+    def __init__(self, every_s: float = PROGRESS_EVERY_S) -> None:
+        self.every_s = every_s
+        self.last = float("-inf")
+
+    def due(self, fraction: float, message: str) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.every_s and fraction < 1.0 and not isinstance(message, Milestone):
+            return False
+        self.last = now
+        return True
+
 
 class QueueFull(Exception):
     """The queue has no room for another job (or cannot take one now: ``str(exc)`` says why)."""

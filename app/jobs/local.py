@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .base import (ACTIVE, RQ_OWNER, UNSAVED_RESULT, USER_ERRORS, Execute, QueueFull,
+from .base import (ACTIVE, RQ_OWNER, UNSAVED_RESULT, USER_ERRORS, Execute, ProgressThrottle, QueueFull,
                    deadline_progress, internal_error, interrupted_error, job_limit, new_state)
 from .retention import Retention
 from .store import JobStore
@@ -225,15 +225,13 @@ class LocalJobRunner:
                          message="starting", attempts=int(state.get("attempts", 0)) + 1)
             self.store.write(state)
         log.info("job %s started (attempt %d)", job_id, state["attempts"])
-        last_write = [0.0]
+        throttle = ProgressThrottle()
 
         def progress(fraction: float, message: str) -> None:
             fraction = min(1.0, max(float(state["progress"]), float(fraction)))
-            now = time.monotonic()
-            if now - last_write[0] < 0.2 and fraction < 1.0:
+            if not throttle.due(fraction, message):
                 state["progress"], state["message"] = fraction, str(message)
                 return
-            last_write[0] = now
             with self._write_lock:
                 state["progress"], state["message"] = fraction, str(message)
                 if self._still_mine(job_id):

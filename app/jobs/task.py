@@ -24,14 +24,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .base import (ACTIVE, UNSAVED_RESULT, USER_ERRORS, Execute, JobFailed, deadline_progress, internal_error,
-                   job_limit, timeout_error)
+from .base import (ACTIVE, UNSAVED_RESULT, USER_ERRORS, Execute, JobFailed, ProgressThrottle, deadline_progress,
+                   internal_error, job_limit, timeout_error)
 from .store import STATE_FILE, JobStore
 
 log = logging.getLogger(__name__)
-
-PROGRESS_EVERY_S = 0.2
-"""Progress is written to Redis at most this often (and always at 100 %)."""
 
 
 def counter_key(queue_name: str, what: str) -> str:
@@ -136,15 +133,14 @@ def run(job_id: str) -> str:
         raise JobFailed(internal_error(exc)) from None
     log.info("job %s started (attempt %d)", job_id, state["attempts"])
 
-    last = [0.0, 0.0]  # time of the last write, highest fraction so far
+    highest = [0.0]
+    throttle = ProgressThrottle()
 
     def progress(fraction: float, message: str) -> None:
-        fraction = min(1.0, max(last[1], float(fraction)))
-        last[1] = fraction
-        now = time.monotonic()
-        if rq_job is None or (now - last[0] < PROGRESS_EVERY_S and fraction < 1.0):
+        fraction = min(1.0, max(highest[0], float(fraction)))
+        highest[0] = fraction
+        if rq_job is None or not throttle.due(fraction, message):
             return
-        last[0] = now
         rq_job.meta.update(progress=fraction, message=str(message))
         try:
             rq_job.save_meta()
