@@ -65,20 +65,28 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 /* ``GET`` a job until it is done; ``onUpdate(view)`` sees each state (``null`` while the server is away).
    Each request is a long poll: the server answers as soon as the job's ``version`` differs from the one
    the page has seen (or after ``config.statusWait`` seconds), so a change shows at once, without a timer.
+   The next poll is asked before an answer is shown, so a change that comes while the page draws the last
+   one (the job finishing while its audio is laid out) is not learnt late.
    Resolves with the final view, or with ``null`` as soon as ``isCurrent()`` turns false (nobody waits
    for that job any more). */
 export async function watch(url, onUpdate, isCurrent = () => true) {
   let lastAnswer = Date.now();
   let version = null;
-  for (;;) {
-    let response, body;
+  const ask = () => {
     const asked = new URL(url, location.href);
     if (version) {
       asked.searchParams.set("wait", String(config.statusWait));
       asked.searchParams.set("version", version);
     }
+    const pending = getJson(asked.href);
+    pending.catch(() => {});  // awaited below; this only keeps a poll left behind from being reported
+    return pending;
+  };
+  let next = ask();
+  for (;;) {
+    let response, body;
     try {
-      ({ response, body } = await getJson(asked.href));
+      ({ response, body } = await next);
     } catch (e) {
       if (!isCurrent()) return null;
       if (Date.now() - lastAnswer > GIVE_UP_MS) {
@@ -86,15 +94,22 @@ export async function watch(url, onUpdate, isCurrent = () => true) {
       }
       onUpdate(null);
       await sleep(config.pollMs * 2);
+      next = ask();
       continue;
     }
     if (!isCurrent()) return null;
     lastAnswer = Date.now();
     if (!response.ok) throw new Error(sentence(body.error || `The server answered ${response.status}`));
-    onUpdate(body);
-    if (body.state === "done" || body.state === "failed") return body;
+    const ended = body.state === "done" || body.state === "failed";
     version = body.version || null;
-    if (!version) await sleep(config.pollMs);  // an answer without a version cannot be waited on: poll
+    if (!ended && version) next = ask();
+    onUpdate(body);
+    if (ended) return body;
+    if (!version) {  // an answer without a version cannot be waited on: poll
+      await sleep(config.pollMs);
+      if (!isCurrent()) return null;
+      next = ask();
+    }
     if (!isCurrent()) return null;
   }
 }
