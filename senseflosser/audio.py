@@ -326,8 +326,9 @@ def write_wav(
     sr : int, keyword-only
         Sample rate in Hz.
     subtype : str, keyword-only
-        libsndfile sample encoding, ``"PCM_16"`` (default, plays everywhere)
-        or ``"FLOAT"``.
+        libsndfile sample encoding, ``"PCM_16"`` (default, plays everywhere:
+        each sample rounded to the nearest step ``k / 32768``, the scale
+        :func:`load` reads back; +1.0 to the top step) or ``"FLOAT"``.
 
     Returns
     -------
@@ -343,6 +344,10 @@ def write_wav(
     if peak > 1.0 + 1e-6:
         raise AudioError(f"refusing to clip: the waveform peaks at {peak:.3f} (> 1.0)")
     p = Path(path)
+    if subtype == "PCM_16":
+        # Quantized here, to the nearest step of the /32768 scale soundfile reads back (+1.0 to the top
+        # step): libsndfile's own float conversion costs 7.5 ms of a 30 s file's 8 ms, this one 0.3 ms.
+        y = np.clip(np.rint(y * np.float32(32768)), -32768, 32767).astype(np.int16)
     sf.write(str(p), y, sr, subtype=subtype, format="WAV")
     return p
 

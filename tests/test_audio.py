@@ -191,6 +191,17 @@ def test_one_sample_file_is_readable(tmp_path):
     assert audio.load(p).shape == (1,)
 
 
+def test_a_16_bit_wav_holds_the_nearest_step_of_every_sample(tmp_path):
+    rng = np.random.default_rng(3)
+    y = np.concatenate([rng.uniform(-1, 1, 100_000), rng.standard_normal(10_000) * 1e-4,
+                        [1.0, -1.0, 0.0, 0.5 / 32768, 1.5 / 32768, -0.5 / 32768]]).astype(np.float32)
+    back, _ = sf.read(audio.write_wav(tmp_path / "q.wav", y), dtype="float32")
+    top = 32767 / 32768
+    assert np.abs(back - np.minimum(y, top)).max() <= 0.5 / 32768 + 1e-9  # nearest step (+1.0: the top one)
+    assert back[-6] == top and back[-5] == -1.0 and back[-4] == 0.0
+    assert sf.info(str(tmp_path / "q.wav")).subtype == "PCM_16"
+
+
 def test_write_wav_roundtrip_and_refuses_to_clip(tmp_path):
     y = tone(0.5)
     p = audio.write_wav(tmp_path / "o.wav", y)
