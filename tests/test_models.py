@@ -223,6 +223,11 @@ def test_the_best_model_is_chosen_by_measured_quality_then_cost(tmp_path, models
     assert reg.ranked() == ["ddd", "ccc", "bbb", "aaa", "eee"] and reg.best() == "ddd"
     assert [c["name"] for c in reg.cards()] == reg.ranked()
     assert rank_key({}, "x") > rank_key({"evaluation": {"normal": {"si_snr_db_median": -50}}}, "y")
+    # The cards are parsed once while unchanged; a new figure (by update_card, or a file written anew) counts.
+    reg.update_card("bbb", evaluation={"normal": {"si_snr_db_median": 29.0}})
+    assert reg.best() == "bbb" and reg.card("bbb")["evaluation"]["normal"]["si_snr_db_median"] == 29.0
+    (folder / "ccc.json").write_text(json.dumps({"evaluation": {"normal": {"si_snr_db_median": 31.0}}}))
+    assert reg.best() == "ccc"
     with pytest.raises(ModelError, match="there is no model"):
         ModelRegistry(tmp_path / "empty").best()
 
