@@ -35,16 +35,20 @@ class Milestone(str):
 
 
 class ProgressThrottle:
-    """When a runner writes a progress step: at most every :data:`PROGRESS_EVERY_S`, but the last step
-    (fraction 1) and a :class:`Milestone` at once."""
+    """When a runner writes a progress step: at most every :data:`PROGRESS_EVERY_S`, but a
+    :class:`Milestone` at once.
+
+    A step at 100 % is not forced through: the job's end is written right after it (``done``, at
+    100 %), and a write just before that only made a waiting page ask once more before it learnt
+    of the end."""
 
     def __init__(self, every_s: float = PROGRESS_EVERY_S) -> None:
         self.every_s = every_s
         self.last = float("-inf")
 
-    def due(self, fraction: float, message: str) -> bool:
+    def due(self, message: str) -> bool:
         now = time.monotonic()
-        if now - self.last < self.every_s and fraction < 1.0 and not isinstance(message, Milestone):
+        if now - self.last < self.every_s and not isinstance(message, Milestone):
             return False
         self.last = now
         return True

@@ -229,7 +229,7 @@ class LocalJobRunner:
 
         def progress(fraction: float, message: str) -> None:
             fraction = min(1.0, max(float(state["progress"]), float(fraction)))
-            if not throttle.due(fraction, message):
+            if not throttle.due(message):
                 state["progress"], state["message"] = fraction, str(message)
                 return
             with self._write_lock:

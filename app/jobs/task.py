@@ -139,7 +139,7 @@ def run(job_id: str) -> str:
     def progress(fraction: float, message: str) -> None:
         fraction = min(1.0, max(highest[0], float(fraction)))
         highest[0] = fraction
-        if rq_job is None or not throttle.due(fraction, message):
+        if rq_job is None or not throttle.due(message):
             return
         rq_job.meta.update(progress=fraction, message=str(message))
         try:
