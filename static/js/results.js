@@ -23,9 +23,10 @@ const mapFiles = $("map-files");
 const dose = $("dose");
 
 let transport = null;
-/* While a job's view is partial, its separate players fetch nothing: the transport is fetching that audio
-   already, and the page's few connections to the server stay free for the status answer that completes it. */
-let fetchPlayers = true;
+/* While a job's view is partial the transport alone plays it: the separate players (downloads, metrics,
+   spectrograms) come with the finished view. Their media controls are the costliest part of the page
+   to lay out and paint, and drawing them twice kept the page from taking in the finished view at once. */
+let withPlayers = true;
 
 /** What each explanation of a channel set is (the server's notes, rendered beside the form's boxes). */
 const EXPLAINED = Object.fromEntries([...document.querySelectorAll('input[name="explain"]')].map(
@@ -35,11 +36,11 @@ let mapGeneration = 0;
 let mapShown = null;  // the drawn map's (view, done), to lay it out again when the width changes
 
 function addPlayer(title, help, output, extra) {
+  if (!withPlayers) return;
   const node = $("player-template").content.firstElementChild.cloneNode(true);
   node.querySelector(".player-title").textContent = title;
   node.querySelector(".player-help").textContent = help;
   const audio = node.querySelector("audio");
-  if (!fetchPlayers) audio.preload = "none";
   audio.src = output.url;
   audio.setAttribute("aria-label", title);
   const img = node.querySelector(".spectrogram");
@@ -84,15 +85,16 @@ function addPlayer(title, help, output, extra) {
 }
 
 /* Show a job's results. A running job's view whose audio is ready (``outputs.complete`` false) shows the
-   players and the transport at once; the finished view of the same job then fills in what came after
-   (metrics, peaks, activation frames, the dose plot, live mode) without loading the audio again. */
+   transport at once; the finished view of the same job then fills in what came after (the players with
+   their downloads and metrics, peaks, activation frames, the dose plot, live mode) without loading the
+   transport's audio again. */
 export function showResults(view) {
   const out = view.outputs;
   const partial = out.complete === false;
   const shown = state.view;
   const completing = !partial && shown && shown.id === view.id && shown.outputs && shown.outputs.complete === false;
   state.view = view;
-  fetchPlayers = !partial;
+  withPlayers = !partial;
   players.replaceChildren();
   const recipe = view.recipe || {};
   resultsInfo.textContent = `${view.filename}: model ${recipe.model}, ${recipe.action}, seed ${recipe.seed}` +

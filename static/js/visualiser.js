@@ -145,7 +145,8 @@ export function createVisualiser({ transport }) {
     const height = Math.max(1, Math.round(canvas.clientHeight * dpr));
     const view = chosenView();
     const key = `${i}|${cur}|${view}|${width}x${height}|${live ? live.position : ""}`;
-    canvas.dataset.time = t.toFixed(4);
+    const at = t.toFixed(4);
+    if (canvas.dataset.time !== at) canvas.dataset.time = at;  // no attribute write (and style check) while still
     if (key === lastKey) return;
     lastKey = key;
     if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
