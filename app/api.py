@@ -243,14 +243,12 @@ WAIT_STEP_S = 0.02
 it first (a job the in-process runner runs wakes it at once: see ``JobStore.wait_for_write``)."""
 
 
-def _watched_state(job_id: str, *, kind: str | None) -> tuple[dict, dict | None]:
-    """The job's state and its audio written so far (see :func:`_playable`); with ``?wait=S&version=V``,
-    the first pair whose version differs from ``V`` (or the last one after ``S`` seconds): a long poll, so
-    a page learns of a change within :data:`WAIT_STEP_S` instead of its next poll.
-
-    The audio's arrival is part of the version: a runner writes progress at most every so often, so the
-    step that wrote ``playable.json`` may not have written the state, and a poll waiting on the state
-    alone would learn of the audio only when the job is done."""
+def _watched_state(job_id: str, *, kind: str | None) -> dict:
+    """The job's state; with ``?wait=S&version=V``, the first one whose version differs from ``V``
+    (or the last one after ``S`` seconds): a long poll, so a page learns of a change within
+    :data:`WAIT_STEP_S` instead of its next poll. (The step that writes a job's audio is a
+    :class:`~app.jobs.Milestone`, written whatever the progress throttle holds back, so the audio
+    changes the version.)"""
     if not valid_job_id(job_id):
         raise _no_job(job_id)
     wait = parse_float(request.args.get("wait", "0"), field="wait", minimum=0.0, maximum=MAX_WAIT_S,
@@ -262,16 +260,15 @@ def _watched_state(job_id: str, *, kind: str | None) -> tuple[dict, dict | None]
         state = runner.get(job_id)
         if state is None or (kind is not None and state["request"].get("kind") != kind):
             raise _no_job(job_id)
-        playable = _playable(job_id, state)
-        if (since is None or state_version(state, playable=playable is not None) != since
-                or state["state"] in ("done", "failed") or time.monotonic() >= deadline):
-            return state, playable
+        if (since is None or state_version(state) != since or state["state"] in ("done", "failed")
+                or time.monotonic() >= deadline):
+            return state
         services().store.wait_for_write(min(WAIT_STEP_S, max(0.0, deadline - time.monotonic())))
 
 
 def _playable(job_id: str, state: dict) -> dict | None:
     """A running job's audio written so far (its ``playable.json``: original, normal, damaged), or ``None``."""
-    if state["state"] != "running" or state["request"].get("kind") == "map":
+    if state["state"] != "running":
         return None
     try:
         data = json.loads((services().store.root / job_id / "out" / PLAYABLE_FILE).read_text())
@@ -280,24 +277,24 @@ def _playable(job_id: str, state: dict) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _status_response(view: dict[str, Any], state: dict, playable: dict | None):
-    response = jsonify({**view, "version": state_version(state, playable=playable is not None)})
+def _status_response(view: dict[str, Any], state: dict):
+    response = jsonify({**view, "version": state_version(state)})
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @bp.get("/jobs/<job_id>")
 def job_status(job_id: str):
-    state, playable = _watched_state(job_id, kind=None)
+    state = _watched_state(job_id, kind=None)
     if state["request"].get("kind") == "map":
-        return _status_response(map_view(state), state, None)
-    return _status_response(job_view(state, playable=playable), state, playable)
+        return _status_response(map_view(state), state)
+    return _status_response(job_view(state, playable=_playable(job_id, state)), state)
 
 
 @bp.get("/maps/<job_id>")
 def map_status(job_id: str):
-    state, _ = _watched_state(job_id, kind="map")
-    return _status_response(map_view(state), state, None)
+    state = _watched_state(job_id, kind="map")
+    return _status_response(map_view(state), state)
 
 
 def download_name(request_spec: dict, name: str) -> str:

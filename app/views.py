@@ -18,12 +18,10 @@ from senseflosser.actions import get
 from senseflosser.jobspec import JobSpec
 
 
-def state_version(state: dict, *, playable: bool = False) -> str:
-    """A short tag that changes whenever anything a status answer shows of a job changes.
-
-    ``playable``: whether the running job's audio is written (its partial outputs are shown)."""
+def state_version(state: dict) -> str:
+    """A short tag that changes whenever anything a status answer shows of a job changes."""
     seen = (state["state"], state.get("position"), round(float(state.get("progress") or 0.0), 3),
-            state.get("message"), state.get("error"), state.get("finished"), playable)
+            state.get("message"), state.get("error"), state.get("finished"))
     return hashlib.sha1(repr(seen).encode()).hexdigest()[:12]
 
 
