@@ -15,8 +15,8 @@ export async function readJson(response) {
 }
 
 /** ``GET`` JSON: ``{response, body}``; rejects only when the server cannot be reached. */
-export async function getJson(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+export async function getJson(url, { signal } = {}) {
+  const response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store", signal });
   return { response, body: await readJson(response) };
 }
 
@@ -72,15 +72,21 @@ const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 export async function watch(url, onUpdate, isCurrent = () => true) {
   let lastAnswer = Date.now();
   let version = null;
+  let asking = null;  // the poll in flight, aborted when nobody waits for it any more
   const ask = () => {
     const asked = new URL(url, location.href);
     if (version) {
       asked.searchParams.set("wait", String(config.statusWait));
       asked.searchParams.set("version", version);
     }
-    const pending = getJson(asked.href);
-    pending.catch(() => {});  // awaited below; this only keeps a poll left behind from being reported
+    asking = new AbortController();
+    const pending = getJson(asked.href, { signal: asking.signal });
+    pending.catch(() => {});  // awaited below; this only keeps an aborted poll from being reported
     return pending;
+  };
+  const leave = () => {  // a poll asked ahead would hold a server thread for its whole wait
+    asking.abort();
+    return null;
   };
   let next = ask();
   for (;;) {
@@ -103,14 +109,19 @@ export async function watch(url, onUpdate, isCurrent = () => true) {
     const ended = body.state === "done" || body.state === "failed";
     version = body.version || null;
     if (!ended && version) next = ask();
-    onUpdate(body);
+    try {
+      onUpdate(body);
+    } catch (e) {
+      if (!ended && version) leave();
+      throw e;
+    }
     if (ended) return body;
     if (!version) {  // an answer without a version cannot be waited on: poll
       await sleep(config.pollMs);
       if (!isCurrent()) return null;
       next = ask();
     }
-    if (!isCurrent()) return null;
+    if (!isCurrent()) return leave();
   }
 }
 
