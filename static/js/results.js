@@ -23,10 +23,6 @@ const mapFiles = $("map-files");
 const dose = $("dose");
 
 let transport = null;
-/* While a job's view is partial the transport alone plays it: the separate players (downloads, metrics,
-   spectrograms) come with the finished view. Their media controls are the costliest part of the page
-   to lay out and paint, and drawing them twice kept the page from taking in the finished view at once. */
-let withPlayers = true;
 
 /** What each explanation of a channel set is (the server's notes, rendered beside the form's boxes). */
 const EXPLAINED = Object.fromEntries([...document.querySelectorAll('input[name="explain"]')].map(
@@ -35,8 +31,11 @@ let visualiser = null;
 let mapGeneration = 0;
 let mapShown = null;  // the drawn map's (view, done), to lay it out again when the width changes
 
+/* While a job's view is partial the transport alone plays it: the separate players (downloads, metrics,
+   spectrograms) come with the finished view. Their media controls are the costliest part of the page
+   to lay out and paint, and drawing them twice kept the page from taking in the finished view at once. */
 function addPlayer(title, help, output, extra) {
-  if (!withPlayers) return;
+  if (state.view && state.view.outputs.complete === false) return;
   const node = $("player-template").content.firstElementChild.cloneNode(true);
   node.querySelector(".player-title").textContent = title;
   node.querySelector(".player-help").textContent = help;
@@ -94,7 +93,6 @@ export function showResults(view) {
   const shown = state.view;
   const completing = !partial && shown && shown.id === view.id && shown.outputs && shown.outputs.complete === false;
   state.view = view;
-  withPlayers = !partial;
   players.replaceChildren();
   const recipe = view.recipe || {};
   resultsInfo.textContent = `${view.filename}: model ${recipe.model}, ${recipe.action}, seed ${recipe.seed}` +
